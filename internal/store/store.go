@@ -90,7 +90,7 @@ type Store interface {
 	Close() error
 }
 
-// Clock lets tests control time in adapters.
+// Clock lets tests control time in adapters (clock.System and clock.Fake satisfy it).
 type Clock interface{ Now() time.Time }
 
 // SystemClock is the wall clock.
