@@ -1,0 +1,109 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestDefaultsWithNoSettings(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatalf("Load with no settings: %v", err)
+	}
+	if c.Addr != ":8080" || c.DataDir != "./msisync-data" || c.WebhookHeader != "x-msisync-key" {
+		t.Errorf("defaults: addr %q dir %q header %q", c.Addr, c.DataDir, c.WebhookHeader)
+	}
+	if !c.Sandbox() {
+		t.Error("no Marketo URL should select the sandbox")
+	}
+	if c.BatchSize != 300 || c.MaxAttempts != 8 || c.MarketoCallsPer20s != 50 || c.MarketoConcurrency != 5 {
+		t.Errorf("numeric defaults: %+v", c)
+	}
+	if c.ScoreField != "relativeScore" || c.LeadStrategy != "auto" || c.DeletePolicy != "keep" {
+		t.Errorf("choice defaults: %q %q %q", c.ScoreField, c.LeadStrategy, c.DeletePolicy)
+	}
+}
+
+func TestEveryWrongValueIsNamedInOneError(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"MSISYNC_ADDR":                  "8080",
+		"MSISYNC_MARKETO_URL":           "https://123-ABC-456.mktorest.com/rest",
+		"MSISYNC_MARKETO_CALLS_PER_20S": "150",
+		"MSISYNC_MARKETO_CONCURRENCY":   "eleven",
+		"MSISYNC_LEAD_STRATEGY":         "guess",
+		"MSISYNC_DATABASE_URL":          "mysql://x",
+		"MSISYNC_DATAVERSE_APP_USER_ID": "not-a-guid",
+		"MSISYNC_MSI_INTERVAL":          "10s",
+		"MSISYNC_WEBHOOK_KEY":           "short",
+		"MSISYNC_WEBHOOK_HEADER":        "bad header",
+		"MSISYNC_MARKETO_CLIENT_SECRET": "s3cr3t-value-never-printed",
+	}))
+	if err == nil {
+		t.Fatal("expected an error")
+	}
+	msg := err.Error()
+	for _, name := range []string{"MSISYNC_ADDR", "MSISYNC_MARKETO_URL", "MSISYNC_MARKETO_CLIENT_ID",
+		"MSISYNC_MARKETO_CALLS_PER_20S", "MSISYNC_MARKETO_CONCURRENCY", "MSISYNC_LEAD_STRATEGY",
+		"MSISYNC_DATABASE_URL", "MSISYNC_DATAVERSE_APP_USER_ID", "MSISYNC_MSI_INTERVAL",
+		"MSISYNC_WEBHOOK_KEY", "MSISYNC_WEBHOOK_HEADER"} {
+		if !strings.Contains(msg, name+":") {
+			t.Errorf("error does not name %s:\n%s", name, msg)
+		}
+	}
+	if !strings.Contains(msg, "auto, lookup, split") {
+		t.Errorf("choice error should list the allowed values:\n%s", msg)
+	}
+	if strings.Contains(msg, "s3cr3t") {
+		t.Errorf("error leaks a secret:\n%s", msg)
+	}
+}
+
+func TestKeysListAndGUIDsNormalised(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"MSISYNC_WEBHOOK_KEY":           " first-key-0123456789 , second-key-0123456789 ",
+		"MSISYNC_DATAVERSE_APP_USER_ID": "{0A1B2C3D-0000-0000-0000-00000000ABCD}",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.WebhookKeys) != 2 || c.WebhookKeys[1] != "second-key-0123456789" {
+		t.Errorf("keys = %q", c.WebhookKeys)
+	}
+	if c.DataverseAppUserID != "0a1b2c3d-0000-0000-0000-00000000abcd" {
+		t.Errorf("app user id = %q", c.DataverseAppUserID)
+	}
+}
+
+func TestGeneratedWebhookKeyIsSavedOnceAndReused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	c := &Config{DataDir: dir}
+	created, err := c.EnsureWebhookKey()
+	if err != nil || !created || len(c.WebhookKeys) != 1 || len(c.WebhookKeys[0]) < 32 {
+		t.Fatalf("first run: created=%v keys=%q err=%v", created, c.WebhookKeys, err)
+	}
+	st, err := os.Stat(filepath.Join(dir, KeyFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	again := &Config{DataDir: dir}
+	created, err = again.EnsureWebhookKey()
+	if err != nil || created || again.WebhookKeys[0] != c.WebhookKeys[0] {
+		t.Fatalf("second run should reuse the key: created=%v key=%q err=%v", created, again.WebhookKeys, err)
+	}
+}
+
+func TestREADMEListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Skip("README.md not present yet")
+	}
+	for _, s := range Settings {
+		if !strings.Contains(string(b), "`"+s.Name+"`") {
+			t.Errorf("README.md does not document %s", s.Name)
+		}
+	}
+}
