@@ -1,0 +1,148 @@
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sample() *Event {
+	return &Event{
+		Schema: SchemaVersion, Source: SourceWebhook, OrgID: "00000000-0000-0000-0000-0000000000aa",
+		Entity: EntityContact, RecordID: "9a1e0000-0000-0000-0000-000000000001", Message: MessageUpdate,
+		OperationID: "op-1", Version: 1700000000000,
+		Attributes: Attributes{
+			"emailaddress1":    String("a@example.com"),
+			"parentcustomerid": Reference("account", "3F200000-0000-0000-0000-000000000002", ""),
+			"statuscode":       Option(1),
+			"revenue":          Money("1234.50"),
+			"modifiedon":       Time(time.UnixMilli(1700000000000)),
+			"fax":              Null(),
+		},
+	}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	e := sample()
+	e.ID = e.DeriveID()
+	b, err := Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != e.ID || got.RecordID != e.RecordID || len(got.Attributes) != len(e.Attributes) {
+		t.Fatalf("round trip changed the event: %+v", got)
+	}
+	for k, v := range e.Attributes {
+		if !got.Attributes[k].Equal(v) {
+			t.Errorf("attribute %s: got %+v want %+v", k, got.Attributes[k], v)
+		}
+	}
+	ref, ok := got.Attributes["parentcustomerid"].Reference()
+	if !ok || ref.ID != "3f200000-0000-0000-0000-000000000002" {
+		t.Errorf("reference id not lower-cased: %+v", ref)
+	}
+}
+
+func TestDeriveIDIsStableAndDistinguishesVersions(t *testing.T) {
+	a, b := sample(), sample()
+	if a.DeriveID() != b.DeriveID() {
+		t.Fatal("same event, different ids")
+	}
+	b.Version++
+	if a.DeriveID() == b.DeriveID() {
+		t.Fatal("a newer version must get a new id")
+	}
+	c := sample()
+	c.Message = MessageDelete
+	if a.DeriveID() == c.DeriveID() {
+		t.Fatal("a different message must get a new id")
+	}
+}
+
+func TestDecodeRejectsUnknownSchemaAndMissingFields(t *testing.T) {
+	if _, err := Decode([]byte(`{"schema":99,"entity":"contact","recordId":"9a1e0000-0000-0000-0000-000000000001","message":"Update"}`)); err == nil || !strings.Contains(err.Error(), "schema version 99") {
+		t.Errorf("schema 99: %v", err)
+	}
+	_, err := Decode([]byte(`{"schema":1,"entity":"contact","recordId":"nope","message":"Update"}`))
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "recordId" {
+		t.Errorf("bad record id: %v", err)
+	}
+}
+
+func TestIsGUIDAndNormalize(t *testing.T) {
+	for s, want := range map[string]bool{
+		"9a1e0000-0000-0000-0000-000000000001":   true,
+		"{9A1E0000-0000-0000-0000-00000000000F}": true,
+		"9a1e0000000000000000000000000001":       false,
+		"9a1e0000-0000-0000-0000-00000000000g":   false,
+		"":                                       false,
+	} {
+		if IsGUID(s) != want {
+			t.Errorf("IsGUID(%q) = %v", s, !want)
+		}
+	}
+	if NormalizeID(" {ABC} ") != "abc" {
+		t.Error("NormalizeID")
+	}
+}
+
+func TestValueAccessors(t *testing.T) {
+	if n, ok := Option(100000001).Int(); !ok || n != 100000001 {
+		t.Errorf("option Int = %d %v", n, ok)
+	}
+	if f, ok := Money("12.5").Float(); !ok || f != 12.5 {
+		t.Errorf("money Float = %v %v", f, ok)
+	}
+	if tm, ok := String("2026-11-29T10:00:00Z").TimeValue(); !ok || tm.Hour() != 10 {
+		t.Errorf("string TimeValue = %v %v", tm, ok)
+	}
+	if Options(1, 2).Text() != "1;2" || Bool(true).Text() != "true" {
+		t.Error("Text")
+	}
+	if !Null().IsNull() || String("").IsNull() {
+		t.Error("IsNull")
+	}
+	b, _ := json.Marshal(Bool(false))
+	var v Value
+	_ = json.Unmarshal(b, &v)
+	if v.Kind != KindBool || v.Bool {
+		t.Errorf("false bool round trip: %s", b)
+	}
+}
+
+func TestGetPrefersAttributesThenPostThenPre(t *testing.T) {
+	e := sample()
+	e.PostImages = map[string]Attributes{"post": {"lastname": String("Post"), "emailaddress1": String("old@x")}}
+	e.PreImages = map[string]Attributes{"pre": {"lastname": String("Pre"), "firstname": String("Pre")}}
+	if v, _ := e.Get("emailaddress1"); v.Str != "a@example.com" {
+		t.Errorf("attribute should win: %v", v.Str)
+	}
+	if v, _ := e.Get("lastname"); v.Str != "Post" {
+		t.Errorf("post image should beat pre image: %v", v.Str)
+	}
+	if v, _ := e.Get("firstname"); v.Str != "Pre" {
+		t.Errorf("pre image fallback: %v", v.Str)
+	}
+	if _, ok := e.Get("nope"); ok {
+		t.Error("missing attribute found")
+	}
+}
+
+func TestReducedKeepsReferenceOnly(t *testing.T) {
+	e := sample()
+	e.PostImages = map[string]Attributes{"p": {"x": String("y")}}
+	r := e.Reduced()
+	if !r.Truncated || r.Attributes != nil || r.PostImages != nil || r.RecordID != e.RecordID || r.Entity != e.Entity {
+		t.Fatalf("reduced = %+v", r)
+	}
+	if e.Truncated || e.Attributes == nil {
+		t.Fatal("Reduced modified the original")
+	}
+}
