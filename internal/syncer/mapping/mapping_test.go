@@ -86,10 +86,10 @@ entities:
 
 func TestParseErrorsNameLineAndField(t *testing.T) {
 	cases := map[string]string{
-		"entities:\n  widget:\n    fields: []\n":                                        `unknown entity "widget"`,
+		"entities:\n  widget:\n    fields: []\n":                                          `unknown entity "widget"`,
 		"entities:\n  contact:\n    fields:\n      - {column: x, field: y, type: blob}\n": `line 4: entities.contact: column x: unknown type "blob"`,
-		"entities:\n  contact:\n    fields:\n      - {field: y}\n":                       "line 4: entities.contact: field mapping needs a column",
-		"entities:\n  contact:\n    fields:\n      - {column: x, field: email}\n":        `Marketo field "email" is already mapped from column emailaddress1`,
+		"entities:\n  contact:\n    fields:\n      - {field: y}\n":                        "line 4: entities.contact: field mapping needs a column",
+		"entities:\n  contact:\n    fields:\n      - {column: x, field: email}\n":         `Marketo field "email" is already mapped from column emailaddress1`,
 		"entitees: {}\n": "field entitees not found",
 	}
 	for doc, want := range cases {
