@@ -1,0 +1,448 @@
+// Package msi copies the Marketo Sales Insight fields (interesting moments,
+// priority, urgency, relative score) from Marketo leads back onto the
+// Dataverse leads and contacts msisync synced, on an interval, on one
+// replica at a time.
+package msi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/store"
+)
+
+// ChunkSize is the number of persons read per Marketo call: the limit of
+// filterValues on Get Leads by Filter Type.
+const ChunkSize = 300
+
+// Defaults.
+const (
+	DefaultInterval  = 15 * time.Minute
+	DefaultLeaseName = "msi-writeback"
+	DefaultBatchSize = 100
+	// FilterType is the Marketo filter that finds a lead by Dataverse GUID.
+	FilterType = "externalPersonId"
+)
+
+// LeadQuerier reads Marketo leads by filter type. One call per invocation
+// for up to 300 values (the Marketo client switches to POST ?_method=GET
+// when the URL would pass 8 KB).
+type LeadQuerier interface {
+	QueryLeads(ctx context.Context, filterType string, values, fields []string) ([]map[string]any, error)
+}
+
+// PersonUpdate is one PATCH (update only, never create) of a lead or contact.
+type PersonUpdate struct {
+	Entity string // "lead" or "contact"
+	ID     string
+	Fields map[string]any // column → value (nil clears)
+}
+
+// WriteResult is the outcome of one PersonUpdate: Err nil on success; a 404
+// (Status 404 or an error wrapping ErrNotFound) means the row is gone.
+type WriteResult struct {
+	Status int
+	Err    error
+}
+
+// PersonWriter writes updates to Dataverse, in one $batch when there are
+// several. The returned slice has one result per update, in order; a non-nil
+// error means none was written.
+type PersonWriter interface {
+	UpdatePersons(ctx context.Context, updates []PersonUpdate) ([]WriteResult, error)
+}
+
+// ErrNotFound is what a PersonWriter's per-update error wraps for a row that
+// does not exist in Dataverse.
+var ErrNotFound = errors.New("msi: person not found in Dataverse")
+
+// Config configures a Writer.
+type Config struct {
+	Store     store.Store
+	Marketo   LeadQuerier
+	Dataverse PersonWriter
+	// Fields to copy; DefaultFields("relativeScore") when empty.
+	Fields []FieldMap
+	// Interval between cycles in Run (DefaultInterval when 0).
+	Interval time.Duration
+	// Holder identifies this replica in the lease (required).
+	Holder string
+	// LeaseName is the store lease only one replica holds (DefaultLeaseName).
+	LeaseName string
+	// LeaseTTL is how long a taken lease lasts without renewal (2×Interval
+	// when 0): a crashed holder is replaced after at most this long.
+	LeaseTTL time.Duration
+	// BatchSize is the number of person updates per Dataverse $batch
+	// (DefaultBatchSize; at most 1000).
+	BatchSize int
+	Clock     clock.Clock
+	// After returns a channel that fires after d; time.After when nil.
+	// Tests pass a function whose channels they fire.
+	After      func(d time.Duration) <-chan time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Writer runs the MSI write-back.
+type Writer struct {
+	cfg     Config
+	fields  []string // Marketo fields requested (MSI fields + externalPersonId)
+	metrics *metrics
+	mu      sync.Mutex // one cycle at a time
+}
+
+// New checks the configuration and registers the metrics.
+func New(cfg Config) (*Writer, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("msi: config: Store is required")
+	case cfg.Marketo == nil:
+		return nil, errors.New("msi: config: Marketo is required")
+	case cfg.Dataverse == nil:
+		return nil, errors.New("msi: config: Dataverse is required")
+	case cfg.Holder == "":
+		return nil, errors.New("msi: config: Holder (replica id for the lease) is required")
+	case cfg.Interval < 0:
+		return nil, fmt.Errorf("msi: config: Interval %s is negative", cfg.Interval)
+	case cfg.BatchSize < 0 || cfg.BatchSize > 1000:
+		return nil, fmt.Errorf("msi: config: BatchSize %d is outside 1..1000 (Dataverse $batch limit)", cfg.BatchSize)
+	}
+	if len(cfg.Fields) == 0 {
+		cfg.Fields = DefaultFields("")
+	}
+	if err := validateFields(cfg.Fields); err != nil {
+		return nil, fmt.Errorf("msi: config: %w", err)
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.LeaseName == "" {
+		cfg.LeaseName = DefaultLeaseName
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = 2 * cfg.Interval
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("msi: register metrics: %w", err)
+	}
+	w := &Writer{cfg: cfg, metrics: m, fields: []string{FilterType}}
+	for _, f := range cfg.Fields {
+		w.fields = append(w.fields, f.Marketo)
+	}
+	return w, nil
+}
+
+// Report describes one cycle.
+type Report struct {
+	// Skipped is set when another replica holds the lease; nothing was done.
+	Skipped    bool
+	SkipReason string
+	// LeaseLost is set when the lease could not be renewed mid-cycle and the
+	// cycle stopped early.
+	LeaseLost bool
+
+	Persons      int // synced persons examined
+	MarketoCalls int // Get Leads by Filter Type calls
+	NotInMarketo int // synced persons with no Marketo lead carrying their GUID
+	Duplicates   int // persons with more than one Marketo lead (the first is used)
+	Unchanged    int
+	Changed      int // persons whose MSI values differ from the last written
+	Written      int // persons written to Dataverse
+	Missing      int // persons whose Dataverse row is gone (404); not retried until their values change
+	Failed       int // persons whose write failed; retried next cycle
+	Invalid      int // links that cannot be written (bad GUID or entity)
+
+	DataverseRequests int // Dataverse write requests ($batch or single PATCH)
+	Duration          time.Duration
+}
+
+func (r Report) String() string {
+	if r.Skipped {
+		return "skipped: " + r.SkipReason
+	}
+	return fmt.Sprintf("persons=%d marketoCalls=%d notInMarketo=%d changed=%d written=%d missing=%d failed=%d invalid=%d dataverseRequests=%d duration=%s",
+		r.Persons, r.MarketoCalls, r.NotInMarketo, r.Changed, r.Written, r.Missing, r.Failed, r.Invalid, r.DataverseRequests, r.Duration)
+}
+
+type change struct {
+	link   store.Link
+	id     string
+	values map[string]string // full canonical values (stored on success)
+	update PersonUpdate      // only the changed columns
+}
+
+// RunOnce runs one cycle. It returns a Report with Skipped set, and no
+// error, when another replica holds the lease.
+func (w *Writer) RunOnce(ctx context.Context) (Report, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	start := w.cfg.Clock.Now()
+	rep, err := w.cycle(ctx)
+	rep.Duration = w.cfg.Clock.Now().Sub(start)
+	w.metrics.observe(rep, err)
+	return rep, err
+}
+
+func (w *Writer) cycle(ctx context.Context) (Report, error) {
+	var rep Report
+	ok, err := w.cfg.Store.AcquireLease(ctx, w.cfg.LeaseName, w.cfg.Holder, w.cfg.LeaseTTL)
+	if err != nil {
+		return rep, fmt.Errorf("msi: acquire lease %q: %w", w.cfg.LeaseName, err)
+	}
+	if !ok {
+		rep.Skipped = true
+		rep.SkipReason = fmt.Sprintf("lease %q is held by another replica", w.cfg.LeaseName)
+		return rep, nil
+	}
+	leaseAt := w.cfg.Clock.Now()
+
+	var pending []change
+	after := ""
+	for {
+		links, err := w.cfg.Store.ListLinks(ctx, store.KindPerson, after, ChunkSize)
+		if err != nil {
+			return rep, fmt.Errorf("msi: list synced persons after %q: %w", after, err)
+		}
+		if len(links) == 0 {
+			break
+		}
+		after = links[len(links)-1].ExternalID
+		changes, err := w.compare(ctx, links, &rep)
+		if err != nil {
+			return rep, err
+		}
+		pending = append(pending, changes...)
+		for len(pending) >= w.cfg.BatchSize {
+			if err := w.write(ctx, pending[:w.cfg.BatchSize], &rep); err != nil {
+				return rep, err
+			}
+			pending = pending[w.cfg.BatchSize:]
+		}
+		if len(links) < ChunkSize {
+			break
+		}
+		// Renew the lease in long cycles so that another replica does not
+		// start a second copy.
+		if now := w.cfg.Clock.Now(); now.Sub(leaseAt) > w.cfg.LeaseTTL/3 {
+			ok, err := w.cfg.Store.AcquireLease(ctx, w.cfg.LeaseName, w.cfg.Holder, w.cfg.LeaseTTL)
+			if err != nil {
+				return rep, fmt.Errorf("msi: renew lease %q: %w", w.cfg.LeaseName, err)
+			}
+			if !ok {
+				rep.LeaseLost = true
+				w.cfg.Logger.Warn("msi: lease lost mid-cycle; stopping", "lease", w.cfg.LeaseName, "holder", w.cfg.Holder)
+				return rep, nil
+			}
+			leaseAt = now
+		}
+	}
+	if len(pending) > 0 {
+		if err := w.write(ctx, pending, &rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// compare reads one chunk of persons from Marketo and returns those whose
+// values differ from the ones last written.
+func (w *Writer) compare(ctx context.Context, links []store.Link, rep *Report) ([]change, error) {
+	rep.Persons += len(links)
+	ids := make([]string, 0, len(links))
+	valid := links[:0:0]
+	for _, l := range links {
+		id := event.NormalizeID(l.ExternalID)
+		if !event.IsGUID(id) || (l.Entity != event.EntityLead && l.Entity != event.EntityContact) {
+			rep.Invalid++
+			w.cfg.Logger.Warn("msi: skipping synced person with a bad id or entity", "id", l.ExternalID, "entity", l.Entity)
+			continue
+		}
+		ids = append(ids, id)
+		valid = append(valid, l)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rep.MarketoCalls++
+	w.metrics.marketoCalls.Inc()
+	recs, err := w.cfg.Marketo.QueryLeads(ctx, FilterType, ids, w.fields)
+	if err != nil {
+		return nil, fmt.Errorf("msi: query marketo leads by %s (%d persons from %s): %w", FilterType, len(ids), ids[0], err)
+	}
+	byID := make(map[string]map[string]any, len(recs))
+	for _, r := range recs {
+		id := event.NormalizeID(canonical(r[FilterType], TypeText))
+		if id == "" {
+			continue
+		}
+		if _, dup := byID[id]; dup {
+			rep.Duplicates++
+			w.cfg.Logger.Warn("msi: several Marketo leads carry one externalPersonId; using the first", "externalPersonId", id)
+			continue
+		}
+		byID[id] = r
+	}
+	prev, err := w.cfg.Store.GetMSIValues(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("msi: read last written values (%d persons from %s): %w", len(ids), ids[0], err)
+	}
+	var out []change
+	for i, l := range valid {
+		id := ids[i]
+		rec, ok := byID[id]
+		if !ok {
+			rep.NotInMarketo++
+			continue
+		}
+		values := make(map[string]string, len(w.cfg.Fields))
+		fields := map[string]any{}
+		old := prev[id]
+		for _, f := range w.cfg.Fields {
+			v := canonical(rec[f.Marketo], f.Type)
+			if v != "" {
+				values[f.Dataverse] = v
+			}
+			// A column never written counts as null, so that persons without
+			// MSI activity cost nothing.
+			if v != old[f.Dataverse] {
+				fields[f.Dataverse] = dataverseValue(v, f.Type)
+			}
+		}
+		if len(fields) == 0 {
+			rep.Unchanged++
+			continue
+		}
+		rep.Changed++
+		out = append(out, change{link: l, id: id, values: values,
+			update: PersonUpdate{Entity: l.Entity, ID: id, Fields: fields}})
+	}
+	return out, nil
+}
+
+// write sends one batch of changes and records what was written.
+func (w *Writer) write(ctx context.Context, changes []change, rep *Report) error {
+	updates := make([]PersonUpdate, len(changes))
+	for i, c := range changes {
+		updates[i] = c.update
+	}
+	rep.DataverseRequests++
+	results, err := w.cfg.Dataverse.UpdatePersons(ctx, updates)
+	if err == nil && len(results) != len(updates) {
+		err = fmt.Errorf("got %d results for %d updates", len(results), len(updates))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("msi: write %d persons to dataverse: %w", len(updates), err)
+		}
+		// The whole request failed (after the client's retries): try again
+		// next cycle, since nothing was stored as written.
+		rep.Failed += len(updates)
+		w.metrics.failed.Add(float64(len(updates)))
+		w.cfg.Logger.Error("msi: write persons to dataverse failed", "persons", len(updates), "first", updates[0].Entity+"/"+updates[0].ID, "err", err)
+		return nil
+	}
+	done := make(map[string]map[string]string, len(changes))
+	for i, r := range results {
+		c := changes[i]
+		switch {
+		case r.Err == nil && r.Status < 300:
+			rep.Written++
+			w.metrics.written.Inc()
+			done[c.id] = c.values
+		case r.Status == 404 || errors.Is(r.Err, ErrNotFound):
+			// Remember the values anyway: the row is gone, so retrying every
+			// cycle would only repeat the 404. A later change tries again once.
+			rep.Missing++
+			w.metrics.missing.Inc()
+			done[c.id] = c.values
+			w.cfg.Logger.Warn("msi: person not found in Dataverse; not retried until its MSI values change", "entity", c.link.Entity, "id", c.id)
+		default:
+			rep.Failed++
+			w.metrics.failed.Inc()
+			w.cfg.Logger.Error("msi: write person to dataverse failed", "entity", c.link.Entity, "id", c.id, "status", r.Status, "err", r.Err)
+		}
+	}
+	if len(done) > 0 {
+		if err := w.cfg.Store.PutMSIValues(ctx, done); err != nil {
+			return fmt.Errorf("msi: store written values of %d persons: %w", len(done), err)
+		}
+	}
+	return nil
+}
+
+// Run runs a cycle now and then every Interval until ctx ends; then it
+// releases the lease so another replica can take over at once. Cycle errors
+// are logged, not returned: the next tick tries again.
+func (w *Writer) Run(ctx context.Context) error {
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := w.cfg.Store.ReleaseLease(rctx, w.cfg.LeaseName, w.cfg.Holder); err != nil {
+			w.cfg.Logger.Warn("msi: release lease", "lease", w.cfg.LeaseName, "err", err)
+		}
+	}()
+	for {
+		rep, err := w.RunOnce(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			w.cfg.Logger.Error("msi: write-back cycle failed", "err", err, "report", rep.String())
+		case rep.Skipped:
+			w.cfg.Logger.Debug("msi: write-back cycle skipped", "reason", rep.SkipReason)
+		default:
+			w.cfg.Logger.Info("msi: write-back cycle done", "persons", rep.Persons, "marketoCalls", rep.MarketoCalls,
+				"changed", rep.Changed, "written", rep.Written, "missing", rep.Missing, "failed", rep.Failed, "duration", rep.Duration)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.cfg.After(w.cfg.Interval):
+		}
+	}
+}
+
+// Release gives up the lease (for `msi sync --once`, so that serve's loop
+// need not wait for it to expire).
+func (w *Writer) Release(ctx context.Context) error {
+	if err := w.cfg.Store.ReleaseLease(ctx, w.cfg.LeaseName, w.cfg.Holder); err != nil {
+		return fmt.Errorf("msi: release lease %q: %w", w.cfg.LeaseName, err)
+	}
+	return nil
+}
+
+// Columns lists the Dataverse columns the write-back sets, so that webhook
+// registration can leave them out of filtering attributes and the syncer can
+// ignore updates that touch only them.
+func (w *Writer) Columns() []string { return Columns(w.cfg.Fields) }
+
+// Columns lists the Dataverse columns of fields (lower case).
+func Columns(fields []FieldMap) []string {
+	out := make([]string, len(fields))
+	for i, f := range fields {
+		out[i] = strings.ToLower(f.Dataverse)
+	}
+	return out
+}
