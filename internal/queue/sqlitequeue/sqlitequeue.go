@@ -1,0 +1,774 @@
+// Package sqlitequeue is msisync's default, embedded durable queue: one SQLite
+// file (pure-Go driver, no cgo) with Service Bus semantics — peek-lock with
+// renewal, delivery counts, dead-lettering, scheduled messages and duplicate
+// detection by message id.
+//
+// Durability: the database runs in WAL mode with synchronous=FULL, so Send
+// returns only after the WAL is fsynced; an acknowledged message survives a
+// SIGKILL and a power loss. To keep that affordable every write (sends,
+// receives' lock claims, settlements) goes through one writer goroutine that
+// commits whatever requests are waiting in a single transaction (group
+// commit).
+//
+// Several processes may share one file (a receiver and a worker started
+// separately): SQLite's file locks serialise their writers (BEGIN IMMEDIATE
+// with a busy timeout), and a receiver polls for messages another process
+// sent.
+package sqlitequeue
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/queue"
+)
+
+// Defaults, chosen to match Service Bus.
+const (
+	DefaultLockDuration     = 60 * time.Second
+	DefaultMaxDeliveryCount = 10
+	DefaultDuplicateWindow  = 10 * time.Minute
+	DefaultMaxMessageBytes  = 1 << 20
+	DefaultPollInterval     = 100 * time.Millisecond
+	DefaultCommitWindow     = time.Millisecond
+	DefaultBusyTimeout      = 10 * time.Second
+
+	// maxIDLength is Service Bus' MessageId limit; the same limit here keeps
+	// the adapters interchangeable.
+	maxIDLength = 128
+	// maxBatchMessages caps one group-commit transaction.
+	maxBatchMessages = 2000
+)
+
+// Options configure Open. Zero values take the defaults.
+type Options struct {
+	LockDuration     time.Duration // default 60 s
+	MaxDeliveryCount int           // default 10
+	DuplicateWindow  time.Duration // default 10 min
+	MaxMessageBytes  int           // default 1 MiB (id + body + properties)
+	Clock            clock.Clock   // default clock.System
+	Logger           *slog.Logger  // default discards
+	// PollInterval is how often a waiting Receive looks for messages sent by
+	// other processes (same-process sends wake it at once). Default 100 ms.
+	PollInterval time.Duration
+	// CommitWindow is how long the writer waits for more concurrent sends
+	// before committing. Default 1 ms; negative disables the wait (requests
+	// that queued up during the previous commit are still batched).
+	CommitWindow time.Duration
+	// BusyTimeout is how long a write waits for another process' lock.
+	// Default 10 s.
+	BusyTimeout time.Duration
+}
+
+func (o Options) withDefaults() (Options, error) {
+	checks := []struct {
+		name string
+		bad  bool
+	}{
+		{"LockDuration", o.LockDuration < 0},
+		{"MaxDeliveryCount", o.MaxDeliveryCount < 0},
+		{"DuplicateWindow", o.DuplicateWindow < 0},
+		{"MaxMessageBytes", o.MaxMessageBytes < 0},
+		{"PollInterval", o.PollInterval < 0},
+		{"BusyTimeout", o.BusyTimeout < 0},
+	}
+	for _, c := range checks {
+		if c.bad {
+			return o, fmt.Errorf("sqlitequeue: option %s must not be negative", c.name)
+		}
+	}
+	if o.LockDuration == 0 {
+		o.LockDuration = DefaultLockDuration
+	}
+	if o.MaxDeliveryCount == 0 {
+		o.MaxDeliveryCount = DefaultMaxDeliveryCount
+	}
+	if o.DuplicateWindow == 0 {
+		o.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+	if o.CommitWindow == 0 {
+		o.CommitWindow = DefaultCommitWindow
+	}
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if o.Clock == nil {
+		o.Clock = clock.System{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}
+
+// ErrClosed is returned by calls on a closed Queue.
+var ErrClosed = errors.New("sqlitequeue: queue is closed")
+
+// Queue is the embedded queue. It is safe for concurrent use.
+type Queue struct {
+	db   *sql.DB
+	path string
+	opts Options
+	log  *slog.Logger
+
+	ops        chan *op
+	closing    chan struct{}
+	writerDone chan struct{}
+	mu         sync.RWMutex // guards closed against inflight.Add
+	closed     bool
+	inflight   sync.WaitGroup
+
+	sigMu sync.Mutex
+	sig   chan struct{} // closed and replaced when messages may have become visible
+
+	nextPrune time.Time // owned by the writer goroutine
+}
+
+var _ queue.Queue = (*Queue)(nil)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS messages (
+	seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+	id             TEXT    NOT NULL,
+	body           BLOB    NOT NULL,
+	props          TEXT    NOT NULL,
+	entity         TEXT    NOT NULL,
+	enqueued_at    INTEGER NOT NULL,
+	visible_at     INTEGER NOT NULL, -- due time, or lock expiry while locked
+	delivery_count INTEGER NOT NULL DEFAULT 0,
+	lock_token     TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at, seq);
+CREATE TABLE IF NOT EXISTS seen_ids (
+	id         TEXT PRIMARY KEY,
+	expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_ids_expiry ON seen_ids (expires_at);
+CREATE TABLE IF NOT EXISTS dead (
+	seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+	message_id       TEXT    NOT NULL,
+	body             BLOB    NOT NULL,
+	props            TEXT    NOT NULL,
+	entity           TEXT    NOT NULL,
+	reason           TEXT    NOT NULL,
+	description      TEXT    NOT NULL,
+	delivery_count   INTEGER NOT NULL,
+	enqueued_at      INTEGER NOT NULL,
+	first_failure_at INTEGER NOT NULL,
+	dead_lettered_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_entity ON dead (entity);
+PRAGMA user_version = 1;
+`
+
+// Open opens (creating if needed) the queue database at path.
+func Open(ctx context.Context, path string, opts Options) (*Queue, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if path == "" {
+		return nil, errors.New("sqlitequeue: open: path is empty")
+	}
+	if strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("sqlitequeue: open %q: path must not contain '?' or '#'", path)
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("sqlitequeue: open %q: %w", path, err)
+		}
+	}
+	// Writes begin IMMEDIATE so that a claim never upgrades a read lock and
+	// fails with SQLITE_BUSY halfway; the busy timeout covers other processes.
+	dsn := fmt.Sprintf("%s?_busy_timeout=%d&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate",
+		path, opts.BusyTimeout.Milliseconds())
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitequeue: open %q: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	if err := initSchema(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlitequeue: open %q: %w", path, err)
+	}
+	q := &Queue{
+		db:         db,
+		path:       path,
+		opts:       opts,
+		log:        opts.Logger.With("queue", path),
+		ops:        make(chan *op, 4096),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+		sig:        make(chan struct{}),
+	}
+	go q.writer()
+	return q, nil
+}
+
+func initSchema(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	return tx.Commit()
+}
+
+// MaxMessageBytes is the largest id+body+properties Send accepts.
+func (q *Queue) MaxMessageBytes() int { return q.opts.MaxMessageBytes }
+
+// Ping checks that the database answers.
+func (q *Queue) Ping(ctx context.Context) error {
+	var n int
+	if err := q.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE seq < 0").Scan(&n); err != nil {
+		return fmt.Errorf("sqlitequeue: ping %q: %w", q.path, err)
+	}
+	return nil
+}
+
+// Close stops the writer after the requests in flight and closes the
+// database. Calls after Close return ErrClosed.
+func (q *Queue) Close() error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil
+	}
+	q.closed = true
+	close(q.closing)
+	q.mu.Unlock()
+	q.inflight.Wait()
+	close(q.ops)
+	<-q.writerDone
+	if err := q.db.Close(); err != nil {
+		return fmt.Errorf("sqlitequeue: close %q: %w", q.path, err)
+	}
+	return nil
+}
+
+// signal returns a channel closed the next time messages may have become
+// visible in this process.
+func (q *Queue) signal() <-chan struct{} {
+	q.sigMu.Lock()
+	defer q.sigMu.Unlock()
+	return q.sig
+}
+
+func (q *Queue) wake() {
+	q.sigMu.Lock()
+	close(q.sig)
+	q.sig = make(chan struct{})
+	q.sigMu.Unlock()
+}
+
+// row is a message row as stored.
+type row struct {
+	seq           int64
+	id            string
+	body          []byte
+	props         string
+	entity        string
+	enqueuedAt    int64
+	deliveryCount int
+}
+
+func (r row) properties() map[string]string { return decodeProps(r.props) }
+
+func encodeProps(p map[string]string) (string, error) {
+	if len(p) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(p)
+	return string(b), err
+}
+
+func decodeProps(s string) map[string]string {
+	var p map[string]string
+	if err := json.Unmarshal([]byte(s), &p); err != nil || len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func messageSize(m queue.Message) int {
+	n := len(m.ID) + len(m.Body)
+	for k, v := range m.Properties {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+type pending struct {
+	msg   queue.Message
+	props string
+}
+
+// Send enqueues msgs atomically and returns once they are durable. A message
+// whose id was sent within the duplicate window is dropped silently.
+func (q *Queue) Send(ctx context.Context, msgs ...queue.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	rows := make([]pending, len(msgs))
+	for i, m := range msgs {
+		if m.ID == "" {
+			return fmt.Errorf("sqlitequeue: send message %d: ID is empty", i)
+		}
+		if len(m.ID) > maxIDLength {
+			return fmt.Errorf("sqlitequeue: send message %d: ID is %d characters, limit is %d", i, len(m.ID), maxIDLength)
+		}
+		if size := messageSize(m); size > q.opts.MaxMessageBytes {
+			return fmt.Errorf("sqlitequeue: send message %q: %d bytes, limit is %d: %w", m.ID, size, q.opts.MaxMessageBytes, queue.ErrTooLarge)
+		}
+		p, err := encodeProps(m.Properties)
+		if err != nil {
+			return fmt.Errorf("sqlitequeue: send message %q: encode properties: %w", m.ID, err)
+		}
+		rows[i] = pending{msg: m, props: p}
+	}
+	o := &op{send: true, n: len(rows), wake: true, run: func(w *wtx) error { return q.insert(w, rows) }}
+	if err := q.submit(ctx, o); err != nil {
+		return fmt.Errorf("sqlitequeue: send %d messages (first %q): %w", len(msgs), msgs[0].ID, err)
+	}
+	return nil
+}
+
+func (q *Queue) insert(w *wtx, rows []pending) error {
+	now := nanos(w.now)
+	expires := nanos(w.now.Add(q.opts.DuplicateWindow))
+	for _, r := range rows {
+		// The upsert changes nothing when the id is still inside its window:
+		// that is a duplicate, dropped as Service Bus drops it.
+		res, err := w.exec(`INSERT INTO seen_ids (id, expires_at) VALUES (?, ?)
+			ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at WHERE seen_ids.expires_at <= ?`,
+			r.msg.ID, expires, now)
+		if err != nil {
+			return fmt.Errorf("record id %q: %w", r.msg.ID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("record id %q: %w", r.msg.ID, err)
+		} else if n == 0 {
+			q.log.Debug("duplicate message dropped", "id", r.msg.ID)
+			continue
+		}
+		visible := now
+		if r.msg.ScheduledAt.After(w.now) {
+			visible = nanos(r.msg.ScheduledAt)
+		}
+		body := r.msg.Body
+		if body == nil {
+			body = []byte{}
+		}
+		if _, err := w.exec(`INSERT INTO messages (id, body, props, entity, enqueued_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			r.msg.ID, body, r.props, r.msg.Properties[queue.PropEntity], now, visible); err != nil {
+			return fmt.Errorf("insert message %q: %w", r.msg.ID, err)
+		}
+	}
+	return nil
+}
+
+// Receive waits up to maxWait for messages and returns up to max of them,
+// each locked for LockDuration.
+func (q *Queue) Receive(ctx context.Context, max int, maxWait time.Duration) ([]*queue.Delivery, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("sqlitequeue: receive: max must be at least 1, got %d", max)
+	}
+	deadline := time.NewTimer(max0(maxWait))
+	defer deadline.Stop()
+	poll := time.NewTicker(q.opts.PollInterval)
+	defer poll.Stop()
+	for {
+		sig := q.signal() // taken before looking, so a send in between still wakes us
+		ds, err := q.tryClaim(ctx, max)
+		if err != nil || len(ds) > 0 {
+			return ds, err
+		}
+		if maxWait <= 0 {
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("sqlitequeue: receive: %w", ctx.Err())
+		case <-q.closing:
+			return nil, ErrClosed
+		case <-deadline.C:
+			return nil, nil
+		case <-sig:
+		case <-poll.C:
+		}
+	}
+}
+
+func max0(d time.Duration) time.Duration {
+	if d < 0 {
+		return 0
+	}
+	return d
+}
+
+// tryClaim locks up to max due messages. A read-only look first keeps idle
+// polling from taking the write lock.
+func (q *Queue) tryClaim(ctx context.Context, max int) ([]*queue.Delivery, error) {
+	var due bool
+	err := q.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE visible_at <= ?)`,
+		nanos(q.opts.Clock.Now())).Scan(&due)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitequeue: receive: %w", err)
+	}
+	if !due {
+		return nil, nil
+	}
+	var out []*queue.Delivery
+	o := &op{run: func(w *wtx) error {
+		var err error
+		out, err = q.claim(w, max)
+		return err
+	}}
+	if err := q.submit(ctx, o); err != nil {
+		return nil, fmt.Errorf("sqlitequeue: receive: %w", err)
+	}
+	return out, nil
+}
+
+func (q *Queue) claim(w *wtx, max int) ([]*queue.Delivery, error) {
+	rows, err := w.query(`SELECT seq, id, body, props, entity, enqueued_at, delivery_count
+		FROM messages WHERE visible_at <= ? ORDER BY visible_at, seq LIMIT ?`, nanos(w.now), max)
+	if err != nil {
+		return nil, fmt.Errorf("select due messages: %w", err)
+	}
+	var due []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.seq, &r.id, &r.body, &r.props, &r.entity, &r.enqueuedAt, &r.deliveryCount); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("scan message: %w", err)
+		}
+		due = append(due, r)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	lockedUntil := w.now.Add(q.opts.LockDuration)
+	out := make([]*queue.Delivery, 0, len(due))
+	for _, r := range due {
+		if r.deliveryCount >= q.opts.MaxDeliveryCount {
+			// Its last lock expired: the consumer died on the final attempt.
+			desc := fmt.Sprintf("lock expired on delivery %d of %d", r.deliveryCount, q.opts.MaxDeliveryCount)
+			if err := q.moveToDead(w, r, queue.ReasonMaxDelivery, desc); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		token := uuid.NewString()
+		if _, err := w.exec(`UPDATE messages SET delivery_count = delivery_count + 1, lock_token = ?, visible_at = ? WHERE seq = ?`,
+			token, nanos(lockedUntil), r.seq); err != nil {
+			return nil, fmt.Errorf("lock message %q: %w", r.id, err)
+		}
+		out = append(out, &queue.Delivery{
+			Message: queue.Message{
+				ID:         r.id,
+				Body:       r.body,
+				Properties: r.properties(),
+			},
+			DeliveryCount:  r.deliveryCount + 1,
+			EnqueuedAt:     fromNanos(r.enqueuedAt),
+			LockedUntil:    lockedUntil,
+			LockToken:      token,
+			SequenceNumber: r.seq,
+		})
+	}
+	return out, nil
+}
+
+// lockedRow returns d's row if d still holds its lock.
+func (q *Queue) lockedRow(w *wtx, d *queue.Delivery) (row, bool, error) {
+	r := row{seq: d.SequenceNumber}
+	err := w.queryRow(`SELECT id, body, props, entity, enqueued_at, delivery_count FROM messages
+		WHERE seq = ? AND lock_token = ? AND visible_at > ?`, d.SequenceNumber, d.LockToken, nanos(w.now)).
+		Scan(&r.id, &r.body, &r.props, &r.entity, &r.enqueuedAt, &r.deliveryCount)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, fmt.Errorf("select locked message %q: %w", d.ID, err)
+	}
+	return r, true, nil
+}
+
+func (q *Queue) moveToDead(w *wtx, r row, reason, desc string) error {
+	first := fromNanos(r.enqueuedAt)
+	if s := r.properties()[queue.PropFirstFailedAt]; s != "" {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			first = t
+		}
+	}
+	if _, err := w.exec(`INSERT INTO dead (message_id, body, props, entity, reason, description, delivery_count,
+		enqueued_at, first_failure_at, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.id, r.body, r.props, r.entity, reason, desc, r.deliveryCount, r.enqueuedAt, nanos(first), nanos(w.now)); err != nil {
+		return fmt.Errorf("dead-letter message %q: %w", r.id, err)
+	}
+	if _, err := w.exec(`DELETE FROM messages WHERE seq = ?`, r.seq); err != nil {
+		return fmt.Errorf("dead-letter message %q: %w", r.id, err)
+	}
+	q.log.Info("message dead-lettered", "id", r.id, "reason", reason, "deliveryCount", r.deliveryCount)
+	return nil
+}
+
+// settle runs fn on d's row inside the writer if d still holds its lock,
+// and returns queue.ErrLockLost otherwise.
+func (q *Queue) settle(ctx context.Context, what string, d *queue.Delivery, wake bool, fn func(w *wtx, r row) error) error {
+	if d == nil {
+		return fmt.Errorf("sqlitequeue: %s: delivery is nil", what)
+	}
+	var lost bool
+	o := &op{wake: wake, run: func(w *wtx) error {
+		r, ok, err := q.lockedRow(w, d)
+		lost = !ok
+		if err != nil || !ok {
+			return err
+		}
+		return fn(w, r)
+	}}
+	if err := q.submit(ctx, o); err != nil {
+		return fmt.Errorf("sqlitequeue: %s message %q: %w", what, d.ID, err)
+	}
+	if lost {
+		return fmt.Errorf("sqlitequeue: %s message %q: %w", what, d.ID, queue.ErrLockLost)
+	}
+	return nil
+}
+
+// Renew extends d's lock by LockDuration from now and updates d.LockedUntil.
+func (q *Queue) Renew(ctx context.Context, d *queue.Delivery) error {
+	var until time.Time
+	err := q.settle(ctx, "renew lock of", d, false, func(w *wtx, r row) error {
+		until = w.now.Add(q.opts.LockDuration)
+		_, err := w.exec(`UPDATE messages SET visible_at = ? WHERE seq = ?`, nanos(until), r.seq)
+		return err
+	})
+	if err == nil {
+		d.LockedUntil = until
+	}
+	return err
+}
+
+// Complete removes d.
+func (q *Queue) Complete(ctx context.Context, d *queue.Delivery) error {
+	return q.settle(ctx, "complete", d, false, func(w *wtx, r row) error {
+		_, err := w.exec(`DELETE FROM messages WHERE seq = ?`, r.seq)
+		return err
+	})
+}
+
+// Abandon releases d for redelivery, or dead-letters it once it has been
+// delivered MaxDeliveryCount times.
+func (q *Queue) Abandon(ctx context.Context, d *queue.Delivery) error {
+	return q.settle(ctx, "abandon", d, true, func(w *wtx, r row) error {
+		if r.deliveryCount >= q.opts.MaxDeliveryCount {
+			desc := fmt.Sprintf("abandoned on delivery %d of %d", r.deliveryCount, q.opts.MaxDeliveryCount)
+			return q.moveToDead(w, r, queue.ReasonMaxDelivery, desc)
+		}
+		_, err := w.exec(`UPDATE messages SET lock_token = NULL, visible_at = ? WHERE seq = ?`, nanos(w.now), r.seq)
+		return err
+	})
+}
+
+// DeadLetter moves d to the dead-letter table.
+func (q *Queue) DeadLetter(ctx context.Context, d *queue.Delivery, reason, description string) error {
+	return q.settle(ctx, "dead-letter", d, false, func(w *wtx, r row) error {
+		return q.moveToDead(w, r, reason, description)
+	})
+}
+
+// querier is what selectDead needs: the pool or the writer's transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func selectDead(ctx context.Context, db querier, f queue.Filter) ([]queue.DeadLetter, error) {
+	var where []string
+	var args []any
+	if len(f.IDs) > 0 {
+		var marks []string
+		for _, id := range f.IDs {
+			seq, err := strconv.ParseInt(id, 10, 64)
+			if err != nil {
+				continue // not one of ours, so it matches nothing
+			}
+			marks = append(marks, "?")
+			args = append(args, seq)
+		}
+		if len(marks) == 0 {
+			return nil, nil
+		}
+		where = append(where, "seq IN ("+strings.Join(marks, ",")+")")
+	}
+	if f.Entity != "" {
+		where = append(where, "entity = ?")
+		args = append(args, f.Entity)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "dead_lettered_at >= ?")
+		args = append(args, nanos(f.Since))
+	}
+	query := `SELECT seq, message_id, body, props, reason, description, delivery_count, enqueued_at,
+		first_failure_at, dead_lettered_at FROM dead`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY seq"
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	// Reason matching is done here rather than in SQL because SQLite's
+	// lower() folds ASCII only.
+	reason := strings.ToLower(f.Reason)
+	var out []queue.DeadLetter
+	for rows.Next() {
+		var (
+			dl                       queue.DeadLetter
+			seq                      int64
+			props                    string
+			enq, first, deadLettered int64
+		)
+		if err := rows.Scan(&seq, &dl.MessageID, &dl.Body, &props, &dl.Reason, &dl.Description, &dl.DeliveryCount,
+			&enq, &first, &deadLettered); err != nil {
+			return nil, err
+		}
+		if reason != "" && !strings.Contains(strings.ToLower(dl.Reason+"\n"+dl.Description), reason) {
+			continue
+		}
+		dl.ID = strconv.FormatInt(seq, 10)
+		dl.Properties = decodeProps(props)
+		dl.EnqueuedAt, dl.FirstFailureAt, dl.DeadLetteredAt = fromNanos(enq), fromNanos(first), fromNanos(deadLettered)
+		out = append(out, dl)
+		if f.Limit > 0 && len(out) >= f.Limit {
+			break
+		}
+	}
+	return out, rows.Err()
+}
+
+// ListDead returns the dead letters matching f, oldest first.
+func (q *Queue) ListDead(ctx context.Context, f queue.Filter) ([]queue.DeadLetter, error) {
+	dls, err := selectDead(ctx, q.db, f)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitequeue: list dead letters: %w", err)
+	}
+	return dls, nil
+}
+
+// GetDead returns one dead letter by its id, or queue.ErrNotFound.
+func (q *Queue) GetDead(ctx context.Context, id string) (queue.DeadLetter, error) {
+	dls, err := selectDead(ctx, q.db, queue.Filter{IDs: []string{id}})
+	if err != nil {
+		return queue.DeadLetter{}, fmt.Errorf("sqlitequeue: get dead letter %q: %w", id, err)
+	}
+	if len(dls) == 0 {
+		return queue.DeadLetter{}, fmt.Errorf("sqlitequeue: get dead letter %q: %w", id, queue.ErrNotFound)
+	}
+	return dls[0], nil
+}
+
+// ReplayDead moves each matching dead letter back to the queue under a new
+// message id, in one transaction (so, unlike on Service Bus, exactly once).
+func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
+	var n int
+	o := &op{wake: true, run: func(w *wtx) error {
+		n = 0
+		dls, err := selectDead(context.Background(), w.tx, f)
+		if err != nil {
+			return err
+		}
+		for _, dl := range dls {
+			props := make(map[string]string, len(dl.Properties)+2)
+			for k, v := range dl.Properties {
+				props[k] = v
+			}
+			if props[queue.PropOriginalID] == "" {
+				props[queue.PropOriginalID] = dl.MessageID
+			}
+			count, _ := strconv.Atoi(props[queue.PropReplayCount])
+			props[queue.PropReplayCount] = strconv.Itoa(count + 1)
+			p, err := encodeProps(props)
+			if err != nil {
+				return err
+			}
+			msg := queue.Message{ID: uuid.NewString(), Body: dl.Body, Properties: props}
+			if err := q.insert(w, []pending{{msg: msg, props: p}}); err != nil {
+				return err
+			}
+			if _, err := w.exec(`DELETE FROM dead WHERE seq = ?`, deadSeq(dl)); err != nil {
+				return fmt.Errorf("delete dead letter %s: %w", dl.ID, err)
+			}
+			n++
+		}
+		return nil
+	}}
+	if err := q.submit(ctx, o); err != nil {
+		return 0, fmt.Errorf("sqlitequeue: replay dead letters: %w", err)
+	}
+	return n, nil
+}
+
+// PurgeDead deletes the matching dead letters.
+func (q *Queue) PurgeDead(ctx context.Context, f queue.Filter) (int, error) {
+	var n int
+	o := &op{run: func(w *wtx) error {
+		n = 0
+		dls, err := selectDead(context.Background(), w.tx, f)
+		if err != nil {
+			return err
+		}
+		for _, dl := range dls {
+			if _, err := w.exec(`DELETE FROM dead WHERE seq = ?`, deadSeq(dl)); err != nil {
+				return fmt.Errorf("delete dead letter %s: %w", dl.ID, err)
+			}
+			n++
+		}
+		return nil
+	}}
+	if err := q.submit(ctx, o); err != nil {
+		return 0, fmt.Errorf("sqlitequeue: purge dead letters: %w", err)
+	}
+	return n, nil
+}
+
+// deadSeq is the row key behind a DeadLetter.ID selectDead produced.
+func deadSeq(dl queue.DeadLetter) int64 {
+	seq, _ := strconv.ParseInt(dl.ID, 10, 64)
+	return seq
+}
