@@ -54,8 +54,8 @@ var (
 	leadSources     = map[int]string{1: "Advertisement", 2: "Employee Referral", 3: "External Referral", 4: "Partner", 8: "Web", 10: "Other"}
 )
 
-func str() column                        { return column{kind: kString} }
-func lookup(targets ...string) column    { return column{kind: kLookup, targets: targets} }
+func str() column                         { return column{kind: kString} }
+func lookup(targets ...string) column     { return column{kind: kLookup, targets: targets} }
 func option(labels map[int]string) column { return column{kind: kOption, labels: labels} }
 
 func addressCols(m map[string]column) {
@@ -184,7 +184,7 @@ func init() {
 			"operationtype": {kind: kOption}, "statecode": {kind: kOption}, "statuscode": {kind: kOption}, "completedon": {kind: kDate},
 			"startedon": {kind: kDate}, "owningextensionid": lookup("sdkmessageprocessingstep"), "primaryentitytype": str(),
 			"regardingobjectid": lookup("account", "contact", "lead", "opportunity", "connection", "systemuser"),
-			"correlationid": {kind: kGUID}, "depth": {kind: kInt}, "messagename": str()}})
+			"correlationid":     {kind: kGUID}, "depth": {kind: kInt}, "messagename": str()}})
 }
 
 // bindColumn maps an `x@odata.bind` property name to its lookup column:

@@ -99,7 +99,7 @@ func (s *Server) Seed(o SeedOptions) (SeedResult, error) {
 		f, l := pick(firstNames), pick(lastNames)
 		attrs := map[string]any{"firstname": f, "lastname": l, "jobtitle": pick(titles), "address1_city": pick(cities),
 			"emailaddress1": fmt.Sprintf("%s.%s.%d@example.org", strings.ToLower(f), strings.ToLower(strings.ReplaceAll(l, "'", "")), i),
-			"telephone1": fmt.Sprintf("+1 555 %07d", i), "ownerid": owner()}
+			"telephone1":    fmt.Sprintf("+1 555 %07d", i), "ownerid": owner()}
 		if len(accounts) > 0 {
 			attrs["parentcustomerid"] = Ref{"account", accounts[rnd.IntN(len(accounts))]}
 		}
@@ -111,7 +111,7 @@ func (s *Server) Seed(o SeedOptions) (SeedResult, error) {
 		f, l := pick(firstNames), pick(lastNames)
 		if _, err := add("lead", map[string]any{"firstname": f, "lastname": l, "companyname": pick(companies) + " " + pick(suffixes),
 			"emailaddress1": fmt.Sprintf("lead.%s.%d@example.net", strings.ToLower(f), i), "jobtitle": pick(titles),
-			"subject": "Interested in " + pick([]string{"licences", "services", "support", "training"}),
+			"subject":        "Interested in " + pick([]string{"licences", "services", "support", "training"}),
 			"leadsourcecode": OptionValue([]int{1, 2, 3, 4, 8, 10}[rnd.IntN(6)]), "ownerid": owner()}); err != nil {
 			return res, err
 		}

@@ -431,14 +431,14 @@ func (s *Server) applyAuth(d *delivery, ep map[string]any) {
 
 // delivery is one webhook call to make.
 type delivery struct {
-	url                                     string
-	header                                  http.Header
-	body                                    []byte
-	truncated                               bool
-	failNow                                 string // set when the call cannot be made
-	stepID, stepName, entity, recordID      string
-	message, correlationID, operationID     string
-	autoDelete                              bool
+	url                                 string
+	header                              http.Header
+	body                                []byte
+	truncated                           bool
+	failNow                             string // set when the call cannot be made
+	stepID, stepName, entity, recordID  string
+	message, correlationID, operationID string
+	autoDelete                          bool
 }
 
 type deliveryQueue struct {
