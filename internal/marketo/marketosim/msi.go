@@ -1,0 +1,114 @@
+package marketosim
+
+import (
+	"fmt"
+	"time"
+)
+
+var momentTypes = []string{"Web", "Email", "Milestone", "Social"}
+var momentSources = []string{"Web", "Email", "Sales", "Marketo"}
+
+// SetMSI sets computed MSI fields on the leads whose externalPersonId is
+// externalPersonID (compared case-insensitively). Keys are field names;
+// "score" means the configured score field.
+func (s *Server) SetMSI(externalPersonID string, fields map[string]any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tables[objLeads]
+	for _, r := range t.all() {
+		v, _ := r.fields["externalPersonId"].(string)
+		if !equalFoldASCII(v, externalPersonID) {
+			continue
+		}
+		for k, val := range fields {
+			if k == "score" {
+				k = s.opts.ScoreField
+			}
+			if tm, ok := val.(time.Time); ok {
+				val = tm.UTC().Format(isoZ)
+			}
+			t.set(r, k, val)
+		}
+		r.fields["updatedAt"] = s.now()
+	}
+}
+
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// TickMSI simulates MSI activity: n random leads get a new interesting
+// moment and new priority, urgency and score values. It returns the ids of
+// the leads it changed.
+func (s *Server) TickMSI(n int) []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	leads := s.tables[objLeads].all()
+	if len(leads) == 0 || n <= 0 {
+		return nil
+	}
+	if n > len(leads) {
+		n = len(leads)
+	}
+	now := s.now()
+	var ids []int64
+	for _, i := range s.rnd.Perm(len(leads))[:n] {
+		r := leads[i]
+		typ := momentTypes[s.rnd.Intn(len(momentTypes))]
+		r.fields["msiLastInterestingMomentType"] = typ
+		r.fields["msiLastInterestingMomentDate"] = now
+		r.fields["msiLastInterestingMomentDesc"] = fmt.Sprintf("%s: visited pricing page (%d)", typ, s.rnd.Intn(1000))
+		r.fields["msiLastInterestingMomentSource"] = momentSources[s.rnd.Intn(len(momentSources))]
+		r.fields["priority"] = int64(s.rnd.Intn(100) + 1)
+		r.fields["relativeUrgency"] = int64(s.rnd.Intn(100) + 1)
+		r.fields["urgency"] = float64(s.rnd.Intn(1000)) / 10
+		r.fields[s.opts.ScoreField] = int64(s.rnd.Intn(100) + 1)
+		r.fields["updatedAt"] = now
+		ids = append(ids, r.id)
+	}
+	return ids
+}
+
+// Dump returns a copy of every record with its id or marketoGUID and all
+// stored fields, oldest first.
+func (s *Server) Dump() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dump := func(obj string) []map[string]any {
+		var out []map[string]any
+		for _, r := range s.tables[obj].all() {
+			m := make(map[string]any, len(r.fields))
+			for k, v := range r.fields {
+				m[k] = v
+			}
+			out = append(out, m)
+		}
+		return out
+	}
+	return State{SalesPersons: dump(objSalesPersons), Companies: dump(objCompanies), Leads: dump(objLeads),
+		Opportunities: dump(objOpportunities), Roles: dump(objRoles)}
+}
+
+// SetRaceGate installs a hook that Sync Leads calls between looking leads
+// up and writing them when Options.RaceDuplicates is set, so a test can make
+// two calls overlap deterministically.
+func (s *Server) SetRaceGate(gate func()) {
+	s.mu.Lock()
+	s.raceGate = gate
+	s.mu.Unlock()
+}

@@ -1,0 +1,570 @@
+package marketo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Reason explains a skipped record.
+type Reason struct {
+	Code    string
+	Message string
+}
+
+// Result is the outcome of one input record of Sync or Delete.
+type Result struct {
+	Seq         int    // index of the input record this result belongs to
+	ID          int64  // Marketo id (sales persons, companies, leads); 0 if none
+	MarketoGUID string // opportunities and roles
+	Status      string // created, updated, deleted or skipped
+	Reasons     []Reason
+}
+
+// Class classifies a skipped record by its first reason; ClassNone for a
+// record that succeeded.
+func (r Result) Class() Class {
+	if r.Status != "skipped" {
+		return ClassNone
+	}
+	if len(r.Reasons) == 0 {
+		return ClassPermanent
+	}
+	return ClassOf(r.Reasons[0].Code)
+}
+
+// Err describes a skipped record as an error naming the code, or nil.
+func (r Result) Err() error {
+	if r.Status != "skipped" {
+		return nil
+	}
+	if len(r.Reasons) == 0 {
+		return errors.New("marketo: record skipped without a reason")
+	}
+	return fmt.Errorf("marketo: record skipped: %s %s", r.Reasons[0].Code, r.Reasons[0].Message)
+}
+
+// SyncRequest is the body of a Sync call. Action: createOnly, updateOnly,
+// createOrUpdate (default) or, for leads, createDuplicate. DedupeBy
+// (non-lead objects): dedupeFields (default) or idField. LookupField
+// (leads): default email.
+type SyncRequest struct {
+	Action      string
+	DedupeBy    string
+	LookupField string
+	Input       []Record
+}
+
+type wireResult struct {
+	Seq         *int        `json:"seq"`
+	ID          json.Number `json:"id"`
+	MarketoGUID string      `json:"marketoGUID"`
+	Status      string      `json:"status"`
+	Reasons     []struct {
+		Code    flexString `json:"code"`
+		Message string     `json:"message"`
+	} `json:"reasons"`
+}
+
+func (w wireResult) result() Result {
+	r := Result{MarketoGUID: w.MarketoGUID, Status: w.Status}
+	if w.ID != "" {
+		r.ID, _ = w.ID.Int64()
+	}
+	for _, rs := range w.Reasons {
+		r.Reasons = append(r.Reasons, Reason{Code: string(rs.Code), Message: rs.Message})
+	}
+	return r
+}
+
+// Limits of one call.
+const (
+	MaxBatch       = 300
+	maxBodyBytes   = 1<<20 - 4096 // 1 MB less room for the envelope
+	maxURLBytes    = 8*1024 - 256 // 8 KB less room for proxies' additions
+	maxFilterValue = 300
+)
+
+func objName(o Object) string {
+	if o == Roles {
+		return "opportunity roles"
+	}
+	return string(o)
+}
+
+// Sync creates or updates records. len(results) == len(req.Input) and
+// results[i] is input i. Batches over 300 records or 1 MB are split into
+// several calls, sent in order. On error, results of the calls already
+// made are filled in and the rest have an empty Status.
+func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Result, error) {
+	op := "sync " + objName(obj)
+	if !obj.valid() {
+		return nil, fmt.Errorf("marketo: %s: unknown object %q", op, obj)
+	}
+	switch req.Action {
+	case "", "createOnly", "updateOnly", "createOrUpdate":
+	case "createDuplicate":
+		if obj != Leads {
+			return nil, fmt.Errorf("marketo: %s: action createDuplicate is for leads only", op)
+		}
+	default:
+		return nil, fmt.Errorf("marketo: %s: unknown action %q", op, req.Action)
+	}
+	switch req.DedupeBy {
+	case "", "dedupeFields", "idField":
+	default:
+		return nil, fmt.Errorf("marketo: %s: unknown dedupeBy %q", op, req.DedupeBy)
+	}
+	results := make([]Result, len(req.Input))
+	for i := range results {
+		results[i].Seq = i
+	}
+	sizes := make([]int, len(req.Input))
+	for i, rec := range req.Input {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return nil, fmt.Errorf("marketo: %s: input %d: %w", op, i, err)
+		}
+		sizes[i] = len(b) + 1
+		if len(b) > maxBodyBytes {
+			results[i].Status = "skipped"
+			results[i].Reasons = []Reason{{Code: "413", Message: fmt.Sprintf("record is %d bytes; a call may carry 1 MB", len(b))}}
+			sizes[i] = -1
+		}
+	}
+	for _, ch := range chunks(sizes) {
+		in := make([]Record, 0, len(ch))
+		for _, i := range ch {
+			in = append(in, req.Input[i])
+		}
+		body := map[string]any{"input": in}
+		if req.Action != "" {
+			body["action"] = req.Action
+		}
+		if obj == Leads {
+			if req.LookupField != "" {
+				body["lookupField"] = req.LookupField
+			}
+		} else if req.DedupeBy != "" {
+			body["dedupeBy"] = req.DedupeBy
+		}
+		bs, err := json.Marshal(body)
+		if err != nil {
+			return results, fmt.Errorf("marketo: %s: encode: %w", op, err)
+		}
+		c.stats.records(obj, len(in))
+		c.metrics.recordsPerCall(obj, len(in))
+		env, err := c.do(ctx, call{op: op, endpoint: op, method: http.MethodPost,
+			path: "/rest/v1/" + string(obj) + ".json",
+			body: func() ([]byte, string) { return bs, "application/json" }})
+		if err != nil {
+			return results, err
+		}
+		if err := mapResults(op, obj, env.Result, ch, results); err != nil {
+			return results, err
+		}
+	}
+	return results, nil
+}
+
+// chunks groups record indexes into calls of ≤300 records and ≤1 MB;
+// negative sizes (records too big to send) are left out.
+func chunks(sizes []int) [][]int {
+	var out [][]int
+	var cur []int
+	total := 0
+	for i, n := range sizes {
+		if n < 0 {
+			continue
+		}
+		if len(cur) == MaxBatch || (len(cur) > 0 && total+n > maxBodyBytes) {
+			out = append(out, cur)
+			cur, total = nil, 0
+		}
+		cur = append(cur, i)
+		total += n
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// mapResults puts a call's results at their input positions: by seq for
+// objects, by position for leads (which have no seq).
+func mapResults(op string, obj Object, raw json.RawMessage, idx []int, results []Result) error {
+	var ws []wireResult
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&ws); err != nil {
+		return &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+	}
+	if len(ws) != len(idx) {
+		return &Error{Op: op, Code: "611", Message: fmt.Sprintf("Marketo returned %d results for %d records", len(ws), len(idx))}
+	}
+	for pos, w := range ws {
+		at := pos
+		if obj != Leads && w.Seq != nil {
+			if *w.Seq < 0 || *w.Seq >= len(idx) {
+				return &Error{Op: op, Code: "611", Message: fmt.Sprintf("result seq %d out of range 0..%d", *w.Seq, len(idx)-1)}
+			}
+			at = *w.Seq
+		}
+		r := w.result()
+		r.Seq = idx[at]
+		results[idx[at]] = r
+	}
+	return nil
+}
+
+// Query reads records whose filterType field matches one of values. Values
+// are sent in groups of ≤300, pages are followed, and a URL over 8 KB is
+// sent as POST …?_method=GET with a form body. fields nil = Marketo's
+// default fields. Missing fields in a record mean null.
+func (c *Client) Query(ctx context.Context, obj Object, filterType string, values []string, fields []string) ([]Record, error) {
+	op := "query " + objName(obj) + " by " + filterType
+	if !obj.valid() {
+		return nil, fmt.Errorf("marketo: %s: unknown object %q", op, obj)
+	}
+	if filterType == "" {
+		return nil, fmt.Errorf("marketo: %s: filterType is required", op)
+	}
+	for i, v := range values {
+		if strings.Contains(v, ",") {
+			return nil, fmt.Errorf("marketo: %s: value %d %q contains a comma", op, i, v)
+		}
+	}
+	var out []Record
+	path := "/rest/v1/" + string(obj) + ".json"
+	for lo := 0; lo < len(values); lo += maxFilterValue {
+		hi := min(lo+maxFilterValue, len(values))
+		group := values[lo:hi]
+		c.stats.records(obj, len(group))
+		c.metrics.recordsPerCall(obj, len(group))
+		token := ""
+		for page := 0; ; page++ {
+			q := url.Values{"filterType": {filterType}, "filterValues": {strings.Join(group, ",")}}
+			if len(fields) > 0 {
+				q.Set("fields", strings.Join(fields, ","))
+			}
+			if token != "" {
+				q.Set("nextPageToken", token)
+			}
+			k := call{op: op, endpoint: "query " + objName(obj), method: http.MethodGet, path: path, query: q}
+			if len(c.base)+len(path)+1+len(q.Encode()) > maxURLBytes {
+				form := []byte(q.Encode())
+				k.method, k.query = http.MethodPost, url.Values{"_method": {"GET"}}
+				k.body = func() ([]byte, string) { return form, "application/x-www-form-urlencoded" }
+			}
+			env, err := c.do(ctx, k)
+			if err != nil {
+				return out, err
+			}
+			recs, err := decodeRecords(op, env.Result)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, recs...)
+			if env.NextPageToken == "" || env.NextPageToken == token || len(recs) == 0 || page > 10000 {
+				break
+			}
+			token = env.NextPageToken
+		}
+	}
+	return out, nil
+}
+
+func decodeRecords(op string, raw json.RawMessage) ([]Record, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var recs []Record
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&recs); err != nil {
+		return nil, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+	}
+	return recs, nil
+}
+
+// QueryRoles reads opportunity roles by their compound key
+// {externalOpportunityId, leadId, role}, ≤300 keys per call, following
+// pages (resending the keys with nextPageToken as Marketo requires).
+func (c *Client) QueryRoles(ctx context.Context, keys []Record, fields []string) ([]Record, error) {
+	op := "query opportunity roles by dedupeFields"
+	var out []Record
+	for lo := 0; lo < len(keys); lo += MaxBatch {
+		hi := min(lo+MaxBatch, len(keys))
+		group := keys[lo:hi]
+		c.stats.records(Roles, len(group))
+		c.metrics.recordsPerCall(Roles, len(group))
+		token := ""
+		for page := 0; ; page++ {
+			body := map[string]any{"filterType": "dedupeFields", "input": group}
+			if len(fields) > 0 {
+				body["fields"] = fields
+			}
+			if token != "" {
+				body["nextPageToken"] = token
+			}
+			bs, err := json.Marshal(body)
+			if err != nil {
+				return out, fmt.Errorf("marketo: %s: encode keys %d..%d: %w", op, lo, hi-1, err)
+			}
+			env, err := c.do(ctx, call{op: op, endpoint: "query opportunity roles", method: http.MethodPost,
+				path: "/rest/v1/opportunities/roles.json", query: url.Values{"_method": {"GET"}},
+				body: func() ([]byte, string) { return bs, "application/json" }})
+			if err != nil {
+				return out, err
+			}
+			recs, err := decodeRecords(op, env.Result)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, recs...)
+			if env.NextPageToken == "" || env.NextPageToken == token || len(recs) == 0 || page > 10000 {
+				break
+			}
+			token = env.NextPageToken
+		}
+	}
+	return out, nil
+}
+
+// Delete deletes records, ≤300 per call. deleteBy: dedupeFields (default)
+// or idField; leads are deleted by Marketo id only (input [{"id": n}]). A
+// skipped result with 1013 means the record was already gone.
+func (c *Client) Delete(ctx context.Context, obj Object, deleteBy string, input []Record) ([]Result, error) {
+	op := "delete " + objName(obj)
+	if !obj.valid() {
+		return nil, fmt.Errorf("marketo: %s: unknown object %q", op, obj)
+	}
+	switch deleteBy {
+	case "", "dedupeFields", "idField":
+	default:
+		return nil, fmt.Errorf("marketo: %s: unknown deleteBy %q", op, deleteBy)
+	}
+	results := make([]Result, len(input))
+	for i := range results {
+		results[i].Seq = i
+	}
+	for lo := 0; lo < len(input); lo += MaxBatch {
+		hi := min(lo+MaxBatch, len(input))
+		idx := make([]int, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			idx = append(idx, i)
+		}
+		body := map[string]any{"input": input[lo:hi]}
+		if obj != Leads && deleteBy != "" {
+			body["deleteBy"] = deleteBy
+		}
+		bs, err := json.Marshal(body)
+		if err != nil {
+			return results, fmt.Errorf("marketo: %s: encode input %d..%d: %w", op, lo, hi-1, err)
+		}
+		c.stats.records(obj, hi-lo)
+		c.metrics.recordsPerCall(obj, hi-lo)
+		env, err := c.do(ctx, call{op: op, endpoint: op, method: http.MethodPost,
+			path: "/rest/v1/" + string(obj) + "/delete.json",
+			body: func() ([]byte, string) { return bs, "application/json" }})
+		if err != nil {
+			return results, err
+		}
+		if err := mapResults(op, obj, env.Result, idx, results); err != nil {
+			return results, err
+		}
+	}
+	return results, nil
+}
+
+// Description is an object's schema as Describe reports it.
+type Description struct {
+	Name             string
+	IDField          string
+	DedupeFields     []string
+	SearchableFields [][]string
+	Fields           []FieldInfo
+}
+
+// FieldInfo describes one field.
+type FieldInfo struct {
+	Name        string `json:"name"`
+	DisplayName string `json:"displayName"`
+	DataType    string `json:"dataType"`
+	Length      int    `json:"length"`
+	Updateable  bool   `json:"updateable"`
+}
+
+// Field returns the named field.
+func (d *Description) Field(name string) (FieldInfo, bool) {
+	for _, f := range d.Fields {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return FieldInfo{}, false
+}
+
+// Searchable reports whether name alone is a searchable key.
+func (d *Description) Searchable(name string) bool {
+	for _, s := range d.SearchableFields {
+		if len(s) == 1 && s[0] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Describe returns an object's schema. For leads it uses describe2.json
+// (which lists searchable fields) and falls back to describe.json.
+func (c *Client) Describe(ctx context.Context, obj Object) (*Description, error) {
+	op := "describe " + objName(obj)
+	if !obj.valid() {
+		return nil, fmt.Errorf("marketo: %s: unknown object %q", op, obj)
+	}
+	path := "/rest/v1/" + string(obj) + "/describe.json"
+	if obj == Leads {
+		env, err := c.do(ctx, call{op: op, endpoint: op, method: http.MethodGet, path: "/rest/v1/leads/describe2.json"})
+		if err == nil {
+			return decodeDescription(op, env.Result)
+		}
+		var me *Error
+		if !errors.As(err, &me) || me.Code != "610" {
+			return nil, err
+		}
+		env, err = c.do(ctx, call{op: op, endpoint: op, method: http.MethodGet, path: path})
+		if err != nil {
+			return nil, err
+		}
+		var v1 []struct {
+			DisplayName string `json:"displayName"`
+			DataType    string `json:"dataType"`
+			Length      int    `json:"length"`
+			Rest        struct {
+				Name     string `json:"name"`
+				ReadOnly bool   `json:"readOnly"`
+			} `json:"rest"`
+		}
+		if err := json.Unmarshal(env.Result, &v1); err != nil {
+			return nil, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+		}
+		d := &Description{Name: "Lead", IDField: "id"}
+		for _, f := range v1 {
+			d.Fields = append(d.Fields, FieldInfo{Name: f.Rest.Name, DisplayName: f.DisplayName,
+				DataType: f.DataType, Length: f.Length, Updateable: !f.Rest.ReadOnly})
+		}
+		return d, nil
+	}
+	env, err := c.do(ctx, call{op: op, endpoint: op, method: http.MethodGet, path: path})
+	if err != nil {
+		return nil, err
+	}
+	return decodeDescription(op, env.Result)
+}
+
+func decodeDescription(op string, raw json.RawMessage) (*Description, error) {
+	var ds []struct {
+		Name             string      `json:"name"`
+		IDField          string      `json:"idField"`
+		DedupeFields     []string    `json:"dedupeFields"`
+		SearchableFields [][]string  `json:"searchableFields"`
+		Fields           []FieldInfo `json:"fields"`
+	}
+	if err := json.Unmarshal(raw, &ds); err != nil {
+		return nil, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+	}
+	if len(ds) == 0 {
+		return nil, &Error{Op: op, Code: "610", Message: "describe returned no object"}
+	}
+	d := ds[0]
+	return &Description{Name: d.Name, IDField: d.IDField, DedupeFields: d.DedupeFields,
+		SearchableFields: d.SearchableFields, Fields: d.Fields}, nil
+}
+
+// InstanceError lists what an MSI non-native sync needs but the instance
+// lacks.
+type InstanceError struct {
+	Missing []string // lead fields not found
+}
+
+func (e *InstanceError) Error() string {
+	return fmt.Sprintf("marketo: check instance: lead fields missing on the Marketo instance: %s "+
+		"(externalPersonId, externalCompanyId and externalSalesPersonId come with the \"MSI Non-Native\" feature, "+
+		"which Marketo Support enables; the MSI fields come with Marketo Sales Insight; the score field is "+
+		"relativeScore on most instances, relativeScoring on some: check the configured name)",
+		strings.Join(e.Missing, ", "))
+}
+
+// Class is ClassConfig.
+func (e *InstanceError) Class() Class { return ClassConfig }
+
+// CheckInstance verifies at start-up that the lead schema has
+// externalPersonId, the other MSI keys and msiFields. It returns an
+// *InstanceError listing every missing field.
+func (c *Client) CheckInstance(ctx context.Context, msiFields []string) error {
+	d, err := c.Describe(ctx, Leads)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	seen := map[string]bool{}
+	for _, f := range append([]string{"externalPersonId", "externalCompanyId", "externalSalesPersonId"}, msiFields...) {
+		if seen[f] {
+			continue
+		}
+		seen[f] = true
+		if _, ok := d.Field(f); !ok {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return &InstanceError{Missing: missing}
+	}
+	if len(d.SearchableFields) > 0 && !d.Searchable("externalPersonId") {
+		c.log.Warn("marketo: externalPersonId is not listed as a searchable lead field; MSI read-back queries by it may fail")
+	}
+	return nil
+}
+
+// Int64 reads an integer field of a record (json.Number, float64, string).
+func Int64(r Record, field string) (int64, bool) {
+	switch v := r[field].(type) {
+	case json.Number:
+		n, err := v.Int64()
+		if err != nil {
+			f, ferr := v.Float64()
+			return int64(f), ferr == nil
+		}
+		return n, true
+	case float64:
+		return int64(v), true
+	case int64:
+		return v, true
+	case int:
+		return int64(v), true
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}
+
+// String reads a field as text; numbers are formatted, null is "".
+func String(r Record, field string) string {
+	switch v := r[field].(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case json.Number:
+		return v.String()
+	default:
+		return fmt.Sprint(v)
+	}
+}
