@@ -1,0 +1,1335 @@
+package syncer
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/queue"
+	"github.com/msisync/msisync/internal/store"
+)
+
+// tombstone is the version stored for a deleted record: every later event
+// about it is stale (Dataverse never reuses a GUID).
+const tombstone = int64(math.MaxInt64)
+
+// metaLookupField remembers whether Sync Leads accepts lookupField=externalPersonId.
+const metaLookupField = "marketo.leads.lookupExternalPersonId"
+
+// metaQualified marks a lead qualified into a contact: later lead events are
+// ignored so the person that moved to the contact is not pulled back.
+func metaQualified(leadID string) string { return "qualified/lead/" + leadID }
+
+// stages is MSI's mandated write order.
+var stages = []string{store.KindSalesPerson, store.KindCompany, store.KindPerson, store.KindOpportunity, store.KindRole}
+
+func kindOf(entity string) string {
+	switch entity {
+	case event.EntitySystemUser:
+		return store.KindSalesPerson
+	case event.EntityAccount:
+		return store.KindCompany
+	case event.EntityContact, event.EntityLead:
+		return store.KindPerson
+	case event.EntityOpportunity:
+		return store.KindOpportunity
+	case event.EntityConnection:
+		return store.KindRole
+	}
+	return ""
+}
+
+var objectOf = map[string]Object{
+	store.KindSalesPerson: SalesPersons,
+	store.KindCompany:     Companies,
+	store.KindPerson:      Leads,
+	store.KindOpportunity: Opportunities,
+	store.KindRole:        Roles,
+}
+
+// externalField is each kind's external-id field in Marketo.
+var externalField = map[string]string{
+	store.KindSalesPerson: "externalSalesPersonId",
+	store.KindCompany:     "externalCompanyId",
+	store.KindPerson:      "externalPersonId",
+	store.KindOpportunity: "externalOpportunityId",
+}
+
+// systemColumns change on every update and never matter to Marketo.
+var systemColumns = map[string]bool{
+	"modifiedon": true, "modifiedby": true, "modifiedonbehalfby": true, "versionnumber": true,
+	"fullname": true, "yomifullname": true, "timezoneruleversionnumber": true, "utcconversiontimezonecode": true,
+}
+
+// required lists the columns a record must carry to be created in Marketo
+// when the event is an Update of a record not yet there.
+var required = map[string][]string{
+	event.EntitySystemUser:  {"internalemailaddress"},
+	event.EntityAccount:     {"name", "ownerid"},
+	event.EntityContact:     {"ownerid"},
+	event.EntityLead:        {"ownerid"},
+	event.EntityOpportunity: {"name", "ownerid"},
+	event.EntityConnection:  {"record1id", "record2id", "record2roleid"},
+}
+
+type msg struct {
+	d       *queue.Delivery
+	ev      *event.Event
+	attempt int
+}
+
+type action int
+
+const (
+	actRequeue    action = iota + 1 // delay grows with the attempt; dead-letter after MaxAttempts
+	actReschedule                   // fixed delay, attempt not counted (locked, paused)
+	actDead                         // dead-letter now
+	actSkip                         // complete without writing
+)
+
+type failure struct {
+	act          action
+	delay        time.Duration // actReschedule
+	reason, desc string        // dead-letter reason and description (when it comes to that)
+}
+
+type dep struct {
+	kind, entity, id string
+	why              string // "company of contact 9a1…"
+}
+
+func (d dep) String() string { return d.entity + " " + d.id + " (" + d.why + ")" }
+
+type rec struct {
+	entity, id, key, kind string
+	msgs                  []*msg
+	attrs                 event.Attributes
+	formatted             map[string]string
+	version               int64
+	full                  bool // Create or re-read: carries the whole record
+	deleted               bool
+	synthetic             bool // a dependency read from Dataverse, no message of its own
+	deps                  []dep
+	fail                  *failure
+	written               bool
+	marketoID             string
+	// connections
+	conn    *store.Connection
+	oldConn *store.Connection
+	// persons: Marketo id the record is updated by (split strategy, qualification)
+	byID      string
+	staleLink bool // byID was not found in Marketo
+	movedFrom string // lead GUID whose Marketo person this contact takes over
+}
+
+func (r *rec) name() string { return r.entity + " " + r.id }
+
+type batch struct {
+	s     *Syncer
+	ds    []*queue.Delivery
+	stats Stats
+
+	mu      sync.Mutex
+	settled map[*queue.Delivery]bool
+
+	recs   map[string]*rec // by key
+	early  []*msg          // skipped before grouping
+	links  map[string]map[string]store.Link
+	absent map[string]map[string]bool
+	locked []string
+	paused bool // Marketo quota/config: stop calling for this batch
+}
+
+func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
+	b := &batch{s: s, ds: ds, settled: map[*queue.Delivery]bool{}, recs: map[string]*rec{},
+		links: map[string]map[string]store.Link{}, absent: map[string]map[string]bool{},
+		stats: Stats{Written: map[Object]int{}, Deleted: map[Object]int{}, Calls: map[string]int{}}}
+	for _, k := range stages {
+		b.links[k] = map[string]store.Link{}
+		b.absent[k] = map[string]bool{}
+	}
+	return b
+}
+
+func (b *batch) unsettled() []*queue.Delivery {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []*queue.Delivery
+	for _, d := range b.ds {
+		if !b.settled[d] {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (b *batch) run(ctx context.Context) error {
+	b.stats.Received = len(b.ds)
+	var msgs []*msg
+	for _, d := range b.ds {
+		m, err := b.decode(d)
+		if err != nil {
+			b.s.log.Warn("syncer: undecodable message", "message", d.ID, "err", err)
+			if err := b.deadLetter(ctx, &msg{d: d}, ReasonUndecodable, err.Error()); err != nil {
+				return err
+			}
+			continue
+		}
+		if b.ignore(m) {
+			b.early = append(b.early, m)
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if err := b.group(ctx, msgs); err != nil {
+		return err
+	}
+	defer func() {
+		if len(b.locked) > 0 {
+			// A fresh context: unlocking must happen even when ctx ended.
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := b.s.cfg.Store.UnlockRecords(uctx, b.s.cfg.WorkerID, b.locked); err != nil {
+				b.s.log.Warn("syncer: unlock records", "err", err)
+			}
+		}
+	}()
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.prepare, b.resolve, b.write, b.deletes}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return b.settle(ctx)
+}
+
+// decode reads our envelope, or Dataverse's native Service Bus message.
+func (b *batch) decode(d *queue.Delivery) (*msg, error) {
+	m := &msg{d: d}
+	if a, err := strconv.Atoi(d.Properties[queue.PropAttempt]); err == nil {
+		m.attempt = a
+	}
+	native := false
+	for k := range d.Properties {
+		if strings.HasPrefix(k, "http://schemas.microsoft.com/xrm/2011/Claims/") {
+			native = true
+			break
+		}
+	}
+	var err error
+	if native && b.s.cfg.ParseNative != nil {
+		m.ev, err = b.s.cfg.ParseNative(d.Body, d.Properties)
+	} else {
+		m.ev, err = event.Decode(d.Body)
+		if err != nil && b.s.cfg.ParseNative != nil {
+			if ev, nerr := b.s.cfg.ParseNative(d.Body, d.Properties); nerr == nil {
+				m.ev, err = ev, nil
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.ev == nil {
+		return nil, errors.New("decode: empty event")
+	}
+	m.ev.RecordID = event.NormalizeID(m.ev.RecordID)
+	return m, nil
+}
+
+// ignore reports whether the event needs no write: not ours to sync, made
+// by msisync itself, or touching only MSI write-back columns.
+func (b *batch) ignore(m *msg) bool {
+	ev := m.ev
+	app := b.s.cfg.AppUserID
+	switch {
+	case !event.IsSyncedEntity(ev.Entity) || !event.IsSyncedMessage(ev.Message):
+		return true
+	case ev.Message == event.MessageQualifyLead:
+		return true // the new contact's Create (with originatingleadid) carries the change
+	case app != "" && (event.NormalizeID(ev.UserID) == app || event.NormalizeID(ev.InitiatingUserID) == app):
+		return true
+	case ev.Message == event.MessageUpdate && !ev.Truncated && len(ev.Attributes) > 0:
+		idCol := ev.Entity + "id"
+		for c := range ev.Attributes {
+			if systemColumns[c] || c == idCol || b.s.cfg.Mapping.IsWriteBack(c) {
+				continue
+			}
+			return false
+		}
+		return true
+	}
+	return false
+}
+
+func sortVersion(m *msg) int64 {
+	if m.ev.Message == event.MessageDelete && m.ev.Version == 0 {
+		return tombstone // a Delete carries no modifiedon but is the last word
+	}
+	return m.ev.Version
+}
+
+// group coalesces messages per record and drops stale versions.
+func (b *batch) group(ctx context.Context, msgs []*msg) error {
+	for _, m := range msgs {
+		key := m.ev.Entity + "/" + m.ev.RecordID
+		r := b.recs[key]
+		if r == nil {
+			r = &rec{entity: m.ev.Entity, id: m.ev.RecordID, key: key, kind: kindOf(m.ev.Entity)}
+			b.recs[key] = r
+		}
+		r.msgs = append(r.msgs, m)
+	}
+	if len(b.recs) == 0 {
+		return nil
+	}
+	versions, err := b.s.cfg.Store.GetVersions(ctx, slices.Collect(maps.Keys(b.recs)))
+	if err != nil {
+		return fmt.Errorf("syncer: get versions: %w", err)
+	}
+	for key, r := range b.recs {
+		slices.SortStableFunc(r.msgs, func(x, y *msg) int {
+			return cmp.Or(cmp.Compare(sortVersion(x), sortVersion(y)),
+				cmp.Compare(x.ev.RowVersion, y.ev.RowVersion),
+				x.ev.OccurredAt.Compare(y.ev.OccurredAt),
+				x.d.EnqueuedAt.Compare(y.d.EnqueuedAt),
+				cmp.Compare(x.d.SequenceNumber, y.d.SequenceNumber))
+		})
+		stored := versions[key]
+		live := r.msgs[:0]
+		for _, m := range r.msgs {
+			if stored > 0 && sortVersion(m) < stored {
+				b.early = append(b.early, m) // stale: a newer version is already in Marketo
+				continue
+			}
+			live = append(live, m)
+		}
+		r.msgs = live
+		if len(live) == 0 {
+			delete(b.recs, key)
+			continue
+		}
+		b.merge(r)
+	}
+	return nil
+}
+
+// merge folds the messages (in version order) into the record's state.
+func (b *batch) merge(r *rec) {
+	r.attrs, r.formatted = event.Attributes{}, map[string]string{}
+	start := 0
+	for i, m := range r.msgs {
+		if m.ev.Message == event.MessageDelete {
+			start = i + 1
+		}
+	}
+	r.deleted = start == len(r.msgs)
+	if r.deleted {
+		return
+	}
+	for _, m := range r.msgs[start:] {
+		ev := m.ev
+		for _, img := range ev.PreImages {
+			maps.Copy(r.attrs, img)
+		}
+		for _, img := range ev.PostImages {
+			maps.Copy(r.attrs, img)
+		}
+		maps.Copy(r.attrs, ev.Attributes)
+		maps.Copy(r.formatted, ev.Formatted)
+		r.version = max(r.version, ev.Version)
+		if ev.Message == event.MessageCreate && !ev.Truncated {
+			r.full = true
+		}
+	}
+}
+
+// lock takes the per-record locks; records another worker holds are
+// rescheduled shortly.
+func (b *batch) lock(ctx context.Context) error {
+	if len(b.recs) == 0 {
+		return nil
+	}
+	keys := slices.Sorted(maps.Keys(b.recs))
+	got, err := b.s.cfg.Store.LockRecords(ctx, b.s.cfg.WorkerID, keys, b.s.cfg.RecordLockTTL)
+	if err != nil {
+		return fmt.Errorf("syncer: lock records: %w", err)
+	}
+	b.locked = got
+	have := map[string]bool{}
+	for _, k := range got {
+		have[k] = true
+	}
+	for _, k := range keys {
+		if !have[k] {
+			b.recs[k].fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
+		}
+	}
+	return nil
+}
+
+func (b *batch) live(kind string) []*rec {
+	var out []*rec
+	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
+		r := b.recs[k]
+		if r.kind == kind && r.fail == nil && !r.written {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// loadLinks reads the store links of every record in the batch, and the
+// stored connections of connection records.
+func (b *batch) loadLinks(ctx context.Context) error {
+	byKind := map[string][]string{}
+	var connIDs []string
+	for _, r := range b.recs {
+		byKind[r.kind] = append(byKind[r.kind], r.id)
+		if r.entity == event.EntityConnection {
+			connIDs = append(connIDs, r.id)
+		}
+	}
+	for kind, ids := range byKind {
+		if err := b.storeLinks(ctx, kind, ids); err != nil {
+			return err
+		}
+	}
+	if len(connIDs) > 0 {
+		conns, err := b.s.cfg.Store.GetConnections(ctx, connIDs)
+		if err != nil {
+			return fmt.Errorf("syncer: get connections: %w", err)
+		}
+		for id, c := range conns {
+			c := c
+			b.recs[event.EntityConnection+"/"+id].oldConn = &c
+		}
+	}
+	return nil
+}
+
+func (b *batch) storeLinks(ctx context.Context, kind string, ids []string) error {
+	var want []string
+	for _, id := range ids {
+		if _, ok := b.links[kind][id]; !ok {
+			want = append(want, id)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	got, err := b.s.cfg.Store.GetLinks(ctx, kind, want)
+	if err != nil {
+		return fmt.Errorf("syncer: get %s links: %w", kind, err)
+	}
+	maps.Copy(b.links[kind], got)
+	return nil
+}
+
+// prepare interprets connections, applies lead qualification markers and
+// re-reads records whose events do not carry enough to write them.
+func (b *batch) prepare(ctx context.Context) error {
+	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
+		r := b.recs[k]
+		if r.fail != nil || r.deleted {
+			continue
+		}
+		if r.entity == event.EntityLead {
+			if _, ok, err := b.s.cfg.Store.GetMeta(ctx, metaQualified(r.id)); err != nil {
+				return fmt.Errorf("syncer: get meta: %w", err)
+			} else if ok {
+				r.fail = &failure{act: actSkip}
+				continue
+			}
+		}
+		truncated := false
+		for _, m := range r.msgs {
+			truncated = truncated || m.ev.Truncated
+		}
+		_, linked := b.links[r.kind][r.id]
+		var missing []string
+		if !r.full && !linked {
+			for _, c := range required[r.entity] {
+				if _, ok := r.attrs[c]; !ok {
+					missing = append(missing, c)
+				}
+			}
+			if r.entity == event.EntityConnection && r.oldConn != nil {
+				missing = nil // the stored connection knows the opportunity, contact and role
+			}
+		}
+		if truncated || len(missing) > 0 {
+			if err := b.reread(ctx, r, truncated, missing); err != nil {
+				return err
+			}
+			if r.fail != nil {
+				continue
+			}
+		}
+		if r.entity == event.EntityConnection {
+			b.interpretConnection(r)
+		}
+	}
+	// In-batch qualification: a lead whose contact is in this batch is not written.
+	for _, r := range b.recs {
+		if r.entity != event.EntityContact || r.deleted || r.fail != nil {
+			continue
+		}
+		if ref, ok := refOf(r.attrs, "originatingleadid"); ok && ref.LogicalName == event.EntityLead {
+			if lr := b.recs[event.EntityLead+"/"+ref.ID]; lr != nil && lr.fail == nil && !lr.deleted {
+				lr.fail = &failure{act: actSkip}
+			}
+		}
+	}
+	return nil
+}
+
+func (b *batch) reread(ctx context.Context, r *rec, truncated bool, missing []string) error {
+	dv := b.s.cfg.Dataverse
+	if dv == nil {
+		desc := fmt.Sprintf("update of %s carries only %s and the record is not in Marketo yet (missing %s): register a post image on the Dataverse Update step or set MSISYNC_DATAVERSE_URL so the worker can re-read it",
+			r.name(), changedColumns(r), strings.Join(missing, ", "))
+		if truncated {
+			desc = fmt.Sprintf("event for %s was truncated (over 256 KB) and Dataverse access is not configured: set MSISYNC_DATAVERSE_URL so the worker can re-read it", r.name())
+		}
+		r.fail = &failure{act: actRequeue, reason: ReasonMissingData, desc: desc}
+		return nil
+	}
+	attrs, err := dv.Read(ctx, r.entity, r.id, b.s.cfg.Mapping.Columns(r.entity))
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if b.s.cfg.IsNotFound != nil && b.s.cfg.IsNotFound(err) {
+			// Gone from Dataverse: its Delete event will do the rest.
+			r.fail = &failure{act: actSkip}
+			return nil
+		}
+		r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("re-read %s from Dataverse: %v", r.name(), err)}
+		return nil
+	}
+	maps.Copy(r.attrs, attrs)
+	r.full = true
+	if t, ok := attrs["modifiedon"]; ok {
+		if tv, ok := t.TimeValue(); ok {
+			r.version = max(r.version, tv.UnixMilli())
+		}
+	}
+	return nil
+}
+
+func changedColumns(r *rec) string {
+	var cols []string
+	for c := range r.attrs {
+		if !systemColumns[c] && c != r.entity+"id" {
+			cols = append(cols, c)
+		}
+	}
+	slices.Sort(cols)
+	if len(cols) == 0 {
+		return "no columns"
+	}
+	return strings.Join(cols, ", ")
+}
+
+// interpretConnection keeps opportunity→contact stakeholder rows and drops
+// every other connection (including the reciprocal contact→opportunity row).
+func (b *batch) interpretConnection(r *rec) {
+	c := store.Connection{ID: r.id}
+	if r.oldConn != nil {
+		c = *r.oldConn
+	}
+	r1, ok1 := refOf(r.attrs, "record1id")
+	r2, ok2 := refOf(r.attrs, "record2id")
+	if ok1 || ok2 {
+		if !ok1 || !ok2 || r1.LogicalName != event.EntityOpportunity || r2.LogicalName != event.EntityContact {
+			r.fail = &failure{act: actSkip}
+			return
+		}
+		c.OpportunityID, c.PersonID = r1.ID, r2.ID
+	}
+	if v, ok := r.attrs["ismaster"]; ok && v.Kind == event.KindBool && !v.Bool && !ok1 {
+		r.fail = &failure{act: actSkip}
+		return
+	}
+	if role, ok := b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted)["role"].(string); ok && role != "" {
+		c.Role = role
+	}
+	if c.OpportunityID == "" || c.PersonID == "" || c.Role == "" {
+		r.fail = &failure{act: actSkip}
+		return
+	}
+	r.conn = &c
+}
+
+func refOf(attrs event.Attributes, col string) (event.Ref, bool) {
+	v, ok := attrs[col]
+	if !ok {
+		return event.Ref{}, false
+	}
+	ref, ok := v.Reference()
+	if !ok || ref.ID == "" {
+		return event.Ref{}, false
+	}
+	ref.ID = event.NormalizeID(ref.ID)
+	return ref, true
+}
+
+// deps lists what a record needs in Marketo before it can be written.
+func (b *batch) deps(r *rec) []dep {
+	var out []dep
+	owner := func() {
+		ref, ok := refOf(r.attrs, "ownerid")
+		if !ok {
+			return
+		}
+		id := ref.ID
+		if ref.LogicalName != event.EntitySystemUser {
+			id = b.s.cfg.DefaultSalesPersonID // team-owned
+		}
+		if id != "" {
+			out = append(out, dep{store.KindSalesPerson, event.EntitySystemUser, id, "owner of " + r.name()})
+		}
+	}
+	company := func(cols ...string) {
+		for _, c := range cols {
+			if ref, ok := refOf(r.attrs, c); ok && ref.LogicalName == event.EntityAccount {
+				out = append(out, dep{store.KindCompany, event.EntityAccount, ref.ID, "company of " + r.name()})
+				return
+			}
+		}
+	}
+	switch r.entity {
+	case event.EntityAccount:
+		owner()
+	case event.EntityContact:
+		owner()
+		company("parentcustomerid")
+	case event.EntityLead:
+		owner()
+		company("parentaccountid")
+	case event.EntityOpportunity:
+		owner()
+		company("parentaccountid", "customerid")
+	case event.EntityConnection:
+		if r.conn != nil {
+			out = append(out,
+				dep{store.KindOpportunity, event.EntityOpportunity, r.conn.OpportunityID, "opportunity of connection " + r.id},
+				dep{store.KindPerson, event.EntityContact, r.conn.PersonID, "contact of connection " + r.id})
+		}
+	}
+	return out
+}
+
+// resolve finds every dependency, latest stage first so that a dependency
+// read from Dataverse gets its own dependencies resolved too.
+func (b *batch) resolve(ctx context.Context) error {
+	for i := len(stages) - 1; i >= 1; i-- {
+		recs := b.live(stages[i])
+		need := map[string]map[string]string{} // kind → id → entity
+		for _, r := range recs {
+			r.deps = b.deps(r)
+			for _, d := range r.deps {
+				if dr := b.recs[d.entity+"/"+d.id]; dr != nil && !dr.deleted {
+					continue // written earlier in this batch
+				}
+				if need[d.kind] == nil {
+					need[d.kind] = map[string]string{}
+				}
+				need[d.kind][d.id] = d.entity
+			}
+		}
+		queryErr := map[string]error{}
+		for kind, ids := range need {
+			if err := b.lookup(ctx, kind, ids); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				queryErr[kind] = err
+			}
+		}
+		// Dependencies nowhere to be found: read them from Dataverse.
+		var reads []dep
+		for _, r := range recs {
+			for _, d := range r.deps {
+				if _, ok := b.links[d.kind][d.id]; ok || queryErr[d.kind] != nil {
+					continue
+				}
+				if dr := b.recs[d.entity+"/"+d.id]; dr != nil {
+					continue
+				}
+				reads = append(reads, d)
+			}
+		}
+		if err := b.readDeps(ctx, reads); err != nil {
+			return err
+		}
+		for _, r := range recs {
+			for _, d := range r.deps {
+				if _, ok := b.links[d.kind][d.id]; ok {
+					continue
+				}
+				if dr := b.recs[d.entity+"/"+d.id]; dr != nil && !dr.deleted && dr.fail == nil {
+					continue
+				}
+				if err := queryErr[d.kind]; err != nil {
+					r.fail = b.callFailure(err, "look up "+d.String())
+					break
+				}
+				r.fail = &failure{act: actRequeue, reason: ReasonMissingDependency, desc: "missing dependency: " + d.String()}
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// readDeps reads missing dependencies from Dataverse and adds them to the
+// batch, locked, as records to write first.
+func (b *batch) readDeps(ctx context.Context, deps []dep) error {
+	dv := b.s.cfg.Dataverse
+	if dv == nil || len(deps) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, d := range deps {
+		key := d.entity + "/" + d.id
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		got, err := b.s.cfg.Store.LockRecords(ctx, b.s.cfg.WorkerID, []string{key}, b.s.cfg.RecordLockTTL)
+		if err != nil {
+			return fmt.Errorf("syncer: lock records: %w", err)
+		}
+		if len(got) == 0 {
+			continue // another worker is on it: the dependent waits
+		}
+		b.locked = append(b.locked, key)
+		attrs, err := dv.Read(ctx, d.entity, d.id, b.s.cfg.Mapping.Columns(d.entity))
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if b.s.cfg.IsNotFound == nil || !b.s.cfg.IsNotFound(err) {
+				b.s.log.Warn("syncer: read dependency from Dataverse", "dependency", d.String(), "err", err)
+			}
+			continue
+		}
+		r := &rec{entity: d.entity, id: d.id, key: key, kind: d.kind, attrs: attrs, formatted: map[string]string{}, full: true, synthetic: true}
+		if t, ok := attrs["modifiedon"]; ok {
+			if tv, ok := t.TimeValue(); ok {
+				r.version = tv.UnixMilli()
+			}
+		}
+		b.recs[key] = r
+	}
+	return nil
+}
+
+// lookup finds Marketo ids for ids of a kind: store first, then one Marketo
+// query per 300 ids. Found links are cached in the store.
+func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) error {
+	var want []string
+	for id := range ids {
+		if _, ok := b.links[kind][id]; !ok && !b.absent[kind][id] {
+			want = append(want, id)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	slices.Sort(want)
+	if err := b.storeLinks(ctx, kind, want); err != nil {
+		return err
+	}
+	var ask []string
+	for _, id := range want {
+		if _, ok := b.links[kind][id]; !ok {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	if b.paused {
+		return &pausedError{}
+	}
+	obj := objectOf[kind]
+	field := externalField[kind]
+	idField := "id"
+	if kind == store.KindOpportunity {
+		idField = "marketoGUID"
+	}
+	var found []store.Link
+	for chunk := range slices.Chunk(ask, 300) {
+		b.stats.Calls[string(obj)+" query"]++
+		fields := []string{idField, field}
+		if kind == store.KindPerson || kind == store.KindSalesPerson {
+			fields = append(fields, "email")
+		}
+		recs, err := b.s.cfg.Marketo.Query(ctx, obj, field, chunk, fields)
+		if err != nil {
+			b.noteCallError(err)
+			return fmt.Errorf("query %s by %s: %w", obj, field, err)
+		}
+		for _, r := range recs {
+			ext := event.NormalizeID(fmt.Sprint(r[field]))
+			if _, asked := ids[ext]; !asked {
+				continue
+			}
+			l := store.Link{Kind: kind, ExternalID: ext, MarketoID: marketoID(r[idField]), Entity: ids[ext], UpdatedAt: b.s.clk.Now()}
+			if e, ok := r["email"].(string); ok {
+				l.Email = e
+			}
+			b.links[kind][ext] = l
+			found = append(found, l)
+		}
+	}
+	for _, id := range ask {
+		if _, ok := b.links[kind][id]; !ok {
+			b.absent[kind][id] = true
+		}
+	}
+	if len(found) > 0 {
+		if err := b.s.cfg.Store.PutLinks(ctx, found); err != nil {
+			return fmt.Errorf("syncer: put links: %w", err)
+		}
+	}
+	return nil
+}
+
+type pausedError struct{}
+
+func (*pausedError) Error() string { return "marketo calls paused (quota or configuration)" }
+
+// noteCallError pauses Marketo calls for the rest of the batch on quota and
+// configuration errors, loudly.
+func (b *batch) noteCallError(err error) {
+	switch classOfErr(err) {
+	case ClassQuota, ClassConfig:
+		if !b.paused {
+			b.s.log.Error("syncer: Marketo refuses calls (quota or configuration); pausing and rescheduling, nothing is dropped", "err", err)
+		}
+		b.paused = true
+	}
+}
+
+// callFailure decides what a failed Marketo call means for its records.
+func (b *batch) callFailure(err error, what string) *failure {
+	var pe *pausedError
+	if errors.As(err, &pe) {
+		return &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
+	}
+	code, message := codeOfErr(err)
+	switch classOfErr(err) {
+	case ClassQuota, ClassConfig:
+		return &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
+	case ClassPermanent:
+		return &failure{act: actDead, reason: ReasonRejected, desc: fmt.Sprintf("%s: marketo %s: %s", what, code, message)}
+	case ClassDependency:
+		return &failure{act: actRequeue, reason: ReasonMissingDependency, desc: fmt.Sprintf("%s: marketo %s: %s", what, code, message)}
+	}
+	return &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("%s: %v", what, err)}
+}
+
+// recordFailure decides what a skipped record means.
+func (b *batch) recordFailure(r *rec, obj Object, res Result) *failure {
+	code, message := "", "skipped without a reason"
+	if len(res.Reasons) > 0 {
+		code, message = res.Reasons[0].Code, res.Reasons[0].Message
+	}
+	desc := fmt.Sprintf("marketo %s: %s (%s %s)", code, message, obj, r.name())
+	switch ClassOf(code) {
+	case ClassQuota, ClassConfig:
+		b.paused = true
+		b.s.log.Error("syncer: Marketo refuses writes (quota or configuration); rescheduling", "object", obj, "code", code, "message", message)
+		return &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
+	case ClassThrottled, ClassTransient, ClassReauth:
+		return &failure{act: actRequeue, reason: ReasonGaveUp, desc: desc}
+	case ClassDependency:
+		return &failure{act: actRequeue, reason: ReasonMissingDependency, desc: desc}
+	}
+	return &failure{act: actDead, reason: ReasonRejected, desc: desc}
+}
+
+// depsReady checks in-batch dependencies once their stage is written.
+func (b *batch) depsReady(r *rec) bool {
+	for _, d := range r.deps {
+		if _, ok := b.links[d.kind][d.id]; ok {
+			continue
+		}
+		if dr := b.recs[d.entity+"/"+d.id]; dr != nil && dr.fail != nil && dr.fail.act == actReschedule {
+			r.fail = &failure{act: actReschedule, delay: dr.fail.delay}
+			return false
+		}
+		r.fail = &failure{act: actRequeue, reason: ReasonMissingDependency, desc: "missing dependency: " + d.String() + " did not sync"}
+		return false
+	}
+	return true
+}
+
+func (b *batch) owner(r *rec) (string, bool) {
+	ref, ok := refOf(r.attrs, "ownerid")
+	if !ok {
+		return "", false
+	}
+	if ref.LogicalName != event.EntitySystemUser {
+		return b.s.cfg.DefaultSalesPersonID, b.s.cfg.DefaultSalesPersonID != ""
+	}
+	return ref.ID, true
+}
+
+func (b *batch) companyOf(r *rec, cols ...string) (string, bool) {
+	for _, c := range cols {
+		if ref, ok := refOf(r.attrs, c); ok && ref.LogicalName == event.EntityAccount {
+			return ref.ID, true
+		}
+	}
+	return "", false
+}
+
+// record builds the Marketo record of a Dataverse record.
+func (b *batch) record(r *rec) Record {
+	out := Record(b.s.cfg.Mapping.Apply(r.entity, r.attrs, r.formatted))
+	if out == nil {
+		out = Record{}
+	}
+	if f := externalField[r.kind]; f != "" {
+		out[f] = r.id
+	}
+	switch r.entity {
+	case event.EntityAccount:
+		if o, ok := b.owner(r); ok {
+			out["externalSalesPersonId"] = o
+		}
+	case event.EntityContact, event.EntityLead, event.EntityOpportunity:
+		if o, ok := b.owner(r); ok {
+			out["externalSalesPersonId"] = o
+		}
+		cols := map[string][]string{event.EntityContact: {"parentcustomerid"}, event.EntityLead: {"parentaccountid"}, event.EntityOpportunity: {"parentaccountid", "customerid"}}[r.entity]
+		if c, ok := b.companyOf(r, cols...); ok {
+			out["externalCompanyId"] = c
+			if r.entity == event.EntityLead {
+				delete(out, "company") // company fields on a linked lead give 1021
+			}
+		}
+	}
+	return out
+}
+
+// write upserts stage by stage in MSI's order.
+func (b *batch) write(ctx context.Context) error {
+	for _, kind := range stages {
+		var recs []*rec
+		for _, r := range b.live(kind) {
+			if !r.deleted && b.depsReady(r) {
+				recs = append(recs, r)
+			}
+		}
+		if len(recs) == 0 {
+			continue
+		}
+		if b.paused {
+			for _, r := range recs {
+				r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
+			}
+			continue
+		}
+		var err error
+		switch kind {
+		case store.KindPerson:
+			err = b.writePersons(ctx, recs)
+		case store.KindRole:
+			err = b.writeRoles(ctx, recs)
+		default:
+			err = b.syncObjects(ctx, kind, recs, SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"})
+		}
+		if err != nil {
+			return err
+		}
+		if err := b.persist(ctx, recs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncObjects writes recs of one kind in calls of ≤ 300 and maps results back.
+func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req SyncRequest) error {
+	obj := objectOf[kind]
+	for chunk := range slices.Chunk(recs, 300) {
+		in := make([]Record, len(chunk))
+		for i, r := range chunk {
+			if kind == store.KindRole {
+				in[i] = b.roleRecord(r)
+			} else {
+				in[i] = b.record(r)
+				if r.byID != "" {
+					delete(in[i], externalField[kind])
+					if kind == store.KindPerson {
+						in[i]["externalPersonId"] = r.id
+					}
+					id, _ := strconv.ParseInt(r.byID, 10, 64)
+					in[i]["id"] = id
+				}
+			}
+		}
+		req.Input = in
+		b.stats.Calls[string(obj)+" sync"]++
+		res, err := b.s.cfg.Marketo.Sync(ctx, obj, req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.noteCallError(err)
+			f := b.callFailure(err, "sync "+string(obj))
+			for _, r := range chunk {
+				r.fail = f
+			}
+			continue
+		}
+		b.applyResults(obj, chunk, res)
+	}
+	return nil
+}
+
+func (b *batch) applyResults(obj Object, recs []*rec, res []Result) {
+	for i, r := range recs {
+		if i >= len(res) {
+			r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("marketo returned %d results for %d %s", len(res), len(recs), obj)}
+			continue
+		}
+		x := res[i]
+		switch x.Status {
+		case "created", "updated":
+			r.written = true
+			r.marketoID = x.MarketoGUID
+			if x.ID != 0 {
+				r.marketoID = strconv.FormatInt(x.ID, 10)
+			}
+			b.stats.Written[obj]++
+		default:
+			if obj == Leads && r.byID != "" && len(x.Reasons) > 0 && x.Reasons[0].Code == "1004" {
+				// The stored id is stale (lead merged or deleted in Marketo):
+				// forget it and try again by external id or email.
+				r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
+				r.staleLink = true
+				continue
+			}
+			r.fail = b.recordFailure(r, obj, x)
+		}
+	}
+}
+
+func (b *batch) roleRecord(r *rec) Record {
+	out := Record(b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted))
+	if out == nil {
+		out = Record{}
+	}
+	out["externalOpportunityId"] = r.conn.OpportunityID
+	lid, _ := strconv.ParseInt(b.links[store.KindPerson][r.conn.PersonID].MarketoID, 10, 64)
+	out["leadId"] = lid
+	out["role"] = r.conn.Role
+	return out
+}
+
+// writeRoles deletes roles whose key changed, then upserts.
+func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
+	var changed []*rec
+	var old []Record
+	for _, r := range recs {
+		o := r.oldConn
+		if o == nil || (o.Role == r.conn.Role && o.OpportunityID == r.conn.OpportunityID && o.PersonID == r.conn.PersonID) {
+			continue
+		}
+		if err := b.storeLinks(ctx, store.KindPerson, []string{o.PersonID}); err != nil {
+			return err
+		}
+		l, ok := b.links[store.KindPerson][o.PersonID]
+		if !ok {
+			continue
+		}
+		lid, _ := strconv.ParseInt(l.MarketoID, 10, 64)
+		changed = append(changed, r)
+		old = append(old, Record{"externalOpportunityId": o.OpportunityID, "leadId": lid, "role": o.Role})
+	}
+	if len(changed) > 0 {
+		if err := b.deleteObjects(ctx, Roles, "dedupeFields", changed, old); err != nil {
+			return err
+		}
+		var keep []*rec
+		for _, r := range recs {
+			if r.fail == nil {
+				keep = append(keep, r)
+			}
+		}
+		recs = keep
+	}
+	return b.syncObjects(ctx, store.KindRole, recs, SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"})
+}
+
+// deleteObjects deletes input (aligned with recs); a record already gone
+// counts as deleted.
+func (b *batch) deleteObjects(ctx context.Context, obj Object, deleteBy string, recs []*rec, input []Record) error {
+	for start := 0; start < len(input); start += 300 {
+		end := min(start+300, len(input))
+		b.stats.Calls[string(obj)+" delete"]++
+		res, err := b.s.cfg.Marketo.Delete(ctx, obj, deleteBy, input[start:end])
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.noteCallError(err)
+			f := b.callFailure(err, "delete "+string(obj))
+			for _, r := range recs[start:end] {
+				if r.fail == nil {
+					r.fail = f
+				}
+			}
+			continue
+		}
+		for i, r := range recs[start:end] {
+			if i >= len(res) {
+				r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: "marketo returned too few delete results"}
+				continue
+			}
+			x := res[i]
+			gone := x.Status == "deleted" || (len(x.Reasons) > 0 && (x.Reasons[0].Code == "1013" || x.Reasons[0].Code == "1004"))
+			if gone {
+				if x.Status == "deleted" {
+					b.stats.Deleted[obj]++
+				}
+				continue
+			}
+			if r.fail == nil {
+				r.fail = b.recordFailure(r, obj, x)
+			}
+		}
+	}
+	return nil
+}
+
+// persist stores links, versions and connections of written records.
+func (b *batch) persist(ctx context.Context, recs []*rec) error {
+	now := b.s.clk.Now()
+	var links []store.Link
+	var conns []store.Connection
+	var movedFrom []string
+	versions := map[string]int64{}
+	var stale []string
+	for _, r := range recs {
+		if r.staleLink {
+			stale = append(stale, r.id)
+			delete(b.links[r.kind], r.id)
+		}
+		if !r.written {
+			continue
+		}
+		l := store.Link{Kind: r.kind, ExternalID: r.id, MarketoID: r.marketoID, Entity: r.entity, UpdatedAt: now}
+		if prev, ok := b.links[r.kind][r.id]; ok {
+			l.Email = prev.Email
+			if l.MarketoID == "" {
+				l.MarketoID = prev.MarketoID
+			}
+		}
+		if l.MarketoID == "" && r.byID != "" {
+			l.MarketoID = r.byID
+		}
+		col := "emailaddress1"
+		if r.entity == event.EntitySystemUser {
+			col = "internalemailaddress"
+		}
+		if v, ok := r.attrs[col]; ok {
+			l.Email = v.Text()
+		}
+		b.links[r.kind][r.id] = l
+		links = append(links, l)
+		if r.version > 0 {
+			versions[r.key] = r.version
+		}
+		if r.conn != nil {
+			c := *r.conn
+			c.UpdatedAt = now
+			conns = append(conns, c)
+		}
+		if r.movedFrom != "" {
+			movedFrom = append(movedFrom, r.movedFrom)
+		}
+	}
+	if len(stale) > 0 {
+		if err := b.s.cfg.Store.DeleteLinks(ctx, store.KindPerson, stale); err != nil {
+			return fmt.Errorf("syncer: delete stale links: %w", err)
+		}
+	}
+	if len(links) > 0 {
+		if err := b.s.cfg.Store.PutLinks(ctx, links); err != nil {
+			return fmt.Errorf("syncer: put links: %w", err)
+		}
+	}
+	if len(versions) > 0 {
+		if err := b.s.cfg.Store.PutVersions(ctx, versions); err != nil {
+			return fmt.Errorf("syncer: put versions: %w", err)
+		}
+	}
+	if len(conns) > 0 {
+		if err := b.s.cfg.Store.PutConnections(ctx, conns); err != nil {
+			return fmt.Errorf("syncer: put connections: %w", err)
+		}
+	}
+	if len(movedFrom) > 0 {
+		if err := b.s.cfg.Store.DeleteLinks(ctx, store.KindPerson, movedFrom); err != nil {
+			return fmt.Errorf("syncer: delete moved lead links: %w", err)
+		}
+		for _, id := range movedFrom {
+			delete(b.links[store.KindPerson], id)
+		}
+	}
+	for _, r := range recs {
+		if !r.written || r.entity != event.EntityContact {
+			continue
+		}
+		if ref, ok := refOf(r.attrs, "originatingleadid"); ok && ref.LogicalName == event.EntityLead {
+			if err := b.s.cfg.Store.PutMeta(ctx, metaQualified(ref.ID), r.id); err != nil {
+				return fmt.Errorf("syncer: put meta: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// settle completes, requeues or dead-letters every message.
+func (b *batch) settle(ctx context.Context) error {
+	for _, m := range b.early {
+		if err := b.complete(ctx, m); err != nil {
+			return err
+		}
+		b.stats.Skipped++
+	}
+	var resend []queue.Message
+	var resendMsgs []*msg
+	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
+		r := b.recs[k]
+		for _, m := range r.msgs {
+			f := r.fail
+			switch {
+			case f == nil || f.act == actSkip:
+				if err := b.complete(ctx, m); err != nil {
+					return err
+				}
+				if f != nil {
+					b.stats.Skipped++
+				}
+			case f.act == actDead || (f.act == actRequeue && m.attempt+1 > b.s.cfg.MaxAttempts):
+				reason, desc := f.reason, f.desc
+				if f.act == actRequeue && reason == ReasonGaveUp {
+					desc = fmt.Sprintf("gave up after %d attempts: %s", m.attempt+1, desc)
+				}
+				if err := b.deadLetter(ctx, m, reason, desc); err != nil {
+					return err
+				}
+			default:
+				resend = append(resend, b.resendMessage(m, f))
+				resendMsgs = append(resendMsgs, m)
+			}
+		}
+	}
+	if len(resend) > 0 {
+		if err := b.s.cfg.Queue.Send(ctx, resend...); err != nil {
+			return fmt.Errorf("syncer: requeue %d messages: %w", len(resend), err)
+		}
+		for i, m := range resendMsgs {
+			if err := b.complete(ctx, m); err != nil {
+				return err
+			}
+			if resend[i].Properties[queue.PropAttempt] != strconv.Itoa(m.attempt) {
+				b.stats.Requeued++
+			} else {
+				b.stats.Rescheduled++
+			}
+			b.stats.Completed-- // counted as requeued, not completed
+		}
+	}
+	return nil
+}
+
+func (b *batch) resendMessage(m *msg, f *failure) queue.Message {
+	now := b.s.clk.Now()
+	attempt, delay := m.attempt, f.delay
+	if f.act == actRequeue {
+		delay = b.s.cfg.RequeueBase << min(m.attempt, 20)
+		delay = min(delay, b.s.cfg.RequeueMax)
+		attempt++
+	}
+	props := maps.Clone(m.d.Properties)
+	if props == nil {
+		props = map[string]string{}
+	}
+	props[queue.PropAttempt] = strconv.Itoa(attempt)
+	if f.act == actRequeue && props[queue.PropFirstFailedAt] == "" {
+		props[queue.PropFirstFailedAt] = now.UTC().Format(time.RFC3339)
+	}
+	if m.ev != nil {
+		props[queue.PropEntity], props[queue.PropRecordID], props[queue.PropMessage] = m.ev.Entity, m.ev.RecordID, m.ev.Message
+	}
+	base, _, _ := strings.Cut(m.d.ID, "~")
+	return queue.Message{
+		// A new id, or duplicate detection would drop the re-send.
+		ID:          fmt.Sprintf("%s~%d.%d", base, attempt, now.UnixNano()),
+		Body:        m.d.Body,
+		Properties:  props,
+		ScheduledAt: now.Add(delay),
+	}
+}
+
+func (b *batch) complete(ctx context.Context, m *msg) error {
+	err := b.s.cfg.Queue.Complete(ctx, m.d)
+	b.markSettled(m.d)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, queue.ErrLockLost) {
+			b.s.log.Warn("syncer: lock lost before complete; the message will be redelivered", "message", m.d.ID)
+			return nil
+		}
+		return fmt.Errorf("syncer: complete %s: %w", m.d.ID, err)
+	}
+	b.stats.Completed++
+	return nil
+}
+
+func (b *batch) deadLetter(ctx context.Context, m *msg, reason, desc string) error {
+	err := b.s.cfg.Queue.DeadLetter(ctx, m.d, reason, desc)
+	b.markSettled(m.d)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, queue.ErrLockLost) {
+			return nil
+		}
+		return fmt.Errorf("syncer: dead-letter %s: %w", m.d.ID, err)
+	}
+	b.s.log.Warn("syncer: dead-lettered", "message", m.d.ID, "reason", reason, "description", desc)
+	b.stats.DeadLettered++
+	return nil
+}
+
+func (b *batch) markSettled(d *queue.Delivery) {
+	b.mu.Lock()
+	b.settled[d] = true
+	b.mu.Unlock()
+}

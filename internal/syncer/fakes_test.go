@@ -1,0 +1,574 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/queue"
+	"github.com/msisync/msisync/internal/store"
+)
+
+// fakeQueue is an in-memory queue: scheduled delivery, locks, dead letters.
+type fakeQueue struct {
+	mu    sync.Mutex
+	clk   clock.Clock
+	seq   int64
+	items []*fqItem
+	dead  []queue.DeadLetter
+	sent  []queue.Message // every Send, for assertions
+}
+
+type fqItem struct {
+	m       queue.Message
+	seq     int64
+	count   int
+	token   string
+	locked  time.Time
+	enq     time.Time
+	removed bool
+}
+
+func newFakeQueue(clk clock.Clock) *fakeQueue { return &fakeQueue{clk: clk} }
+
+func (q *fakeQueue) Send(_ context.Context, msgs ...queue.Message) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, m := range msgs {
+		q.seq++
+		q.items = append(q.items, &fqItem{m: m, seq: q.seq, enq: q.clk.Now()})
+		q.sent = append(q.sent, m)
+	}
+	return nil
+}
+
+func (q *fakeQueue) Receive(_ context.Context, max int, _ time.Duration) ([]*queue.Delivery, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := q.clk.Now()
+	var out []*queue.Delivery
+	for _, it := range q.items {
+		if len(out) == max {
+			break
+		}
+		if it.removed || it.m.ScheduledAt.After(now) || it.locked.After(now) {
+			continue
+		}
+		it.count++
+		it.locked = now.Add(time.Minute)
+		it.token = fmt.Sprintf("%d/%d", it.seq, it.count)
+		out = append(out, &queue.Delivery{Message: it.m, DeliveryCount: it.count, EnqueuedAt: it.enq,
+			LockedUntil: it.locked, LockToken: it.token, SequenceNumber: it.seq})
+	}
+	return out, nil
+}
+
+func (q *fakeQueue) find(d *queue.Delivery) (*fqItem, error) {
+	for _, it := range q.items {
+		if it.seq == d.SequenceNumber && it.token == d.LockToken && !it.removed {
+			return it, nil
+		}
+	}
+	return nil, queue.ErrLockLost
+}
+
+func (q *fakeQueue) Renew(_ context.Context, d *queue.Delivery) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it, err := q.find(d)
+	if err != nil {
+		return err
+	}
+	it.locked = q.clk.Now().Add(time.Minute)
+	d.LockedUntil = it.locked
+	return nil
+}
+
+func (q *fakeQueue) Complete(_ context.Context, d *queue.Delivery) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it, err := q.find(d)
+	if err != nil {
+		return err
+	}
+	it.removed = true
+	return nil
+}
+
+func (q *fakeQueue) Abandon(_ context.Context, d *queue.Delivery) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it, err := q.find(d)
+	if err != nil {
+		return err
+	}
+	it.locked = time.Time{}
+	return nil
+}
+
+func (q *fakeQueue) DeadLetter(_ context.Context, d *queue.Delivery, reason, desc string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it, err := q.find(d)
+	if err != nil {
+		return err
+	}
+	it.removed = true
+	q.dead = append(q.dead, queue.DeadLetter{MessageID: d.ID, Body: d.Body, Properties: d.Properties, Reason: reason, Description: desc})
+	return nil
+}
+
+// pending counts messages not yet completed or dead-lettered.
+func (q *fakeQueue) pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, it := range q.items {
+		if !it.removed {
+			n++
+		}
+	}
+	return n
+}
+
+func (q *fakeQueue) deadLetters() []queue.DeadLetter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return slices.Clone(q.dead)
+}
+
+// fakeStore is an in-memory store.Store.
+type fakeStore struct {
+	mu       sync.Mutex
+	links    map[string]map[string]store.Link
+	versions map[string]int64
+	conns    map[string]store.Connection
+	meta     map[string]string
+	locks    map[string]string
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{links: map[string]map[string]store.Link{}, versions: map[string]int64{},
+		conns: map[string]store.Connection{}, meta: map[string]string{}, locks: map[string]string{}}
+}
+
+func (s *fakeStore) GetLinks(_ context.Context, kind string, ids []string) (map[string]store.Link, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]store.Link{}
+	for _, id := range ids {
+		if l, ok := s.links[kind][id]; ok {
+			out[id] = l
+		}
+	}
+	return out, nil
+}
+
+func (s *fakeStore) PutLinks(_ context.Context, links []store.Link) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range links {
+		if s.links[l.Kind] == nil {
+			s.links[l.Kind] = map[string]store.Link{}
+		}
+		s.links[l.Kind][l.ExternalID] = l
+	}
+	return nil
+}
+
+func (s *fakeStore) DeleteLinks(_ context.Context, kind string, ids []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.links[kind], id)
+	}
+	return nil
+}
+
+func (s *fakeStore) ListLinks(_ context.Context, kind, after string, limit int) ([]store.Link, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := slices.Sorted(maps.Keys(s.links[kind]))
+	var out []store.Link
+	for _, id := range ids {
+		if id > after && (limit <= 0 || len(out) < limit) {
+			out = append(out, s.links[kind][id])
+		}
+	}
+	return out, nil
+}
+
+func (s *fakeStore) CountLinks(_ context.Context, kind string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.links[kind]), nil
+}
+
+func (s *fakeStore) GetVersions(_ context.Context, keys []string) (map[string]int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int64{}
+	for _, k := range keys {
+		if v, ok := s.versions[k]; ok {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func (s *fakeStore) PutVersions(_ context.Context, v map[string]int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, x := range v {
+		s.versions[k] = max(s.versions[k], x)
+	}
+	return nil
+}
+
+func (s *fakeStore) GetConnections(_ context.Context, ids []string) (map[string]store.Connection, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]store.Connection{}
+	for _, id := range ids {
+		if c, ok := s.conns[id]; ok {
+			out[id] = c
+		}
+	}
+	return out, nil
+}
+
+func (s *fakeStore) PutConnections(_ context.Context, cs []store.Connection) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range cs {
+		s.conns[c.ID] = c
+	}
+	return nil
+}
+
+func (s *fakeStore) DeleteConnections(_ context.Context, ids []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.conns, id)
+	}
+	return nil
+}
+
+func (s *fakeStore) ConnectionsByOpportunity(_ context.Context, opp string) ([]store.Connection, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []store.Connection
+	for _, c := range s.conns {
+		if c.OpportunityID == opp {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (s *fakeStore) GetMSIValues(context.Context, []string) (map[string]map[string]string, error) {
+	return nil, nil
+}
+func (s *fakeStore) PutMSIValues(context.Context, map[string]map[string]string) error { return nil }
+func (s *fakeStore) AcquireLease(context.Context, string, string, time.Duration) (bool, error) {
+	return true, nil
+}
+func (s *fakeStore) ReleaseLease(context.Context, string, string) error { return nil }
+
+func (s *fakeStore) LockRecords(_ context.Context, owner string, keys []string, _ time.Duration) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, k := range keys {
+		if o, ok := s.locks[k]; ok && o != owner {
+			continue
+		}
+		s.locks[k] = owner
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+func (s *fakeStore) UnlockRecords(_ context.Context, owner string, keys []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if s.locks[k] == owner {
+			delete(s.locks, k)
+		}
+	}
+	return nil
+}
+
+func (s *fakeStore) GetMeta(_ context.Context, k string) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.meta[k]
+	return v, ok, nil
+}
+
+func (s *fakeStore) PutMeta(_ context.Context, k, v string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.meta[k] = v
+	return nil
+}
+func (s *fakeStore) Ping(context.Context) error { return nil }
+func (s *fakeStore) Close() error               { return nil }
+
+// fakeMarketo keeps objects by key and applies the referential rules the
+// syncer depends on.
+type fakeMarketo struct {
+	mu              sync.Mutex
+	lookupSupported bool
+	nextID          int64
+	salesPersons    map[string]Record // by externalSalesPersonId
+	companies       map[string]Record
+	leads           map[int64]Record
+	opps            map[string]Record
+	roles           map[string]Record // opp|leadId|role
+	calls           []string          // "leads sync createOrUpdate/email" ...
+	failNext        []error
+	skipCode        map[string]string // externalId → reason code to skip with
+}
+
+func newFakeMarketo() *fakeMarketo {
+	return &fakeMarketo{nextID: 1000, salesPersons: map[string]Record{}, companies: map[string]Record{},
+		leads: map[int64]Record{}, opps: map[string]Record{}, roles: map[string]Record{}, skipCode: map[string]string{}}
+}
+
+func skipped(code, msg string) Result {
+	return Result{Status: "skipped", Reasons: []Reason{{Code: code, Message: msg}}}
+}
+
+func upsertInto(m map[string]Record, key string, r Record) string {
+	st := "updated"
+	cur, ok := m[key]
+	if !ok {
+		cur = Record{}
+		st = "created"
+	}
+	maps.Copy(cur, r)
+	m[key] = cur
+	return st
+}
+
+func (f *fakeMarketo) Sync(_ context.Context, obj Object, req SyncRequest) ([]Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fmt.Sprintf("%s sync %s/%s", obj, req.Action, req.LookupField))
+	if len(f.failNext) > 0 {
+		err := f.failNext[0]
+		f.failNext = f.failNext[1:]
+		return nil, err
+	}
+	if len(req.Input) > 300 {
+		return nil, &MarketoError{Op: "sync", Code: "1003", Message: "too many records"}
+	}
+	out := make([]Result, len(req.Input))
+	for i, r := range req.Input {
+		res := Result{Seq: i}
+		switch obj {
+		case SalesPersons:
+			res.Status = upsertInto(f.salesPersons, r["externalSalesPersonId"].(string), r)
+		case Companies:
+			id := r["externalCompanyId"].(string)
+			if c := f.skipCode[id]; c != "" {
+				out[i] = skipped(c, "rejected")
+				continue
+			}
+			res.Status = upsertInto(f.companies, id, r)
+		case Opportunities:
+			if sp, ok := r["externalSalesPersonId"].(string); ok && f.salesPersons[sp] == nil {
+				out[i] = skipped("718", "ExternalSalesPersonID not found")
+				continue
+			}
+			res.Status = upsertInto(f.opps, r["externalOpportunityId"].(string), r)
+		case Roles:
+			lid, _ := r["leadId"].(int64)
+			opp := r["externalOpportunityId"].(string)
+			if f.opps[opp] == nil || f.leads[lid] == nil {
+				out[i] = skipped("1013", "Object not found")
+				continue
+			}
+			res.Status = upsertInto(f.roles, fmt.Sprintf("%s|%d|%s", opp, lid, r["role"]), r)
+		case Leads:
+			res = f.syncLead(req, r)
+		}
+		out[i] = res
+	}
+	return out, nil
+}
+
+func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
+	var match []int64
+	switch req.LookupField {
+	case "externalPersonId":
+		if !f.lookupSupported {
+			return skipped("1011", "Field 'externalPersonId' not supported")
+		}
+		for id, l := range f.leads {
+			if l["externalPersonId"] == r["externalPersonId"] {
+				match = append(match, id)
+			}
+		}
+	case "id":
+		id, _ := r["id"].(int64)
+		if f.leads[id] != nil {
+			match = append(match, id)
+		}
+	default:
+		for id, l := range f.leads {
+			if e, _ := l["email"].(string); e != "" && strings.EqualFold(e, fmt.Sprint(r["email"])) {
+				match = append(match, id)
+			}
+		}
+	}
+	switch {
+	case len(match) > 1:
+		return skipped("1007", "Multiple leads match the lookup criteria")
+	case len(match) == 1:
+		if req.Action == "createOnly" {
+			return skipped("1005", "Lead already exists")
+		}
+		c := maps.Clone(r)
+		delete(c, "id")
+		maps.Copy(f.leads[match[0]], c)
+		return Result{ID: match[0], Status: "updated"}
+	case req.Action == "updateOnly":
+		return skipped("1004", "Lead not found")
+	}
+	f.nextID++
+	c := maps.Clone(r)
+	delete(c, "id")
+	f.leads[f.nextID] = c
+	return Result{ID: f.nextID, Status: "created"}
+}
+
+func (f *fakeMarketo) Query(_ context.Context, obj Object, filterType string, values, fields []string) ([]Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fmt.Sprintf("%s query %s", obj, filterType))
+	want := map[string]bool{}
+	for _, v := range values {
+		want[strings.ToLower(v)] = true
+	}
+	var out []Record
+	add := func(r Record, id any) {
+		if want[strings.ToLower(fmt.Sprint(r[filterType]))] {
+			c := maps.Clone(r)
+			if obj == Opportunities {
+				c["marketoGUID"] = id
+			} else {
+				c["id"] = id
+			}
+			out = append(out, c)
+		}
+	}
+	switch obj {
+	case SalesPersons:
+		for k, r := range f.salesPersons {
+			add(r, float64(len(k)))
+		}
+	case Companies:
+		for k, r := range f.companies {
+			add(r, float64(len(k)))
+		}
+	case Opportunities:
+		for k, r := range f.opps {
+			add(r, "guid-"+k)
+		}
+	case Leads:
+		for id, r := range f.leads {
+			add(r, float64(id))
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeMarketo) Delete(_ context.Context, obj Object, deleteBy string, input []Record) ([]Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fmt.Sprintf("%s delete %s", obj, deleteBy))
+	out := make([]Result, len(input))
+	for i, r := range input {
+		var ok bool
+		switch obj {
+		case Companies:
+			_, ok = f.companies[r["externalCompanyId"].(string)]
+			delete(f.companies, r["externalCompanyId"].(string))
+		case Opportunities:
+			_, ok = f.opps[r["externalOpportunityId"].(string)]
+			delete(f.opps, r["externalOpportunityId"].(string))
+		case Roles:
+			k := fmt.Sprintf("%s|%d|%s", r["externalOpportunityId"], r["leadId"], r["role"])
+			_, ok = f.roles[k]
+			delete(f.roles, k)
+		case Leads:
+			id, _ := r["id"].(int64)
+			_, ok = f.leads[id]
+			delete(f.leads, id)
+		}
+		if ok {
+			out[i] = Result{Seq: i, Status: "deleted"}
+		} else {
+			out[i] = skipped("1013", "Record not found")
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeMarketo) leadByExt(ext string) (int64, Record) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, l := range f.leads {
+		if l["externalPersonId"] == ext {
+			return id, l
+		}
+	}
+	return 0, nil
+}
+
+func (f *fakeMarketo) callCount(prefix string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// fakeDataverse serves re-reads from a map of current records.
+type fakeDataverse struct {
+	mu      sync.Mutex
+	records map[string]event.Attributes // "entity/id"
+	reads   []string
+}
+
+var errFakeNotFound = fmt.Errorf("dataverse: not found")
+
+func (d *fakeDataverse) Read(_ context.Context, entity, id string, _ []string) (event.Attributes, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.reads = append(d.reads, entity+"/"+id)
+	a, ok := d.records[entity+"/"+id]
+	if !ok {
+		return nil, fmt.Errorf("read %s %s: %w", entity, id, errFakeNotFound)
+	}
+	return maps.Clone(a), nil
+}
+
+var _ = strconv.Itoa

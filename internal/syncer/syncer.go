@@ -1,0 +1,352 @@
+// Package syncer is msisync's consumer pipeline: it takes change events from
+// the queue in batches, coalesces them per record, resolves dependencies in
+// MSI's order (sales person → company → person → opportunity → role), writes
+// each object type to Marketo in one call of ≤ 300 records, and settles every
+// message: complete, requeue with a capped exponential delay, or dead-letter
+// with the exact reason.
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/queue"
+	"github.com/msisync/msisync/internal/store"
+	"github.com/msisync/msisync/internal/syncer/mapping"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Queue is the part of the queue port the syncer uses.
+type Queue interface {
+	queue.Receiver
+	queue.Sender
+}
+
+// RecordReader reads the current state of a Dataverse record (the Dataverse
+// client satisfies it). It returns an error wrapping a not-found sentinel
+// that IsNotFound recognises when the record is gone.
+type RecordReader interface {
+	Read(ctx context.Context, logicalName, id string, columns []string) (event.Attributes, error)
+}
+
+// Lead upsert strategies.
+const (
+	LeadAuto   = "auto"   // detect once whether lookupField=externalPersonId works
+	LeadLookup = "lookup" // one createOrUpdate keyed on externalPersonId
+	LeadSplit  = "split"  // query by externalPersonId, updateOnly by id, createOrUpdate by email
+)
+
+// Delete policies for leads and contacts.
+const (
+	DeleteKeep   = "keep"
+	DeleteDelete = "delete"
+)
+
+// Dead-letter reasons set by the syncer (the description has the detail).
+const (
+	ReasonUndecodable       = "Undecodable"
+	ReasonMissingDependency = "MissingDependency"
+	ReasonMissingData       = "MissingData"
+	ReasonRejected          = "MarketoRejected"
+	ReasonGaveUp            = "RetriesExhausted"
+)
+
+// Config configures a Syncer. Queue, Store and Marketo are required.
+type Config struct {
+	Queue   Queue
+	Store   store.Store
+	Marketo Marketo
+	// Dataverse re-reads records (optional: nil when MSISYNC_DATAVERSE_URL is unset).
+	Dataverse RecordReader
+	// IsNotFound recognises the Dataverse client's not-found error
+	// (errors.Is(err, dataverse.ErrNotFound)); nil treats every read error
+	// as transient.
+	IsNotFound func(error) bool
+	// ParseNative parses a message posted by Dataverse's native Service Bus
+	// integration (optional).
+	ParseNative func(body []byte, props map[string]string) (*event.Event, error)
+	Mapping     *mapping.Mapping // default mapping.Default()
+
+	BatchSize   int           // messages per batch, 1..300 (default 300)
+	BatchWait   time.Duration // how long to wait to fill a batch after the first message
+	IdleWait    time.Duration // how long one receive waits for a first message (default 1 s)
+	Concurrency int           // batches in flight in Run (default 1)
+
+	MaxAttempts  int           // requeues before dead-lettering (default 8)
+	RequeueBase  time.Duration // first requeue delay (default 2 s)
+	RequeueMax   time.Duration // delay cap (default 5 min)
+	LockedDelay  time.Duration // delay for records another worker holds (default 1 s)
+	RecordLockTTL time.Duration // per-record lock lifetime (default 2 min)
+
+	LeadStrategy         string // auto (default), lookup or split
+	DeletePolicy         string // keep (default) or delete
+	AppUserID            string // integration's Dataverse application user (loop prevention)
+	DefaultSalesPersonID string // systemuser GUID for team-owned records
+	WorkerID             string // owner name of record locks (default "worker")
+
+	Clock      clock.Clock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Syncer consumes change events and writes them to Marketo.
+type Syncer struct {
+	cfg     Config
+	log     *slog.Logger
+	clk     clock.Clock
+	metrics *metrics
+
+	leadMu   sync.Mutex
+	leadMode string // resolved lead strategy (lookup or split) once known
+}
+
+// New checks the configuration and returns a Syncer.
+func New(cfg Config) (*Syncer, error) {
+	switch {
+	case cfg.Queue == nil:
+		return nil, errors.New("syncer: Config.Queue is required")
+	case cfg.Store == nil:
+		return nil, errors.New("syncer: Config.Store is required")
+	case cfg.Marketo == nil:
+		return nil, errors.New("syncer: Config.Marketo is required")
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 300
+	}
+	if cfg.BatchSize < 1 || cfg.BatchSize > 300 {
+		return nil, fmt.Errorf("syncer: BatchSize %d out of range 1..300", cfg.BatchSize)
+	}
+	if cfg.Mapping == nil {
+		cfg.Mapping = mapping.Default()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.IdleWait, time.Second)
+	def(&cfg.RequeueBase, 2*time.Second)
+	def(&cfg.RequeueMax, 5*time.Minute)
+	def(&cfg.LockedDelay, time.Second)
+	def(&cfg.RecordLockTTL, 2*time.Minute)
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 8
+	}
+	switch cfg.LeadStrategy {
+	case "":
+		cfg.LeadStrategy = LeadAuto
+	case LeadAuto, LeadLookup, LeadSplit:
+	default:
+		return nil, fmt.Errorf("syncer: LeadStrategy %q: want auto, lookup or split", cfg.LeadStrategy)
+	}
+	switch cfg.DeletePolicy {
+	case "":
+		cfg.DeletePolicy = DeleteKeep
+	case DeleteKeep, DeleteDelete:
+	default:
+		return nil, fmt.Errorf("syncer: DeletePolicy %q: want keep or delete", cfg.DeletePolicy)
+	}
+	if cfg.AppUserID != "" {
+		if !event.IsGUID(cfg.AppUserID) {
+			return nil, fmt.Errorf("syncer: AppUserID %q is not a GUID", cfg.AppUserID)
+		}
+		cfg.AppUserID = event.NormalizeID(cfg.AppUserID)
+	}
+	if cfg.DefaultSalesPersonID != "" {
+		if !event.IsGUID(cfg.DefaultSalesPersonID) {
+			return nil, fmt.Errorf("syncer: DefaultSalesPersonID %q is not a GUID", cfg.DefaultSalesPersonID)
+		}
+		cfg.DefaultSalesPersonID = event.NormalizeID(cfg.DefaultSalesPersonID)
+	}
+	if cfg.WorkerID == "" {
+		cfg.WorkerID = "worker"
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Syncer{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, metrics: m}
+	if cfg.LeadStrategy != LeadAuto {
+		s.leadMode = cfg.LeadStrategy
+	}
+	return s, nil
+}
+
+// Stats counts what one or more batches did.
+type Stats struct {
+	Received     int // messages received
+	Completed    int // messages completed (written, or nothing to do)
+	Skipped      int // completed without a write: own changes, ignored rows, stale versions
+	Requeued     int // re-sent with a delay (attempt counted)
+	Rescheduled  int // re-sent shortly because another worker held the record, or Marketo paused
+	DeadLettered int
+	// Written counts records Marketo accepted per object, Deleted per object.
+	Written map[Object]int
+	Deleted map[Object]int
+	// Calls counts Marketo calls made by the syncer per object and operation
+	// ("leads sync", "leads query", ...).
+	Calls map[string]int
+	// KeptPersons counts lead/contact deletes left in Marketo (policy keep).
+	KeptPersons int
+}
+
+func (s *Stats) add(o Stats) {
+	s.Received += o.Received
+	s.Completed += o.Completed
+	s.Skipped += o.Skipped
+	s.Requeued += o.Requeued
+	s.Rescheduled += o.Rescheduled
+	s.DeadLettered += o.DeadLettered
+	s.KeptPersons += o.KeptPersons
+	for k, v := range o.Written {
+		if s.Written == nil {
+			s.Written = map[Object]int{}
+		}
+		s.Written[k] += v
+	}
+	for k, v := range o.Deleted {
+		if s.Deleted == nil {
+			s.Deleted = map[Object]int{}
+		}
+		s.Deleted[k] += v
+	}
+	for k, v := range o.Calls {
+		if s.Calls == nil {
+			s.Calls = map[string]int{}
+		}
+		s.Calls[k] += v
+	}
+}
+
+// Run processes batches until ctx is done. Messages of an interrupted batch
+// are left unsettled: their locks expire and they are redelivered.
+func (s *Syncer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i := 0; i < s.cfg.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			failures := 0
+			for ctx.Err() == nil {
+				_, err := s.ProcessBatch(ctx)
+				if err == nil || ctx.Err() != nil {
+					failures = 0
+					continue
+				}
+				failures++
+				delay := min(time.Duration(1<<min(failures, 6))*100*time.Millisecond, 5*time.Second)
+				s.log.Error("syncer: batch failed", "err", err, "retryIn", delay)
+				t := time.NewTimer(delay)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
+			}
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// ProcessBatch receives one batch (waiting up to IdleWait for a first
+// message) and processes it. It returns what it did.
+func (s *Syncer) ProcessBatch(ctx context.Context) (Stats, error) {
+	ds, err := s.receive(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	if len(ds) == 0 {
+		return Stats{}, nil
+	}
+	start := time.Now()
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	var renewWG sync.WaitGroup
+	b := newBatch(s, ds)
+	renewWG.Add(1)
+	go func() { defer renewWG.Done(); s.renewLoop(renewCtx, b.unsettled) }()
+	err = b.run(ctx)
+	stopRenew()
+	renewWG.Wait()
+	s.metrics.observe(b.stats, time.Since(start))
+	return b.stats, err
+}
+
+func (s *Syncer) receive(ctx context.Context) ([]*queue.Delivery, error) {
+	ds, err := s.cfg.Queue.Receive(ctx, s.cfg.BatchSize, s.cfg.IdleWait)
+	if err != nil {
+		return nil, fmt.Errorf("syncer: receive: %w", err)
+	}
+	if len(ds) == 0 || s.cfg.BatchWait <= 0 {
+		return ds, nil
+	}
+	// Fill the batch for a short while: fewer, fuller Marketo calls.
+	deadline := time.Now().Add(s.cfg.BatchWait)
+	for len(ds) < s.cfg.BatchSize {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		more, err := s.cfg.Queue.Receive(ctx, s.cfg.BatchSize-len(ds), left)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			break // process what we have; the next receive reports the problem
+		}
+		if len(more) == 0 {
+			break
+		}
+		ds = append(ds, more...)
+	}
+	return ds, nil
+}
+
+// renewLoop renews the locks of in-flight deliveries at half their remaining
+// lock time, so a long batch (throttled Marketo) does not lose them.
+func (s *Syncer) renewLoop(ctx context.Context, inFlight func() []*queue.Delivery) {
+	for {
+		ds := inFlight()
+		if len(ds) == 0 {
+			return
+		}
+		interval := time.Duration(1<<62) - 1
+		now := s.clk.Now()
+		for _, d := range ds {
+			if left := d.LockedUntil.Sub(now) / 2; left < interval {
+				interval = left
+			}
+		}
+		interval = max(interval, 200*time.Millisecond)
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		for _, d := range ds {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := s.cfg.Queue.Renew(ctx, d); err != nil && ctx.Err() == nil {
+				s.log.Warn("syncer: renew lock", "message", d.ID, "err", err)
+			}
+		}
+	}
+}
