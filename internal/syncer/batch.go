@@ -127,7 +127,7 @@ type rec struct {
 	oldConn *store.Connection
 	// persons: Marketo id the record is updated by (split strategy, qualification)
 	byID      string
-	staleLink bool // byID was not found in Marketo
+	staleLink bool   // byID was not found in Marketo
 	movedFrom string // lead GUID whose Marketo person this contact takes over
 }
 

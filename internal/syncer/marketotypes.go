@@ -54,8 +54,10 @@ type MarketoError struct {
 	HTTPStatus        int
 }
 
-func (e *MarketoError) Error() string { return fmt.Sprintf("marketo: %s: %s %s", e.Op, e.Code, e.Message) }
-func (e *MarketoError) Class() Class  { return ClassOf(e.Code) }
+func (e *MarketoError) Error() string {
+	return fmt.Sprintf("marketo: %s: %s %s", e.Op, e.Code, e.Message)
+}
+func (e *MarketoError) Class() Class { return ClassOf(e.Code) }
 
 func ClassOf(code string) Class {
 	switch code {

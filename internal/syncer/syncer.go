@@ -78,10 +78,10 @@ type Config struct {
 	IdleWait    time.Duration // how long one receive waits for a first message (default 1 s)
 	Concurrency int           // batches in flight in Run (default 1)
 
-	MaxAttempts  int           // requeues before dead-lettering (default 8)
-	RequeueBase  time.Duration // first requeue delay (default 2 s)
-	RequeueMax   time.Duration // delay cap (default 5 min)
-	LockedDelay  time.Duration // delay for records another worker holds (default 1 s)
+	MaxAttempts   int           // requeues before dead-lettering (default 8)
+	RequeueBase   time.Duration // first requeue delay (default 2 s)
+	RequeueMax    time.Duration // delay cap (default 5 min)
+	LockedDelay   time.Duration // delay for records another worker holds (default 1 s)
 	RecordLockTTL time.Duration // per-record lock lifetime (default 2 min)
 
 	LeadStrategy         string // auto (default), lookup or split

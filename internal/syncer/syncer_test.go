@@ -14,7 +14,9 @@ import (
 	"github.com/msisync/msisync/internal/store"
 )
 
-func gid(prefix string, n int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012d", 0xa0000000+len(prefix)*0x1000000+n, n) }
+func gid(prefix string, n int) string {
+	return fmt.Sprintf("%08x-0000-4000-8000-%012d", 0xa0000000+len(prefix)*0x1000000+n, n)
+}
 
 var (
 	userID    = gid("u", 1)
@@ -220,7 +222,7 @@ func TestMissingDependencyIsDeadLetteredWithItsName(t *testing.T) {
 
 func TestDataverseReadsMissingDependencyAndSyncsItFirst(t *testing.T) {
 	dv := &fakeDataverse{records: map[string]event.Attributes{
-		"account/" + accountID:  {"name": event.String("Acme"), "ownerid": owner(userID)},
+		"account/" + accountID: {"name": event.String("Acme"), "ownerid": owner(userID)},
 		"systemuser/" + userID: {"internalemailaddress": event.String("ann@example.com")},
 	}}
 	e := newEnv(t, func(c *Config) { c.Dataverse = dv })
