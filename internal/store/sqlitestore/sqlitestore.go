@@ -1,0 +1,727 @@
+// Package sqlitestore is the embedded store.Store: one SQLite file (WAL mode)
+// that the receiver and worker processes of one machine may share.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/store"
+
+	_ "modernc.org/sqlite" // driver "sqlite"
+)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Clock gives the time for lease and lock expiry and for stamping rows
+	// whose UpdatedAt is zero. Default: the system clock.
+	Clock clock.Clock
+	// Logger receives schema migration notices. Default: slog.Default().
+	Logger *slog.Logger
+	// BusyTimeout is how long a statement waits for another process's write
+	// lock before failing. Default: 10s.
+	BusyTimeout time.Duration
+}
+
+// Store is a store.Store on a SQLite file.
+type Store struct {
+	// w has a single connection, so writers of this process queue in Go
+	// rather than polling SQLite's file lock; other processes still contend
+	// through busy_timeout.
+	w    *sql.DB
+	r    *sql.DB // concurrent readers (WAL lets them run beside the writer)
+	clk  clock.Clock
+	log  *slog.Logger
+	path string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// SQLite allows 32766 bound parameters per statement; these keep statements
+// well inside that and short enough to parse quickly.
+const (
+	maxRows = 500  // rows per multi-row INSERT
+	maxIDs  = 1000 // ids per IN (...) list
+)
+
+// Open opens (creating if needed) the SQLite database at path and brings its
+// schema up to date. ":memory:" gives a private in-memory database.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlitestore: open: path is empty")
+	}
+	if strings.ContainsRune(path, '?') {
+		return nil, fmt.Errorf("sqlitestore: open %q: path must not contain '?'", path)
+	}
+	if opts.BusyTimeout < 0 {
+		return nil, fmt.Errorf("sqlitestore: open %q: Options.BusyTimeout %v is negative", path, opts.BusyTimeout)
+	}
+	if opts.BusyTimeout == 0 {
+		opts.BusyTimeout = 10 * time.Second
+	}
+	s := &Store{clk: opts.Clock, log: opts.Logger, path: path}
+	if s.clk == nil {
+		s.clk = clock.System{}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	// _txlock=immediate: a write transaction takes the write lock at BEGIN,
+	// so it waits (busy_timeout) instead of failing when it later upgrades.
+	dsn := fmt.Sprintf("%s?_txlock=immediate&_busy_timeout=%d&_journal_mode=WAL&_synchronous=NORMAL",
+		path, opts.BusyTimeout.Milliseconds())
+	if path == ":memory:" {
+		dsn = ":memory:?_txlock=immediate"
+	}
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: open %q: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s.w, s.r = w, w
+	if path != ":memory:" {
+		r, err := sql.Open("sqlite", dsn)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("sqlitestore: open %q: %w", path, err)
+		}
+		n := max(4, runtime.GOMAXPROCS(0))
+		r.SetMaxOpenConns(n)
+		r.SetMaxIdleConns(n)
+		s.r = r
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlitestore: open %q: %w", path, err)
+	}
+	return s, nil
+}
+
+// migrations[i] brings the schema from user_version i to i+1. Append only.
+var migrations = []string{
+	`CREATE TABLE links (
+		kind        TEXT NOT NULL,
+		external_id TEXT NOT NULL,
+		marketo_id  TEXT NOT NULL,
+		entity      TEXT NOT NULL,
+		email       TEXT NOT NULL,
+		updated_at  INTEGER NOT NULL, -- unix microseconds
+		PRIMARY KEY (kind, external_id)
+	) WITHOUT ROWID;
+	CREATE TABLE versions (
+		key     TEXT PRIMARY KEY,
+		version INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE connections (
+		id             TEXT PRIMARY KEY,
+		opportunity_id TEXT NOT NULL,
+		person_id      TEXT NOT NULL,
+		role           TEXT NOT NULL,
+		updated_at     INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX connections_opportunity ON connections (opportunity_id);
+	CREATE TABLE msi_values (
+		person_id TEXT PRIMARY KEY,
+		vals      TEXT NOT NULL -- JSON object field -> value
+	) WITHOUT ROWID;
+	CREATE TABLE leases (
+		name       TEXT PRIMARY KEY,
+		holder     TEXT NOT NULL,
+		expires_at INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE record_locks (
+		key        TEXT PRIMARY KEY,
+		owner      TEXT NOT NULL,
+		expires_at INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE meta (
+		key   TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	) WITHOUT ROWID;`,
+}
+
+// SchemaVersion is the PRAGMA user_version this package writes.
+const SchemaVersion = 1
+
+func (s *Store) migrate(ctx context.Context) error {
+	// The immediate transaction serialises two processes opening a new file.
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var v int
+		if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if v > len(migrations) {
+			return fmt.Errorf("schema version %d is newer than this msisync understands (%d)", v, len(migrations))
+		}
+		for i := v; i < len(migrations); i++ {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+			}
+			s.log.Info("sqlitestore: schema migrated", "path", s.path, "version", i+1)
+		}
+		if v < len(migrations) {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+				return fmt.Errorf("write schema version: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	var err error
+	if s.r != s.w && s.r != nil {
+		err = s.r.Close()
+	}
+	if s.w != nil {
+		err = errors.Join(err, s.w.Close())
+	}
+	if err != nil {
+		return fmt.Errorf("sqlitestore: close %q: %w", s.path, err)
+	}
+	return nil
+}
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlitestore: ping %q: %w", s.path, err)
+	}
+	var one int
+	if err := s.r.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("sqlitestore: ping %q: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// now is the clock's time as stored: unix microseconds, like PostgreSQL.
+func (s *Store) now() int64 { return s.clk.Now().UnixMicro() }
+
+func (s *Store) stamp(t time.Time) int64 {
+	if t.IsZero() {
+		return s.now()
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// placeholders returns "(?,?,?),(?,?,?)" for rows rows of cols columns.
+func placeholders(rows, cols int) string {
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
+	return strings.TrimSuffix(strings.Repeat(one+",", rows), ",")
+}
+
+func inList(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
+
+// uniq drops duplicate and keeps order.
+func uniq(ids []string) []string {
+	seen := make(map[string]struct{}, len(ids))
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// queryIn runs query (which has a single "%s" for the IN list, after the
+// fixed args) over ids in chunks and calls scan for each row.
+func queryIn(ctx context.Context, db *sql.DB, query string, fixed []any, ids []string, scan func(*sql.Rows) error) error {
+	ids = uniq(ids)
+	for chunk := range slices.Chunk(ids, maxIDs) {
+		args := make([]any, 0, len(fixed)+len(chunk))
+		args = append(args, fixed...)
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		rows, err := db.QueryContext(ctx, fmt.Sprintf(query, inList(len(chunk))), args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// execIn runs stmt (a single "%s" for the IN list, after the fixed args)
+// over ids in chunks inside tx.
+func execIn(ctx context.Context, tx *sql.Tx, stmt string, fixed []any, ids []string) error {
+	for chunk := range slices.Chunk(uniq(ids), maxIDs) {
+		args := make([]any, 0, len(fixed)+len(chunk))
+		args = append(args, fixed...)
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(stmt, inList(len(chunk))), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GetLinks returns the links of kind for externalIDs; missing ids are absent.
+func (s *Store) GetLinks(ctx context.Context, kind string, externalIDs []string) (map[string]store.Link, error) {
+	out := make(map[string]store.Link, len(externalIDs))
+	err := queryIn(ctx, s.r,
+		`SELECT external_id, marketo_id, entity, email, updated_at FROM links WHERE kind = ? AND external_id IN (%s)`,
+		[]any{kind}, externalIDs, func(rows *sql.Rows) error {
+			l := store.Link{Kind: kind}
+			var at int64
+			if err := rows.Scan(&l.ExternalID, &l.MarketoID, &l.Entity, &l.Email, &at); err != nil {
+				return err
+			}
+			l.UpdatedAt = fromMicros(at)
+			out[l.ExternalID] = l
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: get %d %s links: %w", len(externalIDs), kind, err)
+	}
+	return out, nil
+}
+
+// PutLinks upserts links; a zero UpdatedAt is stamped with the clock. When
+// one batch holds the same link twice, the last one wins.
+func (s *Store) PutLinks(ctx context.Context, links []store.Link) error {
+	if len(links) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for chunk := range slices.Chunk(links, maxRows) {
+			args := make([]any, 0, 6*len(chunk))
+			for _, l := range chunk {
+				args = append(args, l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email, s.stamp(l.UpdatedAt))
+			}
+			// SQLite applies the rows in order, so a repeated key ends with
+			// its last values.
+			q := `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at) VALUES ` +
+				placeholders(len(chunk), 6) + ` ON CONFLICT (kind, external_id) DO UPDATE SET
+				marketo_id = excluded.marketo_id, entity = excluded.entity, email = excluded.email,
+				updated_at = excluded.updated_at`
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlitestore: put %d links: %w", len(links), err)
+	}
+	return nil
+}
+
+// DeleteLinks deletes the links of kind for externalIDs.
+func (s *Store) DeleteLinks(ctx context.Context, kind string, externalIDs []string) error {
+	if len(externalIDs) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		return execIn(ctx, tx, `DELETE FROM links WHERE kind = ? AND external_id IN (%s)`, []any{kind}, externalIDs)
+	})
+	if err != nil {
+		return fmt.Errorf("sqlitestore: delete %d %s links: %w", len(externalIDs), kind, err)
+	}
+	return nil
+}
+
+// ListLinks returns up to limit links of kind with external id > after, in
+// external-id (byte) order.
+func (s *Store) ListLinks(ctx context.Context, kind string, after string, limit int) ([]store.Link, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("sqlitestore: list %s links: limit %d must be positive", kind, limit)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT external_id, marketo_id, entity, email, updated_at FROM links
+		WHERE kind = ? AND external_id > ? ORDER BY external_id LIMIT ?`, kind, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: list %s links after %q: %w", kind, after, err)
+	}
+	defer rows.Close()
+	var out []store.Link
+	for rows.Next() {
+		l := store.Link{Kind: kind}
+		var at int64
+		if err := rows.Scan(&l.ExternalID, &l.MarketoID, &l.Entity, &l.Email, &at); err != nil {
+			return nil, fmt.Errorf("sqlitestore: list %s links after %q: %w", kind, after, err)
+		}
+		l.UpdatedAt = fromMicros(at)
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: list %s links after %q: %w", kind, after, err)
+	}
+	return out, nil
+}
+
+// CountLinks counts the links of kind.
+func (s *Store) CountLinks(ctx context.Context, kind string) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM links WHERE kind = ?`, kind).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlitestore: count %s links: %w", kind, err)
+	}
+	return n, nil
+}
+
+// GetVersions returns the stored versions of keys; missing keys are absent.
+func (s *Store) GetVersions(ctx context.Context, keys []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(keys))
+	err := queryIn(ctx, s.r, `SELECT key, version FROM versions WHERE key IN (%s)`, nil, keys,
+		func(rows *sql.Rows) error {
+			var k string
+			var v int64
+			if err := rows.Scan(&k, &v); err != nil {
+				return err
+			}
+			out[k] = v
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: get %d versions: %w", len(keys), err)
+	}
+	return out, nil
+}
+
+// PutVersions stores versions, never lowering a stored one.
+func (s *Store) PutVersions(ctx context.Context, versions map[string]int64) error {
+	if len(versions) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(versions))
+	for k := range versions {
+		keys = append(keys, k)
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for chunk := range slices.Chunk(keys, maxRows) {
+			args := make([]any, 0, 2*len(chunk))
+			for _, k := range chunk {
+				args = append(args, k, versions[k])
+			}
+			q := `INSERT INTO versions (key, version) VALUES ` + placeholders(len(chunk), 2) +
+				` ON CONFLICT (key) DO UPDATE SET version = max(version, excluded.version)`
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlitestore: put %d versions: %w", len(versions), err)
+	}
+	return nil
+}
+
+func scanConn(rows *sql.Rows) (store.Connection, error) {
+	var c store.Connection
+	var at int64
+	if err := rows.Scan(&c.ID, &c.OpportunityID, &c.PersonID, &c.Role, &at); err != nil {
+		return c, err
+	}
+	c.UpdatedAt = fromMicros(at)
+	return c, nil
+}
+
+// GetConnections returns the stored connections by id; missing ids are absent.
+func (s *Store) GetConnections(ctx context.Context, ids []string) (map[string]store.Connection, error) {
+	out := make(map[string]store.Connection, len(ids))
+	err := queryIn(ctx, s.r,
+		`SELECT id, opportunity_id, person_id, role, updated_at FROM connections WHERE id IN (%s)`, nil, ids,
+		func(rows *sql.Rows) error {
+			c, err := scanConn(rows)
+			if err != nil {
+				return err
+			}
+			out[c.ID] = c
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: get %d connections: %w", len(ids), err)
+	}
+	return out, nil
+}
+
+// PutConnections upserts connections; a zero UpdatedAt is stamped with the clock.
+func (s *Store) PutConnections(ctx context.Context, conns []store.Connection) error {
+	if len(conns) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for chunk := range slices.Chunk(conns, maxRows) {
+			args := make([]any, 0, 5*len(chunk))
+			for _, c := range chunk {
+				args = append(args, c.ID, c.OpportunityID, c.PersonID, c.Role, s.stamp(c.UpdatedAt))
+			}
+			q := `INSERT INTO connections (id, opportunity_id, person_id, role, updated_at) VALUES ` +
+				placeholders(len(chunk), 5) + ` ON CONFLICT (id) DO UPDATE SET
+				opportunity_id = excluded.opportunity_id, person_id = excluded.person_id,
+				role = excluded.role, updated_at = excluded.updated_at`
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlitestore: put %d connections: %w", len(conns), err)
+	}
+	return nil
+}
+
+// DeleteConnections deletes connections by id.
+func (s *Store) DeleteConnections(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		return execIn(ctx, tx, `DELETE FROM connections WHERE id IN (%s)`, nil, ids)
+	})
+	if err != nil {
+		return fmt.Errorf("sqlitestore: delete %d connections: %w", len(ids), err)
+	}
+	return nil
+}
+
+// ConnectionsByOpportunity lists an opportunity's connections by id.
+func (s *Store) ConnectionsByOpportunity(ctx context.Context, opportunityID string) ([]store.Connection, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, opportunity_id, person_id, role, updated_at FROM connections
+		WHERE opportunity_id = ? ORDER BY id`, opportunityID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: connections of opportunity %s: %w", opportunityID, err)
+	}
+	defer rows.Close()
+	var out []store.Connection
+	for rows.Next() {
+		c, err := scanConn(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: connections of opportunity %s: %w", opportunityID, err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: connections of opportunity %s: %w", opportunityID, err)
+	}
+	return out, nil
+}
+
+// GetMSIValues returns the MSI values last written per person; persons
+// never written are absent.
+func (s *Store) GetMSIValues(ctx context.Context, personIDs []string) (map[string]map[string]string, error) {
+	out := make(map[string]map[string]string, len(personIDs))
+	err := queryIn(ctx, s.r, `SELECT person_id, vals FROM msi_values WHERE person_id IN (%s)`, nil, personIDs,
+		func(rows *sql.Rows) error {
+			var id string
+			var raw []byte
+			if err := rows.Scan(&id, &raw); err != nil {
+				return err
+			}
+			vals := map[string]string{}
+			if err := json.Unmarshal(raw, &vals); err != nil {
+				return fmt.Errorf("decode values of person %s: %w", id, err)
+			}
+			out[id] = vals
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: get MSI values of %d persons: %w", len(personIDs), err)
+	}
+	return out, nil
+}
+
+// PutMSIValues replaces the whole map of each given person.
+func (s *Store) PutMSIValues(ctx context.Context, values map[string]map[string]string) error {
+	if len(values) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(values))
+	for id := range values {
+		ids = append(ids, id)
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for chunk := range slices.Chunk(ids, maxRows) {
+			args := make([]any, 0, 2*len(chunk))
+			for _, id := range chunk {
+				vals := values[id]
+				if vals == nil {
+					vals = map[string]string{}
+				}
+				raw, err := json.Marshal(vals)
+				if err != nil {
+					return fmt.Errorf("encode values of person %s: %w", id, err)
+				}
+				args = append(args, id, string(raw))
+			}
+			q := `INSERT INTO msi_values (person_id, vals) VALUES ` + placeholders(len(chunk), 2) +
+				` ON CONFLICT (person_id) DO UPDATE SET vals = excluded.vals`
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlitestore: put MSI values of %d persons: %w", len(values), err)
+	}
+	return nil
+}
+
+// AcquireLease takes or renews the named lease for holder until now+ttl.
+func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	if ttl <= 0 {
+		return false, fmt.Errorf("sqlitestore: acquire lease %q: ttl %v must be positive", name, ttl)
+	}
+	now := s.clk.Now()
+	res, err := s.w.ExecContext(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+		WHERE leases.holder = excluded.holder OR leases.expires_at <= ?`,
+		name, holder, now.Add(ttl).UnixMicro(), now.UnixMicro())
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: acquire lease %q for %q: %w", name, holder, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: acquire lease %q for %q: %w", name, holder, err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseLease gives up holder's lease; another holder's lease is untouched.
+func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM leases WHERE name = ? AND holder = ?`, name, holder); err != nil {
+		return fmt.Errorf("sqlitestore: release lease %q for %q: %w", name, holder, err)
+	}
+	return nil
+}
+
+// LockRecords locks the free (or own, or expired) keys for owner until
+// now+ttl and returns them in the order asked.
+func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, ttl time.Duration) ([]string, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("sqlitestore: lock %d records for %q: ttl %v must be positive", len(keys), owner, ttl)
+	}
+	keys = uniq(keys)
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	now := s.clk.Now()
+	expires := now.Add(ttl).UnixMicro()
+	got := make(map[string]struct{}, len(keys))
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for chunk := range slices.Chunk(keys, maxRows) {
+			args := make([]any, 0, 3*len(chunk)+1)
+			for _, k := range chunk {
+				args = append(args, k, owner, expires)
+			}
+			args = append(args, now.UnixMicro())
+			q := `INSERT INTO record_locks (key, owner, expires_at) VALUES ` + placeholders(len(chunk), 3) + `
+				ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+				WHERE record_locks.owner = excluded.owner OR record_locks.expires_at <= ?
+				RETURNING key`
+			rows, err := tx.QueryContext(ctx, q, args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var k string
+				if err := rows.Scan(&k); err != nil {
+					rows.Close()
+					return err
+				}
+				got[k] = struct{}{}
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: lock %d records for %q: %w", len(keys), owner, err)
+	}
+	out := make([]string, 0, len(got))
+	for _, k := range keys {
+		if _, ok := got[k]; ok {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// UnlockRecords frees owner's locks on keys; other owners' locks stay.
+func (s *Store) UnlockRecords(ctx context.Context, owner string, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		return execIn(ctx, tx, `DELETE FROM record_locks WHERE owner = ? AND key IN (%s)`, []any{owner}, keys)
+	})
+	if err != nil {
+		return fmt.Errorf("sqlitestore: unlock %d records for %q: %w", len(keys), owner, err)
+	}
+	return nil
+}
+
+// GetMeta returns the value stored under key and whether there is one.
+func (s *Store) GetMeta(ctx context.Context, key string) (string, bool, error) {
+	var v string
+	err := s.r.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("sqlitestore: get meta %q: %w", key, err)
+	}
+	return v, true, nil
+}
+
+// PutMeta stores value under key.
+func (s *Store) PutMeta(ctx context.Context, key, value string) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: put meta %q: %w", key, err)
+	}
+	return nil
+}
