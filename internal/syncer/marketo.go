@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/msisync/msisync/internal/marketo"
 )
 
 // Marketo is what the syncer needs from the Marketo client; the client in
@@ -39,14 +41,10 @@ func marketoID(v any) string {
 
 // classOfErr returns the class of a Marketo call error.
 func classOfErr(err error) Class {
-	var me *MarketoError
-	if errors.As(err, &me) {
-		return me.Class()
-	}
 	if errors.Is(err, ErrQuotaExhausted) {
 		return ClassQuota
 	}
-	return ClassTransient
+	return marketo.ClassOfError(err)
 }
 
 // codeOfErr returns the Marketo code and message of a call error, if any.

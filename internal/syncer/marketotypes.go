@@ -1,78 +1,36 @@
 package syncer
 
-// Temporary mirror of internal/marketo's types until that package lands;
-// these become aliases of the marketo types.
+import "github.com/msisync/msisync/internal/marketo"
 
-import (
-	"errors"
-	"fmt"
-)
-
+// Short names for the Marketo domain types the syncer speaks.
 type (
-	Object string
-	Record = map[string]any
-	Class  int
-)
-
-type Reason struct{ Code, Message string }
-
-type Result struct {
-	Seq         int
-	ID          int64
-	MarketoGUID string
-	Status      string
-	Reasons     []Reason
-}
-
-type SyncRequest struct {
-	Action, DedupeBy, LookupField string
-	Input                         []Record
-}
-
-const (
-	SalesPersons  Object = "salespersons"
-	Companies     Object = "companies"
-	Leads         Object = "leads"
-	Opportunities Object = "opportunities"
-	Roles         Object = "roles"
+	Object       = marketo.Object
+	Record       = marketo.Record
+	Result       = marketo.Result
+	Reason       = marketo.Reason
+	SyncRequest  = marketo.SyncRequest
+	Class        = marketo.Class
+	MarketoError = marketo.Error
 )
 
 const (
-	ClassPermanent Class = iota
-	ClassReauth
-	ClassThrottled
-	ClassTransient
-	ClassQuota
-	ClassConfig
-	ClassDependency
+	SalesPersons  = marketo.SalesPersons
+	Companies     = marketo.Companies
+	Leads         = marketo.Leads
+	Opportunities = marketo.Opportunities
+	Roles         = marketo.Roles
+
+	ClassReauth     = marketo.ClassReauth
+	ClassThrottled  = marketo.ClassThrottled
+	ClassTransient  = marketo.ClassTransient
+	ClassQuota      = marketo.ClassQuota
+	ClassConfig     = marketo.ClassConfig
+	ClassPermanent  = marketo.ClassPermanent
+	ClassDependency = marketo.ClassDependency
 )
 
-var ErrQuotaExhausted = errors.New("marketo: daily quota exhausted")
+// ErrQuotaExhausted is wrapped by Marketo errors while the daily quota is used up.
+var ErrQuotaExhausted = marketo.ErrQuotaExhausted
 
-type MarketoError struct {
-	Op, Code, Message string
-	HTTPStatus        int
-}
-
-func (e *MarketoError) Error() string {
-	return fmt.Sprintf("marketo: %s: %s %s", e.Op, e.Code, e.Message)
-}
-func (e *MarketoError) Class() Class { return ClassOf(e.Code) }
-
-func ClassOf(code string) Class {
-	switch code {
-	case "601", "602":
-		return ClassReauth
-	case "606", "615":
-		return ClassThrottled
-	case "502", "604", "608", "611", "713", "614":
-		return ClassTransient
-	case "607":
-		return ClassQuota
-	case "603", "1011", "1018":
-		return ClassConfig
-	case "718", "1013":
-		return ClassDependency
-	}
-	return ClassPermanent
-}
+// ClassOf classifies a Marketo code.
+func ClassOf(code string) Class { return marketo.ClassOf(code) }
