@@ -1,0 +1,444 @@
+// Package backfill pages through Dataverse tables in MSI dependency order
+// and enqueues one event per row (source "backfill") into the same pipeline
+// webhooks feed, checkpointing after every page so an interrupted backfill
+// resumes where it stopped.
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/queue"
+)
+
+// Defaults and limits.
+const (
+	DefaultPageSize  = 1000
+	MaxPageSize      = 5000 // Dataverse's odata.maxpagesize ceiling
+	DefaultSendBatch = 500
+	// CheckpointPrefix + entity is the store Meta key of an entity's checkpoint.
+	CheckpointPrefix = "backfill/"
+)
+
+// ListOptions select and filter one list request.
+type ListOptions struct {
+	Select   []string
+	Filter   string
+	OrderBy  string
+	PageSize int
+}
+
+// Page is one page of rows and the link to the next ("" on the last page).
+type Page struct {
+	Rows     []event.Attributes
+	NextLink string
+}
+
+// Lister reads Dataverse tables page by page. With a nextLink it fetches
+// that page (the options are then carried by the link).
+type Lister interface {
+	ListPage(ctx context.Context, logicalName string, opts ListOptions, nextLink string) (Page, error)
+}
+
+// Counter may be implemented by a Lister to give the progress bar a total.
+type Counter interface {
+	Count(ctx context.Context, logicalName, filter string) (int, error)
+}
+
+// MetaStore keeps checkpoints (store.Store satisfies it).
+type MetaStore interface {
+	GetMeta(ctx context.Context, key string) (string, bool, error)
+	PutMeta(ctx context.Context, key, value string) error
+}
+
+// Config configures a backfill.
+type Config struct {
+	Dataverse Lister
+	Sender    queue.Sender
+	Store     MetaStore
+	// Entities to backfill; all synced entities when empty. They always run
+	// in dependency order (users, accounts, contacts, leads, opportunities,
+	// connections), whatever order they are given in.
+	Entities []string
+	// Since limits the backfill to rows with modifiedon ≥ Since. When zero,
+	// an entity whose last backfill completed resumes from that pass's
+	// latest modifiedon (only what changed since).
+	Since time.Time
+	// Restart ignores checkpoints and backfills everything again (or from Since).
+	Restart bool
+	// PageSize is odata.maxpagesize (DefaultPageSize; 1..5000).
+	PageSize int
+	// SendBatch is the number of messages per Send call (DefaultSendBatch).
+	SendBatch int
+	// MaxMessageBytes, when > 0, reduces larger events to a reference the
+	// worker re-reads (event.Reduced), as the receiver does.
+	MaxMessageBytes int
+	// Columns gives the $select of an entity (the syncer's mapped columns);
+	// the id column and modifiedon are always added. nil selects all columns.
+	Columns func(entity string) []string
+	// Progress is called after each page with rows done and total (-1 when
+	// unknown).
+	Progress func(entity string, done, total int)
+	// ProgressWriter, when set, shows a progress bar (a terminal) or one
+	// line per page (anything else).
+	ProgressWriter io.Writer
+	// OrgID and OrgName are stamped on events, as webhook events carry them.
+	OrgID, OrgName string
+	Clock          clock.Clock
+	Logger         *slog.Logger
+}
+
+// EntityReport describes one entity's backfill.
+type EntityReport struct {
+	Entity   string
+	From     time.Time // modifiedon lower bound of this pass (zero: all rows)
+	Resumed  bool      // continued an interrupted pass
+	Rows     int       // rows read in this run
+	Sent     int       // events sent in this run
+	Invalid  int       // rows without a valid id (logged, not sent)
+	Reduced  int       // events reduced to a reference because of their size
+	Pages    int
+	Duration time.Duration
+	Rate     float64 // rows per second
+}
+
+// Report describes a backfill run.
+type Report struct {
+	Entities []EntityReport
+	Rows     int
+	Duration time.Duration
+}
+
+// Checkpoint is what the store keeps per entity (JSON under
+// CheckpointPrefix+entity).
+type Checkpoint struct {
+	From      time.Time `json:"from,omitzero"`     // lower bound of the pass
+	NextLink  string    `json:"nextLink,omitempty"` // next page; empty when Done
+	HighWater time.Time `json:"highWater,omitzero"` // latest modifiedon sent in the pass
+	Done      bool      `json:"done"`
+	Rows      int       `json:"rows"` // rows sent in the pass so far
+	Pages     int       `json:"pages"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Entities checks a list of entity names and returns them in dependency
+// order without duplicates; an empty list means all synced entities.
+func Entities(names []string) ([]string, error) {
+	if len(names) == 0 {
+		return slices.Clone(event.SyncedEntities), nil
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		n = strings.ToLower(strings.TrimSpace(n))
+		if n == "" {
+			continue
+		}
+		if !event.IsSyncedEntity(n) {
+			return nil, fmt.Errorf("backfill: unknown entity %q (allowed: %s)", n, strings.Join(event.SyncedEntities, ", "))
+		}
+		want[n] = true
+	}
+	if len(want) == 0 {
+		return nil, fmt.Errorf("backfill: no entity given (allowed: %s)", strings.Join(event.SyncedEntities, ", "))
+	}
+	var out []string
+	for _, e := range event.SyncedEntities {
+		if want[e] {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// Run backfills the configured entities one after another. On error (or
+// cancellation) it returns what was done so far; checkpoints make a rerun
+// continue from the last completed page.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	var rep Report
+	entities, err := Entities(cfg.Entities)
+	if err != nil {
+		return rep, err
+	}
+	switch {
+	case cfg.Dataverse == nil:
+		return rep, errors.New("backfill: config: Dataverse is required")
+	case cfg.Sender == nil:
+		return rep, errors.New("backfill: config: Sender is required")
+	case cfg.Store == nil:
+		return rep, errors.New("backfill: config: Store is required")
+	case cfg.PageSize < 0 || cfg.PageSize > MaxPageSize:
+		return rep, fmt.Errorf("backfill: page size %d is outside 1..%d", cfg.PageSize, MaxPageSize)
+	case cfg.SendBatch < 0:
+		return rep, fmt.Errorf("backfill: send batch %d is negative", cfg.SendBatch)
+	}
+	if cfg.PageSize == 0 {
+		cfg.PageSize = DefaultPageSize
+	}
+	if cfg.SendBatch == 0 {
+		cfg.SendBatch = DefaultSendBatch
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	start := cfg.Clock.Now()
+	defer func() { rep.Duration = cfg.Clock.Now().Sub(start) }()
+	for _, entity := range entities {
+		er, err := runEntity(ctx, &cfg, entity)
+		rep.Entities = append(rep.Entities, er)
+		rep.Rows += er.Rows
+		if err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport, err error) {
+	er.Entity = entity
+	start := cfg.Clock.Now()
+	defer func() {
+		er.Duration = cfg.Clock.Now().Sub(start)
+		if s := er.Duration.Seconds(); s > 0 {
+			er.Rate = float64(er.Rows) / s
+		}
+	}()
+	key := CheckpointPrefix + entity
+	cp, err := loadCheckpoint(ctx, cfg.Store, key)
+	if err != nil {
+		return er, err
+	}
+
+	// Decide where this pass starts.
+	var pass Checkpoint
+	switch {
+	case cfg.Restart || cp == nil:
+		pass.From = cfg.Since
+	case !cp.Done && (cfg.Since.IsZero() || cfg.Since.Equal(cp.From)):
+		pass = *cp
+		er.Resumed = true
+	case cfg.Since.IsZero() && cp.Done:
+		pass.From = cp.HighWater
+	default:
+		pass.From = cfg.Since
+	}
+	er.From = pass.From
+	if pass.HighWater.Before(pass.From) {
+		// An empty pass must not forget how far the previous one got.
+		pass.HighWater = pass.From
+	}
+
+	opts := ListOptions{PageSize: cfg.PageSize}
+	if !pass.From.IsZero() {
+		opts.Filter = "modifiedon ge " + pass.From.UTC().Format(time.RFC3339)
+	}
+	if cfg.Columns != nil {
+		opts.Select = selectColumns(entity, cfg.Columns(entity))
+	}
+
+	total := -1
+	if c, ok := cfg.Dataverse.(Counter); ok {
+		if n, err := c.Count(ctx, entity, opts.Filter); err == nil {
+			total = n
+		} else {
+			cfg.Logger.Debug("backfill: count rows", "entity", entity, "err", err)
+		}
+	}
+	prog := newProgress(cfg, entity, total, pass.Rows)
+	defer func() { prog.finish(pass.Done) }()
+	if er.Resumed {
+		cfg.Logger.Info("backfill: resuming", "entity", entity, "rowsDone", pass.Rows, "pages", pass.Pages)
+	}
+
+	next := pass.NextLink
+	for {
+		page, err := cfg.Dataverse.ListPage(ctx, entity, opts, next)
+		if err != nil && er.Resumed && er.Pages == 0 && next != "" && ctx.Err() == nil {
+			// A paging link from an older run may no longer be accepted:
+			// start the pass over (duplicate ids drop what was already sent).
+			cfg.Logger.Warn("backfill: saved next page link refused; restarting the pass", "entity", entity, "err", err)
+			pass = Checkpoint{From: pass.From}
+			next = ""
+			page, err = cfg.Dataverse.ListPage(ctx, entity, opts, next)
+		}
+		if err != nil {
+			return er, fmt.Errorf("backfill: list %s (page %d): %w", entity, pass.Pages+1, err)
+		}
+		msgs := make([]queue.Message, 0, len(page.Rows))
+		for _, row := range page.Rows {
+			er.Rows++
+			ev, err := buildEvent(cfg, entity, row)
+			if err != nil {
+				er.Invalid++
+				cfg.Logger.Warn("backfill: skipping row", "entity", entity, "err", err)
+				continue
+			}
+			if ev.OccurredAt.After(pass.HighWater) && ev.Version != 0 {
+				pass.HighWater = ev.OccurredAt
+			}
+			m, reduced, err := message(cfg, ev)
+			if err != nil {
+				return er, err
+			}
+			if reduced {
+				er.Reduced++
+			}
+			msgs = append(msgs, m)
+		}
+		for i := 0; i < len(msgs); i += cfg.SendBatch {
+			batch := msgs[i:min(i+cfg.SendBatch, len(msgs))]
+			if err := cfg.Sender.Send(ctx, batch...); err != nil {
+				return er, fmt.Errorf("backfill: send %d %s events (page %d): %w", len(batch), entity, pass.Pages+1, err)
+			}
+			er.Sent += len(batch)
+		}
+		er.Pages++
+		pass.Pages++
+		pass.Rows += len(page.Rows)
+		pass.NextLink = page.NextLink
+		pass.Done = page.NextLink == ""
+		pass.UpdatedAt = cfg.Clock.Now()
+		if err := saveCheckpoint(ctx, cfg.Store, key, pass); err != nil {
+			return er, err
+		}
+		prog.add(len(page.Rows), pass.Rows)
+		if pass.Done {
+			return er, nil
+		}
+		next = page.NextLink
+	}
+}
+
+// selectColumns adds the id and modifiedon to the mapped columns.
+func selectColumns(entity string, cols []string) []string {
+	out := []string{entity + "id", "modifiedon"}
+	for _, c := range cols {
+		c = strings.ToLower(strings.TrimSpace(c))
+		if c != "" && !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// buildEvent turns a row into an event. Message is Create: a backfilled row
+// carries every selected column, as a Create's Target does, whereas an Update
+// carries only the changed ones; the syncer upserts on Create, so a record
+// already in Marketo is updated, not duplicated.
+func buildEvent(cfg *Config, entity string, row event.Attributes) (*event.Event, error) {
+	idCol := entity + "id"
+	v, ok := row[idCol]
+	if !ok {
+		return nil, fmt.Errorf("row without %s", idCol)
+	}
+	id := event.NormalizeID(v.Text())
+	if !event.IsGUID(id) {
+		return nil, fmt.Errorf("%s %q is not a GUID", idCol, v.Text())
+	}
+	e := &event.Event{
+		Schema:     event.SchemaVersion,
+		Source:     event.SourceBackfill,
+		OrgID:      cfg.OrgID,
+		OrgName:    cfg.OrgName,
+		Entity:     entity,
+		RecordID:   id,
+		Message:    event.MessageCreate,
+		OccurredAt: cfg.Clock.Now().UTC(),
+		Attributes: row,
+	}
+	if mv, ok := row["modifiedon"]; ok {
+		if t, ok := mv.TimeValue(); ok {
+			e.Version = t.UnixMilli()
+			e.OccurredAt = t
+		}
+	}
+	if vn, ok := row["versionnumber"]; ok {
+		if n, ok := vn.Int(); ok {
+			e.RowVersion = n
+		}
+	}
+	// Same row, same version → same id: a rerun inside the queue's duplicate
+	// detection window sends nothing new.
+	e.ID = e.DeriveID()
+	return e, nil
+}
+
+func message(cfg *Config, e *event.Event) (queue.Message, bool, error) {
+	body, err := event.Encode(e)
+	if err != nil {
+		return queue.Message{}, false, fmt.Errorf("backfill: %w", err)
+	}
+	reduced := false
+	if cfg.MaxMessageBytes > 0 && len(body) > cfg.MaxMessageBytes {
+		if body, err = event.Encode(e.Reduced()); err != nil {
+			return queue.Message{}, false, fmt.Errorf("backfill: %w", err)
+		}
+		reduced = true
+	}
+	return queue.Message{
+		ID:   e.ID,
+		Body: body,
+		Properties: map[string]string{
+			queue.PropEntity:   e.Entity,
+			queue.PropRecordID: e.RecordID,
+			queue.PropMessage:  e.Message,
+		},
+	}, reduced, nil
+}
+
+func loadCheckpoint(ctx context.Context, st MetaStore, key string) (*Checkpoint, error) {
+	raw, ok, err := st.GetMeta(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("backfill: read checkpoint %s: %w", key, err)
+	}
+	if !ok || raw == "" {
+		return nil, nil
+	}
+	var cp Checkpoint
+	if err := json.Unmarshal([]byte(raw), &cp); err != nil {
+		return nil, fmt.Errorf("backfill: read checkpoint %s: %w (rerun with restart to start over)", key, err)
+	}
+	return &cp, nil
+}
+
+func saveCheckpoint(ctx context.Context, st MetaStore, key string, cp Checkpoint) error {
+	b, err := json.Marshal(cp)
+	if err != nil {
+		return fmt.Errorf("backfill: write checkpoint %s: %w", key, err)
+	}
+	if err := st.PutMeta(ctx, key, string(b)); err != nil {
+		return fmt.Errorf("backfill: write checkpoint %s: %w", key, err)
+	}
+	return nil
+}
+
+// Checkpoints returns the saved checkpoint of each entity (absent when none),
+// for a status display.
+func Checkpoints(ctx context.Context, st MetaStore, entities []string) (map[string]Checkpoint, error) {
+	entities, err := Entities(entities)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Checkpoint{}
+	for _, e := range entities {
+		cp, err := loadCheckpoint(ctx, st, CheckpointPrefix+e)
+		if err != nil {
+			return nil, err
+		}
+		if cp != nil {
+			out[e] = *cp
+		}
+	}
+	return out, nil
+}
