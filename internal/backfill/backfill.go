@@ -121,7 +121,7 @@ type Report struct {
 // Checkpoint is what the store keeps per entity (JSON under
 // CheckpointPrefix+entity).
 type Checkpoint struct {
-	From      time.Time `json:"from,omitzero"`     // lower bound of the pass
+	From      time.Time `json:"from,omitzero"`      // lower bound of the pass
 	NextLink  string    `json:"nextLink,omitempty"` // next page; empty when Done
 	HighWater time.Time `json:"highWater,omitzero"` // latest modifiedon sent in the pass
 	Done      bool      `json:"done"`

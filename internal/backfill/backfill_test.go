@@ -65,7 +65,9 @@ func TestEntitiesInDependencyOrderPagedWithEventShape(t *testing.T) {
 	cfg := baseConfig(l, s, m)
 	cfg.Entities = []string{"connection", "Lead", "account", "systemuser", "opportunity", "contact", "lead"}
 	var progress []string
-	cfg.Progress = func(entity string, done, total int) { progress = append(progress, fmt.Sprintf("%s %d/%d", entity, done, total)) }
+	cfg.Progress = func(entity string, done, total int) {
+		progress = append(progress, fmt.Sprintf("%s %d/%d", entity, done, total))
+	}
 
 	rep, err := Run(context.Background(), cfg)
 	if err != nil {

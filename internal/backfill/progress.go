@@ -78,4 +78,3 @@ func (p *progress) finish(done bool) {
 		_ = p.bar.Exit()
 	}
 }
-
