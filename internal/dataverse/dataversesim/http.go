@@ -171,9 +171,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, rest, user string
 func (s *Server) serveCount(w http.ResponseWriter, r *http.Request, rest string) {
 	q := r.URL.Query()
 	arg := strings.TrimSuffix(strings.TrimPrefix(rest, "RetrieveTotalRecordCount("), ")")
-	names := q.Get(strings.TrimPrefix(strings.TrimPrefix(arg, "EntityNames="), "@"))
-	if !strings.HasPrefix(arg, "EntityNames=@") {
-		names = strings.TrimPrefix(arg, "EntityNames=")
+	names := strings.TrimPrefix(arg, "EntityNames=")
+	if strings.HasPrefix(names, "@") {
+		names = q.Get(names)
 	}
 	names = strings.Trim(names, "[]")
 	var keys []string
