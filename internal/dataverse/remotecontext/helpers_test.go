@@ -1,0 +1,5 @@
+package remotecontext
+
+import "net/http"
+
+func canonical(k string) string { return http.CanonicalHeaderKey(k) }
