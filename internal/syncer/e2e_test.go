@@ -104,7 +104,9 @@ func (k *stack) drain() syncer.Stats {
 	return total
 }
 
-func guid(kind byte, n int) string { return fmt.Sprintf("%c%07x-1111-4222-8333-%012x", "abcdef"[kind%6], n, n) }
+func guid(kind byte, n int) string {
+	return fmt.Sprintf("%c%07x-1111-4222-8333-%012x", "abcdef"[kind%6], n, n)
+}
 
 func mkEvent(entity, id string, attrs event.Attributes) *event.Event {
 	return &event.Event{Schema: 1, Source: event.SourceWebhook, Entity: entity, RecordID: id, Message: event.MessageCreate,
