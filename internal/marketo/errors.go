@@ -147,15 +147,11 @@ func ClassOfError(err error) Class {
 	if err == nil {
 		return ClassNone
 	}
-	var q *QuotaError
-	if errors.As(err, &q) {
-		return ClassQuota
+	var classed interface{ Class() Class }
+	if errors.As(err, &classed) {
+		return classed.Class()
 	}
-	var me *Error
-	if errors.As(err, &me) {
-		return me.Class()
-	}
-	return ClassTransient
+	return ClassTransient // context and network failures
 }
 
 var chicago = func() *time.Location {

@@ -239,7 +239,7 @@ func TestFieldValidation_UnknownFieldBadValuesAndLengths(t *testing.T) {
 		{"leads", rec("email", "a@example.com", "nickname", "x"), "1006"},
 		{"leads", rec("email", "a@example.com", "unsubscribed", "maybe"), "1003"},
 		{"leads", rec("email", "jö@example.com"), "1003"},
-		{"leads", rec("email", long(250) + "@x.com"), "1003"},
+		{"leads", rec("email", long(250)+"@x.com"), "1003"},
 		{"leads", rec("email", "a@example.com", "segment", long(11)), "1003"},
 		{"companies", rec("externalCompanyId", long(101)), "1003"},
 		{"opportunities", rec("externalOpportunityId", long(51), "name", "n"), "1003"},
