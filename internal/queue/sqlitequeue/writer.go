@@ -13,11 +13,12 @@ import (
 // closure), and it may run twice: once in a group, once alone if the group
 // failed.
 type op struct {
-	run  func(w *wtx) error
-	send bool // sends wait CommitWindow for company; settlements do not
-	n    int  // messages, for the batch cap
-	wake bool // may make messages visible: wake waiting receivers after commit
-	done chan error
+	run     func(w *wtx) error
+	send    bool // sends wait CommitWindow for company; settlements do not
+	durable bool // stores messages: commit with synchronous=FULL
+	n       int  // messages, for the batch cap
+	wake    bool // may make messages visible: wake waiting receivers after commit
+	done    chan error
 }
 
 // wtx is the writer's transaction, with statements prepared once per batch.
@@ -162,7 +163,21 @@ func (q *Queue) commit(batch []*op) {
 
 func (q *Queue) runTx(batch []*op) (err error) {
 	ctx := context.Background() // the batch serves many callers; none may cancel it
-	tx, err := q.db.BeginTx(ctx, nil)
+	durable := false
+	for _, o := range batch {
+		durable = durable || o.durable
+	}
+	if durable != q.syncFull {
+		mode := "NORMAL"
+		if durable {
+			mode = "FULL"
+		}
+		if _, err := q.wconn.ExecContext(ctx, "PRAGMA synchronous = "+mode); err != nil {
+			return fmt.Errorf("set synchronous %s: %w", mode, err)
+		}
+		q.syncFull = durable
+	}
+	tx, err := q.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
