@@ -75,8 +75,8 @@ var systemColumns = map[string]bool{
 var required = map[string][]string{
 	event.EntitySystemUser:  {"internalemailaddress"},
 	event.EntityAccount:     {"name", "ownerid"},
-	event.EntityContact:     {"ownerid"},
-	event.EntityLead:        {"ownerid"},
+	event.EntityContact:     {"ownerid", "emailaddress1"},
+	event.EntityLead:        {"ownerid", "emailaddress1"},
 	event.EntityOpportunity: {"name", "ownerid"},
 	event.EntityConnection:  {"record1id", "record2id", "record2roleid"},
 }
@@ -114,6 +114,7 @@ type rec struct {
 	msgs                  []*msg
 	attrs                 event.Attributes
 	formatted             map[string]string
+	colVersion            map[string]int64 // version of the event that supplied each column
 	version               int64
 	full                  bool // Create or re-read: carries the whole record
 	deleted               bool
@@ -295,7 +296,19 @@ func (b *batch) group(ctx context.Context, msgs []*msg) error {
 	if len(b.recs) == 0 {
 		return nil
 	}
-	versions, err := b.s.cfg.Store.GetVersions(ctx, slices.Collect(maps.Keys(b.recs)))
+	// Versions per record (tombstones) and per column: an Update carries only
+	// the columns it changed, so an older Update arriving late must still
+	// apply the columns no newer event has written.
+	var keys []string
+	for key, r := range b.recs {
+		keys = append(keys, key)
+		for _, m := range r.msgs {
+			for c := range m.ev.Attributes {
+				keys = append(keys, key+"#"+c)
+			}
+		}
+	}
+	versions, err := b.s.cfg.Store.GetVersions(ctx, keys)
 	if err != nil {
 		return fmt.Errorf("syncer: get versions: %w", err)
 	}
@@ -307,28 +320,24 @@ func (b *batch) group(ctx context.Context, msgs []*msg) error {
 				x.d.EnqueuedAt.Compare(y.d.EnqueuedAt),
 				cmp.Compare(x.d.SequenceNumber, y.d.SequenceNumber))
 		})
-		stored := versions[key]
-		live := r.msgs[:0]
-		for _, m := range r.msgs {
-			if stored > 0 && sortVersion(m) < stored {
-				b.early = append(b.early, m) // stale: a newer version is already in Marketo
-				continue
-			}
-			live = append(live, m)
-		}
-		r.msgs = live
-		if len(live) == 0 {
+		if versions[key] == tombstone {
+			b.early = append(b.early, r.msgs...) // deleted: every event is stale
 			delete(b.recs, key)
 			continue
 		}
-		b.merge(r)
+		if !b.merge(r, versions) {
+			b.early = append(b.early, r.msgs...) // every column already newer in Marketo
+			delete(b.recs, key)
+		}
 	}
 	return nil
 }
 
-// merge folds the messages (in version order) into the record's state.
-func (b *batch) merge(r *rec) {
-	r.attrs, r.formatted = event.Attributes{}, map[string]string{}
+// merge folds the messages (in version order) into the record's state,
+// leaving out columns a newer applied event already wrote. It reports
+// whether anything is left to do.
+func (b *batch) merge(r *rec, stored map[string]int64) bool {
+	r.attrs, r.formatted, r.colVersion = event.Attributes{}, map[string]string{}, map[string]int64{}
 	start := 0
 	for i, m := range r.msgs {
 		if m.ev.Message == event.MessageDelete {
@@ -337,23 +346,48 @@ func (b *batch) merge(r *rec) {
 	}
 	r.deleted = start == len(r.msgs)
 	if r.deleted {
-		return
+		return true
 	}
+	work := false
 	for _, m := range r.msgs[start:] {
 		ev := m.ev
+		v := ev.Version
+		set := func(attrs event.Attributes) {
+			for c, val := range attrs {
+				if v > 0 && v < stored[r.key+"#"+c] {
+					continue
+				}
+				r.attrs[c] = val
+				r.colVersion[c] = max(r.colVersion[c], v)
+			}
+		}
 		for _, img := range ev.PreImages {
-			maps.Copy(r.attrs, img)
+			set(img)
 		}
 		for _, img := range ev.PostImages {
-			maps.Copy(r.attrs, img)
+			set(img)
 		}
-		maps.Copy(r.attrs, ev.Attributes)
+		set(ev.Attributes)
 		maps.Copy(r.formatted, ev.Formatted)
-		r.version = max(r.version, ev.Version)
+		r.version = max(r.version, v)
+		if ev.Truncated || len(ev.Attributes) == 0 || fresh(ev, r, stored) {
+			work = true
+		}
 		if ev.Message == event.MessageCreate && !ev.Truncated {
 			r.full = true
 		}
 	}
+	return work
+}
+
+// fresh reports whether the event supplies at least one column not stale.
+func fresh(ev *event.Event, r *rec, stored map[string]int64) bool {
+	for c := range ev.Attributes {
+		if ev.Version == 0 || ev.Version >= stored[r.key+"#"+c] {
+			return true
+		}
+	}
+	return false
 }
 
 // lock takes the per-record locks; records another worker holds are
@@ -525,6 +559,9 @@ func (b *batch) reread(ctx context.Context, r *rec, truncated bool, missing []st
 	if t, ok := attrs["modifiedon"]; ok {
 		if tv, ok := t.TimeValue(); ok {
 			r.version = max(r.version, tv.UnixMilli())
+			for c := range attrs {
+				r.colVersion[c] = r.version
+			}
 		}
 	}
 	return nil
@@ -1159,6 +1196,11 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 		links = append(links, l)
 		if r.version > 0 {
 			versions[r.key] = r.version
+		}
+		for c, v := range r.colVersion {
+			if v > 0 {
+				versions[r.key+"#"+c] = v
+			}
 		}
 		if r.conn != nil {
 			c := *r.conn

@@ -273,6 +273,27 @@ func TestCoalesceMergesInVersionOrderAndDropsStale(t *testing.T) {
 	}
 }
 
+func TestOlderPartialUpdateArrivingLateStillAppliesItsColumns(t *testing.T) {
+	e := newEnv(t, nil)
+	e.send(userEv(userID, "ann@example.com"))
+	c := contactEv(contactID, "", userID, "joe@example.com")
+	c.Version = 10
+	e.send(c)
+	e.drain()
+	newer := ev(event.EntityContact, contactID, event.MessageUpdate, event.Attributes{"jobtitle": event.String("CTO")})
+	newer.Version = 30
+	e.send(newer)
+	e.drain()
+	older := ev(event.EntityContact, contactID, event.MessageUpdate, event.Attributes{"lastname": event.String("Roe"), "jobtitle": event.String("Intern")})
+	older.Version = 20
+	e.send(older)
+	e.drain()
+	_, l := e.mk.leadByExt(contactID)
+	if l["lastName"] != "Roe" || l["title"] != "CTO" {
+		t.Fatalf("lead = %v: want lastName from the late update and title from the newer one", l)
+	}
+}
+
 func TestLoopPreventionSkipsOwnChangesAndWriteBackColumns(t *testing.T) {
 	e := newEnv(t, nil)
 	own := userEv(userID, "x@example.com")
