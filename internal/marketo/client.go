@@ -216,7 +216,8 @@ func (c *Client) token(ctx context.Context, op string) (string, error) {
 			c.tok, c.tokUntil = tok, now
 			return tok, nil
 		}
-		if err := c.sleep(ctx, expiresIn+100*time.Millisecond); err != nil {
+		// expires_in counts whole seconds: the token lapses within one more.
+		if err := c.sleep(ctx, expiresIn+time.Second); err != nil {
 			return "", &Error{Op: op, Err: err}
 		}
 	}

@@ -209,7 +209,9 @@ func TestQuery_SplitsValuesPagesAndUsesPostOver8KB(t *testing.T) {
 	}
 }
 
-func itoa3(i int) string { return string(rune('0'+i/100)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10)) }
+func itoa3(i int) string {
+	return string(rune('0'+i/100)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))
+}
 
 func TestQuery_FollowsNextPageToken(t *testing.T) {
 	srv := cannedServer(t, map[string]string{
