@@ -460,7 +460,11 @@ func (q *Queue) tryClaim(ctx context.Context, max int) ([]*queue.Delivery, error
 		return nil, nil
 	}
 	var out []*queue.Delivery
-	o := &op{run: func(w *wtx) error {
+	o := &op{settleAlways: true, run: func(w *wtx) error {
+		out = nil
+		if ctx.Err() != nil {
+			return nil // the caller left: lock nothing it would never see
+		}
 		var err error
 		out, err = q.claim(w, max)
 		return err
@@ -468,6 +472,8 @@ func (q *Queue) tryClaim(ctx context.Context, max int) ([]*queue.Delivery, error
 	if err := q.submit(ctx, o); err != nil {
 		return nil, fmt.Errorf("sqlitequeue: receive: %w", err)
 	}
+	// Locked messages are returned even if ctx ended meanwhile, as Service
+	// Bus does, rather than left locked with nobody holding them.
 	return out, nil
 }
 

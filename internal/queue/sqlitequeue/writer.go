@@ -16,9 +16,12 @@ type op struct {
 	run     func(w *wtx) error
 	send    bool // sends wait CommitWindow for company; settlements do not
 	durable bool // stores messages: commit with synchronous=FULL
-	n       int  // messages, for the batch cap
-	wake    bool // may make messages visible: wake waiting receivers after commit
-	done    chan error
+	// settleAlways: once queued, wait for the outcome even if ctx ends
+	// (claims, whose results must reach the caller).
+	settleAlways bool
+	n            int  // messages, for the batch cap
+	wake         bool // may make messages visible: wake waiting receivers after commit
+	done         chan error
 }
 
 // wtx is the writer's transaction, with statements prepared once per batch.
@@ -84,6 +87,9 @@ func (q *Queue) submit(ctx context.Context, o *op) error {
 	case q.ops <- o:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if o.settleAlways {
+		return <-o.done // bounded by one transaction and the busy timeout
 	}
 	select {
 	case err := <-o.done:
