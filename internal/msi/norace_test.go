@@ -1,0 +1,5 @@
+//go:build !race
+
+package msi
+
+const raceEnabled = false
