@@ -52,3 +52,16 @@ func cannedClient(t *testing.T, url string) *Client {
 	}
 	return c
 }
+
+// handlerClient is an http.Client that calls h in-process.
+func handlerClient(h http.Handler) *http.Client {
+	return &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Result(), nil
+	})}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/rand"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -561,8 +562,13 @@ func (s *Server) nextFault() string {
 		s.failNext = s.failNext[1:]
 		return c
 	}
-	for code, rate := range s.faults {
-		if s.rnd.Float64() < rate {
+	codes := make([]string, 0, len(s.faults))
+	for code := range s.faults {
+		codes = append(codes, code)
+	}
+	sort.Strings(codes) // map order is random; keep a seed reproducible
+	for _, code := range codes {
+		if s.rnd.Float64() < s.faults[code] {
 			return code
 		}
 	}
