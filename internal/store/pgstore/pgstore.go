@@ -1,6 +1,16 @@
 // Package pgstore is the store.Store on PostgreSQL (pgx), for several worker
 // replicas sharing one state. Every method is a single statement, so each
-// is atomic on its own; batches travel as arrays (unnest / = ANY).
+// is atomic on its own; batches travel as arrays (unnest / = ANY), one round
+// trip per call whatever the batch size.
+//
+// Replicas coordinate through rows, not sessions: a record lock or lease is
+// a row with an owner and an expiry, taken by a conditional upsert
+// (INSERT … ON CONFLICT DO UPDATE … WHERE owner = me OR expired). PostgreSQL
+// serialises conflicting upserts on the row, so two replicas never both get
+// one key, and a crashed replica's locks simply expire (no session to keep
+// alive, so it works behind PgBouncer too). Keys are sorted before every
+// multi-row write so concurrent writers take row locks in the same order;
+// the rare deadlock or serialization failure is retried.
 package pgstore
 
 import (
