@@ -7,8 +7,8 @@
 // a row with an owner and an expiry, taken by a conditional upsert
 // (INSERT … ON CONFLICT DO UPDATE … WHERE owner = me OR expired). PostgreSQL
 // serialises conflicting upserts on the row, so two replicas never both get
-// one key, and a crashed replica's locks simply expire (no session to keep
-// alive, so it works behind PgBouncer too). Keys are sorted before every
+// one key, and a crashed replica's locks simply expire: nothing depends on
+// a session staying open. Keys are sorted before every
 // multi-row write so concurrent writers take row locks in the same order;
 // the rare deadlock or serialization failure is retried.
 package pgstore
