@@ -55,6 +55,7 @@ const (
 	maxIDLength = 128
 	// maxBatchMessages caps one group-commit transaction.
 	maxBatchMessages = 2000
+	maxBatchOps      = 2000
 )
 
 // Options configure Open. Zero values take the defaults.
@@ -304,7 +305,6 @@ type row struct {
 	id            string
 	body          []byte
 	props         string
-	entity        string
 	enqueuedAt    int64
 	deliveryCount int
 }
@@ -478,7 +478,7 @@ func (q *Queue) tryClaim(ctx context.Context, max int) ([]*queue.Delivery, error
 }
 
 func (q *Queue) claim(w *wtx, max int) ([]*queue.Delivery, error) {
-	rows, err := w.query(`SELECT seq, id, body, props, entity, enqueued_at, delivery_count
+	rows, err := w.query(`SELECT seq, id, body, props, enqueued_at, delivery_count
 		FROM messages WHERE visible_at <= ? ORDER BY visible_at, seq LIMIT ?`, nanos(w.now), max)
 	if err != nil {
 		return nil, fmt.Errorf("select due messages: %w", err)
@@ -486,7 +486,7 @@ func (q *Queue) claim(w *wtx, max int) ([]*queue.Delivery, error) {
 	var due []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.seq, &r.id, &r.body, &r.props, &r.entity, &r.enqueuedAt, &r.deliveryCount); err != nil {
+		if err := rows.Scan(&r.seq, &r.id, &r.body, &r.props, &r.enqueuedAt, &r.deliveryCount); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("scan message: %w", err)
 		}
@@ -533,9 +533,9 @@ func (q *Queue) claim(w *wtx, max int) ([]*queue.Delivery, error) {
 // lockedRow returns d's row if d still holds its lock.
 func (q *Queue) lockedRow(w *wtx, d *queue.Delivery) (row, bool, error) {
 	r := row{seq: d.SequenceNumber}
-	err := w.queryRow(`SELECT id, body, props, entity, enqueued_at, delivery_count FROM messages
+	err := w.queryRow(`SELECT id, props, enqueued_at, delivery_count FROM messages
 		WHERE seq = ? AND lock_token = ? AND visible_at > ?`, d.SequenceNumber, d.LockToken, nanos(w.now)).
-		Scan(&r.id, &r.body, &r.props, &r.entity, &r.enqueuedAt, &r.deliveryCount)
+		Scan(&r.id, &r.props, &r.enqueuedAt, &r.deliveryCount)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, false, nil
 	}
@@ -552,9 +552,11 @@ func (q *Queue) moveToDead(w *wtx, r row, reason, desc string) error {
 			first = t
 		}
 	}
+	// INSERT … SELECT copies the body inside SQLite, not through Go.
 	if _, err := w.exec(`INSERT INTO dead (message_id, body, props, entity, reason, description, delivery_count,
-		enqueued_at, first_failure_at, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.id, r.body, r.props, r.entity, reason, desc, r.deliveryCount, r.enqueuedAt, nanos(first), nanos(w.now)); err != nil {
+		enqueued_at, first_failure_at, dead_lettered_at)
+		SELECT id, body, props, entity, ?, ?, delivery_count, enqueued_at, ?, ? FROM messages WHERE seq = ?`,
+		reason, desc, nanos(first), nanos(w.now), r.seq); err != nil {
 		return fmt.Errorf("dead-letter message %q: %w", r.id, err)
 	}
 	if _, err := w.exec(`DELETE FROM messages WHERE seq = ?`, r.seq); err != nil {

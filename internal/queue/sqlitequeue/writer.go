@@ -113,7 +113,7 @@ func (q *Queue) writer() {
 			deadline = time.Now().Add(q.opts.CommitWindow)
 		}
 	collect:
-		for n < maxBatchMessages {
+		for n < maxBatchMessages && len(batch) < maxBatchOps {
 			select {
 			case o, ok := <-q.ops:
 				if !ok {
