@@ -1,0 +1,45 @@
+package remotecontext
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/msisync/msisync/internal/event"
+)
+
+func BenchmarkParse(b *testing.B) {
+	body := fixture(b, "contact_update.json")
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(body, Headers{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeOnly is the floor: encoding/json into a generic tree.
+func BenchmarkDecodeOnly(b *testing.B) {
+	body := fixture(b, "contact_update.json")
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	e, err := Parse(fixture(b, "contact_update.json"), Headers{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := event.Encode(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
