@@ -14,7 +14,7 @@ type recorder struct {
 	mu        sync.Mutex
 	sent      []queue.Message
 	deadlines []time.Time
-	err       error                        // returned by every Send when set
+	err       error                       // returned by every Send when set
 	reject    func(m queue.Message) error // per-message failure
 }
 
