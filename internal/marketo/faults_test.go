@@ -337,3 +337,19 @@ func TestGovernor_InFlightCallsCountUntilDone(t *testing.T) {
 		t.Fatalf("second call admitted %v after the first completed; want ≥ 1 s", at.Sub(done))
 	}
 }
+
+func TestTimeoutsAndLostResponses_RetriedWithoutDuplicates(t *testing.T) {
+	e := newEnv(t, marketosim.Options{ServerTimeout: time.Minute})
+	c := e.client(func(cfg *Config) { cfg.HTTPClient = &http.Client{Timeout: 100 * time.Millisecond} })
+	e.sim.FailNext("timeout", "timeout-after", "drop-after")
+	in := leads(5, "to")
+	res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkLeadResults(in, res)
+	if res[0].Status != "updated" || len(e.sim.Dump().Leads) != 5 || c.Stats().Retries != 3 {
+		t.Fatalf("want the retry to update the leads the lost call created: %+v, %d leads, %d retries",
+			res[0], len(e.sim.Dump().Leads), c.Stats().Retries)
+	}
+}

@@ -79,6 +79,10 @@ type Options struct {
 	// CustomFields adds fields per object (key: "leads", "companies", …).
 	CustomFields map[string][]Field
 
+	// ServerTimeout is how long a "timeout" fault holds a call before it
+	// answers 604 (if the client has not given up first); default 30 s.
+	ServerTimeout time.Duration
+
 	Clock clock.Clock // default clock.System
 	Seed  int64       // seeds ids, tokens, faults and TickMSI
 }
@@ -116,6 +120,9 @@ func (o *Options) defaults() {
 	}
 	if o.IdentityErrorBody == "" {
 		o.IdentityErrorBody = `{"error":"invalid_client","error_description":"Bad client credentials"}`
+	}
+	if o.ServerTimeout <= 0 {
+		o.ServerTimeout = 30 * time.Second
 	}
 	if o.Clock == nil {
 		o.Clock = clock.System{}
@@ -206,8 +213,12 @@ func (s *Server) Reset() {
 }
 
 // SetFault makes a fraction rate (0…1) of calls fail with code. Codes "502",
-// "500", "503", "504" and "5xx" are HTTP statuses; others are Marketo codes
-// in an HTTP 200 body. Rate 0 removes the fault.
+// "500", "503", "504" and "5xx" are HTTP statuses; "drop" closes the
+// connection before the call is processed and "drop-after" after it was
+// (the response is lost); "timeout" holds the call unprocessed and
+// "timeout-after" holds it after processing, until the client gives up or
+// ServerTimeout passes (then 604). Others are Marketo codes in an HTTP 200
+// body. Rate 0 removes the fault.
 func (s *Server) SetFault(code string, rate float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -376,6 +387,17 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(buf.Bytes())
 }
 
+// dropConn closes the connection without a response.
+func dropConn(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler) // net/http closes the connection
+}
+
 func (s *Server) writeHTTPError(w http.ResponseWriter, status int) {
 	w.Header().Set("Content-Type", "text/html")
 	w.Header().Set("Server", "nginx")
@@ -410,13 +432,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if drop {
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				_ = conn.Close()
-				return
-			}
-		}
-		panic(http.ErrAbortHandler) // closes the connection without a response
+		dropConn(w)
+		return
 	}
 	if len(r.RequestURI) > maxURI || len(r.URL.String()) > maxURI {
 		s.count("HTTP 414", "")
@@ -435,6 +452,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	status, env := s.admitAndHandle(r, body)
+	if status == statusDrop {
+		dropConn(w)
+		return
+	}
 	if status != http.StatusOK {
 		s.writeHTTPError(w, status)
 		return
@@ -505,7 +526,18 @@ func (s *Server) admitAndHandle(r *http.Request, body []byte) (int, *envelope) {
 		}
 		s.used--
 	}
-	if code := s.nextFault(); code != "" {
+	fault := s.nextFault()
+	switch fault {
+	case "drop":
+		s.stats.Dropped++
+		uncount()
+		s.mu.Unlock()
+		return statusDrop, nil
+	case "timeout", "timeout-after", "drop-after":
+		// Handled below, around the endpoint's work.
+	case "":
+	default:
+		code := fault
 		if st := httpFault(code); st != 0 {
 			s.stats.Responses["HTTP "+strconv.Itoa(st)]++
 			s.mu.Unlock()
@@ -529,6 +561,9 @@ func (s *Server) admitAndHandle(r *http.Request, body []byte) (int, *envelope) {
 	}
 	latency, hold := s.latency, s.hold
 	s.mu.Unlock()
+	if fault == "timeout" {
+		return s.hang(r)
+	}
 
 	// Latency and Hold run while the call is in flight, as server work does.
 	if latency > 0 {
@@ -546,6 +581,15 @@ func (s *Server) admitAndHandle(r *http.Request, body []byte) (int, *envelope) {
 		}
 	}
 	env := s.route(r, body)
+	switch fault {
+	case "timeout-after":
+		return s.hang(r)
+	case "drop-after":
+		s.mu.Lock()
+		s.stats.Dropped++
+		s.mu.Unlock()
+		return statusDrop, nil
+	}
 
 	s.mu.Lock()
 	if notCounted[env.code()] {
@@ -554,6 +598,24 @@ func (s *Server) admitAndHandle(r *http.Request, body []byte) (int, *envelope) {
 	s.stats.Responses[env.code()]++
 	s.mu.Unlock()
 	return 200, env
+}
+
+// statusDrop tells ServeHTTP to close the connection without a response.
+const statusDrop = -1
+
+// hang holds a call in flight until the client gives up or the server
+// timeout passes, then answers 604 as Marketo does.
+func (s *Server) hang(r *http.Request) (int, *envelope) {
+	t := time.NewTimer(s.opts.ServerTimeout)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	s.mu.Lock()
+	s.stats.Responses["604"]++
+	s.mu.Unlock()
+	return 200, fail("604", "Request timed out")
 }
 
 func (s *Server) nextFault() string {

@@ -316,3 +316,32 @@ func TestEnvelope_RequestIDContentTypeStringCodes(t *testing.T) {
 		t.Fatalf("error code not a string: %s", r.Raw)
 	}
 }
+
+func TestFaultInjection_TimeoutsAndLostResponses(t *testing.T) {
+	h := start(t, Options{ServerTimeout: 10 * time.Millisecond})
+	h.sim.FailNext("timeout")
+	if r := h.post("/rest/v1/leads.json", in(rec("email", "t@example.com"))); r.code() != "604" {
+		t.Fatalf("timeout: %s", r.Raw)
+	}
+	if n := len(h.sim.Dump().Leads); n != 0 {
+		t.Fatalf("timeout before processing wrote %d leads", n)
+	}
+	h.sim.FailNext("timeout-after")
+	if r := h.post("/rest/v1/leads.json", in(rec("email", "t@example.com"))); r.code() != "604" {
+		t.Fatalf("timeout-after: %s", r.Raw)
+	}
+	if n := len(h.sim.Dump().Leads); n != 1 {
+		t.Fatalf("timeout after processing: %d leads, want 1", n)
+	}
+	h.sim.FailNext("drop-after")
+	req, _ := http.NewRequest("POST", h.srv.URL+"/rest/v1/leads.json", strings.NewReader(`{"input":[{"email":"d@example.com"}]}`))
+	req.Header.Set("Authorization", "Bearer "+h.token())
+	req.Header.Set("Content-Type", "application/json")
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+		t.Fatal("drop-after returned a response")
+	}
+	if n := len(h.sim.Dump().Leads); n != 2 {
+		t.Fatalf("drop-after: %d leads, want 2 (processed, response lost)", n)
+	}
+}
