@@ -2,6 +2,7 @@ package servicebus
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -60,8 +61,12 @@ func TestConformanceServiceBus(t *testing.T) {
 		name = "msisync-test"
 	}
 	setupDone := false
+	var unreachable error
 	queuetest.Run(t, func(t *testing.T, cfg queuetest.Config) *queuetest.Harness {
 		ctx := t.Context()
+		if unreachable != nil {
+			t.Fatal(unreachable)
+		}
 		if !setupDone {
 			setupDone = true
 			want := QueueSettings{
@@ -83,6 +88,16 @@ func TestConformanceServiceBus(t *testing.T) {
 			t.Fatalf("New: %v", err)
 		}
 		t.Cleanup(func() { _ = q.Close() })
+		// Receive hides a namespace it cannot reach behind "nothing arrived"
+		// (the SDK keeps reconnecting within maxWait), so check first.
+		const pingWait = 30 * time.Second
+		pctx, cancel := context.WithTimeout(ctx, pingWait)
+		defer cancel()
+		if err := q.Ping(pctx); err != nil {
+			unreachable = fmt.Errorf("Service Bus in MSISYNC_TEST_SERVICEBUS, queue %q, did not answer within %v "+
+				"(emulator running? `docker compose ps`; queue in Config.json?): %w", name, pingWait, err)
+			t.Fatal(unreachable)
+		}
 		drain(t, q)
 		return &queuetest.Harness{Queue: q, Advance: func(d time.Duration) { time.Sleep(d) }}
 	})
