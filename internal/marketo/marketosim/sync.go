@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -318,11 +319,15 @@ func (s *Server) syncLeads(req *syncRequest) *envelope {
 	for i, in := range req.Input {
 		plans[i] = s.planLead(t, req.Action, lookup, in, seen)
 	}
-	if s.opts.RaceDuplicates && s.raceGate != nil {
+	if s.opts.RaceDuplicates {
 		// Let a concurrent call look up the same keys before we write.
 		gate := s.raceGate
 		s.mu.Unlock()
-		gate()
+		if gate != nil {
+			gate()
+		} else {
+			time.Sleep(2 * time.Millisecond)
+		}
 		s.mu.Lock()
 	}
 	results := make([]map[string]any, len(plans))
