@@ -98,7 +98,7 @@ func (q *Queue) eachDead(ctx context.Context, f queue.Filter, visit func(*azserv
 		}
 		return nil
 	}
-	from := int64(0)
+	from := int64(1) // where the SDK's own peek iteration starts
 	for {
 		var msgs []*azservicebus.ReceivedMessage
 		err := q.do(ctx, "peek dead letters", func() error {

@@ -91,7 +91,7 @@ type Queue struct {
 	dlqSlot  chan struct{}
 
 	mu     sync.Mutex
-	locked map[string]*azservicebus.ReceivedMessage // lock token → message, for settlement
+	locked map[string]heldMessage // lock token → message, for settlement
 
 	// retryDelay is the pause before the single retry of a transient failure.
 	retryDelay time.Duration
@@ -101,6 +101,14 @@ type Queue struct {
 }
 
 var _ queue.Queue = (*Queue)(nil)
+
+// heldMessage is a received message and its lock expiry as last known; the
+// expiry is kept apart because the SDK rewrites msg.LockedUntil on renewal,
+// outside q.mu.
+type heldMessage struct {
+	msg   *azservicebus.ReceivedMessage
+	until time.Time
+}
 
 // New connects to the queue named in opts. The SDK connects lazily: call
 // Ping to find out whether the namespace and queue are reachable.
@@ -200,7 +208,7 @@ func newWithAPI(a api, opts Options) *Queue {
 		clock:      clock.System{},
 		recvSlot:   make(chan struct{}, 1),
 		dlqSlot:    make(chan struct{}, 1),
-		locked:     make(map[string]*azservicebus.ReceivedMessage),
+		locked:     make(map[string]heldMessage),
 		retryDelay: time.Second,
 		dlqWait:    5 * time.Second,
 	}
@@ -213,7 +221,7 @@ func (q *Queue) MaxMessageBytes() int { return q.maxBytes - headerReserve }
 // Ping peeks one message, which needs a working connection, valid
 // credentials and an existing queue.
 func (q *Queue) Ping(ctx context.Context) error {
-	from := int64(0)
+	from := int64(1) // where the SDK's own peek iteration starts
 	return q.do(ctx, "ping", func() error {
 		_, err := q.api.recv.PeekMessages(ctx, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
 		return err
@@ -374,14 +382,14 @@ func (q *Queue) Receive(ctx context.Context, max int, maxWait time.Duration) ([]
 	defer q.mu.Unlock()
 	// Forget messages whose lock has run out: settling them fails anyway,
 	// and the token alone is enough to ask the broker.
-	for tok, m := range q.locked {
-		if m.LockedUntil != nil && m.LockedUntil.Before(now) {
+	for tok, h := range q.locked {
+		if h.until.Before(now) {
 			delete(q.locked, tok)
 		}
 	}
 	for _, m := range msgs {
 		d := toDelivery(m)
-		q.locked[d.LockToken] = m
+		q.locked[d.LockToken] = heldMessage{msg: m, until: d.LockedUntil}
 		out = append(out, d)
 	}
 	return out, nil
@@ -419,10 +427,10 @@ func (q *Queue) message(d *queue.Delivery) (*azservicebus.ReceivedMessage, error
 		return nil, errors.New("delivery is nil")
 	}
 	q.mu.Lock()
-	m, ok := q.locked[d.LockToken]
+	h, ok := q.locked[d.LockToken]
 	q.mu.Unlock()
 	if ok {
-		return m, nil
+		return h.msg, nil
 	}
 	tok, err := uuid.Parse(d.LockToken)
 	if err != nil {
@@ -469,6 +477,12 @@ func (q *Queue) Renew(ctx context.Context, d *queue.Delivery) error {
 	if m.LockedUntil != nil {
 		d.LockedUntil = *m.LockedUntil
 	}
+	q.mu.Lock()
+	if h, ok := q.locked[d.LockToken]; ok {
+		h.until = d.LockedUntil
+		q.locked[d.LockToken] = h
+	}
+	q.mu.Unlock()
 	return nil
 }
 

@@ -489,3 +489,48 @@ func TestFakeRefusesConcurrentReceive(t *testing.T) {
 		t.Fatalf("first ReceiveMessages after cancel: %v", err)
 	}
 }
+
+// TestRenewWhileReceiving runs renewals and receives at once; with -race it
+// guards against sharing the SDK message's LockedUntil (rewritten by
+// RenewMessageLock) with Receive's bookkeeping.
+func TestRenewWhileReceiving(t *testing.T) {
+	q, _ := newFakeQueue(t, fakeConfig{})
+	ctx := t.Context()
+	if err := q.Send(ctx, queue.Message{ID: "held", Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	d := receiveAll(t, q, 1)[0]
+	first := d.LockedUntil
+	done := make(chan error, 1)
+	go func() {
+		for range 200 {
+			if err := q.Renew(ctx, d); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range 200 {
+		if err := q.Send(ctx, queue.Message{ID: "other-" + string(rune('A'+i%26)) + string(rune('a'+i/26)), Body: []byte("y")}); err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range receiveAll(t, q, 1) {
+			if o.ID == "held" {
+				t.Fatal("received the message whose lock is being renewed")
+			}
+			if err := q.Complete(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if d.LockedUntil.Before(first) {
+		t.Errorf("LockedUntil went back from %v to %v", first, d.LockedUntil)
+	}
+	if err := q.Complete(ctx, d); err != nil {
+		t.Fatalf("Complete after renewals: %v", err)
+	}
+}
