@@ -27,6 +27,9 @@ const (
 	DefaultSendBatch = 500
 	// CheckpointPrefix + entity is the store Meta key of an entity's checkpoint.
 	CheckpointPrefix = "backfill/"
+	// maxSeen bounds Checkpoint.SeenAtHighWater; rows beyond it that share
+	// the high-water second are simply sent again (the syncer upserts).
+	maxSeen = 2000
 )
 
 // ListOptions select and filter one list request.
@@ -39,8 +42,9 @@ type ListOptions struct {
 
 // Page is one page of rows and the link to the next ("" on the last page).
 type Page struct {
-	Rows     []event.Attributes
-	NextLink string
+	Rows      []event.Attributes
+	Formatted []map[string]string // display values (option-set labels…), aligned with Rows; may be nil
+	NextLink  string
 }
 
 // Lister reads Dataverse tables page by page. With a nextLink it fetches
@@ -99,16 +103,18 @@ type Config struct {
 
 // EntityReport describes one entity's backfill.
 type EntityReport struct {
-	Entity   string
-	From     time.Time // modifiedon lower bound of this pass (zero: all rows)
-	Resumed  bool      // continued an interrupted pass
-	Rows     int       // rows read in this run
-	Sent     int       // events sent in this run
-	Invalid  int       // rows without a valid id (logged, not sent)
-	Reduced  int       // events reduced to a reference because of their size
-	Pages    int
-	Duration time.Duration
-	Rate     float64 // rows per second
+	Entity  string
+	From    time.Time // modifiedon lower bound of this pass (zero: all rows)
+	Resumed bool      // continued an interrupted pass
+	Rows    int       // rows read in this run
+	Sent    int       // events sent in this run
+	Invalid int       // rows without a valid id (logged, not sent)
+	// Unchanged rows were sent by the previous pass (rows at its high-water mark).
+	Unchanged int
+	Reduced   int // events reduced to a reference because of their size
+	Pages     int
+	Duration  time.Duration
+	Rate      float64 // rows per second
 }
 
 // Report describes a backfill run.
@@ -124,10 +130,15 @@ type Checkpoint struct {
 	From      time.Time `json:"from,omitzero"`      // lower bound of the pass
 	NextLink  string    `json:"nextLink,omitempty"` // next page; empty when Done
 	HighWater time.Time `json:"highWater,omitzero"` // latest modifiedon sent in the pass
-	Done      bool      `json:"done"`
-	Rows      int       `json:"rows"` // rows sent in the pass so far
-	Pages     int       `json:"pages"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	// SeenAtHighWater are the message ids sent for rows modified exactly at
+	// HighWater (up to maxSeen): the next pass filters "modifiedon ge
+	// HighWater" so as not to miss rows changed within that second, and
+	// skips these so that it does not send them again.
+	SeenAtHighWater []string  `json:"seenAtHighWater,omitempty"`
+	Done            bool      `json:"done"`
+	Rows            int       `json:"rows"` // rows sent in the pass so far
+	Pages           int       `json:"pages"`
+	UpdatedAt       time.Time `json:"updatedAt"`
 }
 
 // Entities checks a list of entity names and returns them in dependency
@@ -230,6 +241,7 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 		er.Resumed = true
 	case cfg.Since.IsZero() && cp.Done:
 		pass.From = cp.HighWater
+		pass.HighWater, pass.SeenAtHighWater = cp.HighWater, cp.SeenAtHighWater
 	default:
 		pass.From = cfg.Since
 	}
@@ -237,6 +249,15 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 	if pass.HighWater.Before(pass.From) {
 		// An empty pass must not forget how far the previous one got.
 		pass.HighWater = pass.From
+	}
+	// skip: rows the previous pass sent at the mark this pass starts from.
+	// seen: rows sent at this pass's current high-water mark.
+	skip, seen := map[string]bool{}, map[string]bool{}
+	for _, id := range pass.SeenAtHighWater {
+		seen[id] = true
+		if !pass.From.IsZero() && pass.HighWater.Equal(pass.From) {
+			skip[id] = true
+		}
 	}
 
 	opts := ListOptions{PageSize: cfg.PageSize}
@@ -276,7 +297,7 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 			return er, fmt.Errorf("backfill: list %s (page %d): %w", entity, pass.Pages+1, err)
 		}
 		msgs := make([]queue.Message, 0, len(page.Rows))
-		for _, row := range page.Rows {
+		for i, row := range page.Rows {
 			er.Rows++
 			ev, err := buildEvent(cfg, entity, row)
 			if err != nil {
@@ -284,8 +305,23 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 				cfg.Logger.Warn("backfill: skipping row", "entity", entity, "err", err)
 				continue
 			}
-			if ev.OccurredAt.After(pass.HighWater) && ev.Version != 0 {
-				pass.HighWater = ev.OccurredAt
+			if i < len(page.Formatted) && len(page.Formatted[i]) > 0 {
+				ev.Formatted = page.Formatted[i]
+			}
+			if ev.Version != 0 {
+				switch {
+				case ev.OccurredAt.Equal(pass.From) && skip[ev.ID]:
+					er.Unchanged++ // sent by the previous pass at its high-water mark
+					continue
+				case seen[ev.ID]:
+				case ev.OccurredAt.After(pass.HighWater):
+					pass.HighWater, pass.SeenAtHighWater = ev.OccurredAt, nil
+					clear(seen)
+					fallthrough
+				case ev.OccurredAt.Equal(pass.HighWater) && len(pass.SeenAtHighWater) < maxSeen:
+					pass.SeenAtHighWater = append(pass.SeenAtHighWater, ev.ID)
+					seen[ev.ID] = true
+				}
 			}
 			m, reduced, err := message(cfg, ev)
 			if err != nil {

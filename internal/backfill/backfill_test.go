@@ -172,12 +172,12 @@ func TestSenderFailureHalfWayResumes(t *testing.T) {
 		t.Fatalf("unique events = %d, want all 12 rows exactly once", s.unique)
 	}
 	// The completed account pass is re-run only from its high-water mark:
-	// the latest row (same id, deduplicated) and nothing else.
-	if ae := rep.Entities[0]; ae.Resumed || ae.Rows != 1 || !ae.From.Equal(t0.Add(time.Minute)) {
+	// it reads the latest row, recognises it as sent, and sends nothing.
+	if ae := rep.Entities[0]; ae.Resumed || ae.Rows != 1 || ae.Unchanged != 1 || ae.Sent != 0 || !ae.From.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("account rerun = %+v; want only rows since the last pass", ae)
 	}
-	if resent := len(s.msgs) - sentBefore; resent != 5 {
-		t.Fatalf("rerun sent %d messages, want 4 contacts + 1 account at the high-water mark", resent)
+	if resent := len(s.msgs) - sentBefore; resent != 4 {
+		t.Fatalf("rerun sent %d messages, want the 4 remaining contacts", resent)
 	}
 }
 
@@ -230,13 +230,19 @@ func TestCompletedPassThenOnlyChanges(t *testing.T) {
 	if f := calls[len(calls)-1].Opts.Filter; f != "modifiedon ge "+t0.Add(7*time.Minute).Format(time.RFC3339) {
 		t.Fatalf("rerun filter = %q", f)
 	}
-	if rep.Rows != 4 || s.unique-before != 3 {
-		t.Fatalf("rerun read %d rows, %d new events; want 4 read (3 changed + the high-water row) and 3 new", rep.Rows, s.unique-before)
+	if rep.Rows != 4 || s.unique-before != 3 || len(s.msgs) != 8+3 {
+		t.Fatalf("rerun read %d rows, sent %d (%d new); want 4 read (3 changed + the high-water row) and only the 3 changed sent",
+			rep.Rows, len(s.msgs)-8, s.unique-before)
 	}
-	// A third run with nothing changed reads only the latest row, sends nothing new.
-	before = s.unique
-	if rep, err = Run(context.Background(), cfg); err != nil || rep.Rows != 1 || s.unique != before {
-		t.Fatalf("third run: %v rows %d new %d", err, rep.Rows, s.unique-before)
+	// A third run with nothing changed reads only the latest row and sends nothing.
+	if rep, err = Run(context.Background(), cfg); err != nil || rep.Rows != 1 || rep.Entities[0].Unchanged != 1 || len(s.msgs) != 11 {
+		t.Fatalf("third run: %v rows %d sent %d", err, rep.Rows, len(s.msgs)-11)
+	}
+	// Two rows changed in the same second as the high-water mark: both sent.
+	l.put("contact", row("contact", 3, later.Add(2*time.Second)))
+	rep, err = Run(context.Background(), cfg)
+	if err != nil || rep.Entities[0].Sent != 1 || rep.Entities[0].Unchanged != 1 {
+		t.Fatalf("same-second change: %v %+v; want it sent and the known row skipped", err, rep.Entities[0])
 	}
 }
 
