@@ -20,6 +20,10 @@ import (
 	"github.com/msisync/msisync/internal/queue"
 )
 
+// DefaultQueueName is the queue used when Options.QueueName is empty; the
+// compose file, Kubernetes manifests and Bicep template all create it.
+const DefaultQueueName = "msisync"
+
 // DefaultMaxMessageBytes is the Service Bus Standard tier limit per message,
 // headers included.
 const DefaultMaxMessageBytes = 256 * 1024
@@ -68,7 +72,7 @@ type Options struct {
 	// in which case azidentity's DefaultAzureCredential authenticates.
 	// From MSISYNC_SERVICEBUS.
 	Connection string
-	// QueueName is the queue, from MSISYNC_SERVICEBUS_QUEUE. Required.
+	// QueueName is the queue, from MSISYNC_SERVICEBUS_QUEUE. Default DefaultQueueName.
 	QueueName string
 	// MaxMessageBytes is the broker's per-message limit, headers included.
 	// Default 256 KB (Standard tier); 100 MB on Premium.
@@ -132,8 +136,12 @@ func (o *Options) validate() error {
 	if strings.TrimSpace(o.Connection) == "" {
 		return errors.New("servicebus: MSISYNC_SERVICEBUS is empty: set a connection string or a namespace host name")
 	}
-	if strings.TrimSpace(o.QueueName) == "" {
-		return errors.New("servicebus: MSISYNC_SERVICEBUS_QUEUE (queue name) is empty")
+	o.QueueName = strings.TrimSpace(o.QueueName)
+	if o.QueueName == "" {
+		o.QueueName = DefaultQueueName
+	}
+	if strings.ContainsAny(o.QueueName, " ;$?#") || len(o.QueueName) > 260 {
+		return fmt.Errorf("servicebus: MSISYNC_SERVICEBUS_QUEUE %q is not a valid queue name", o.QueueName)
 	}
 	if o.MaxMessageBytes < 0 || (o.MaxMessageBytes > 0 && o.MaxMessageBytes <= headerReserve) {
 		return fmt.Errorf("servicebus: MaxMessageBytes %d is invalid: want 0 (default %d) or more than %d", o.MaxMessageBytes, DefaultMaxMessageBytes, headerReserve)
@@ -195,6 +203,9 @@ func newWithAPI(a api, opts Options) *Queue {
 	lg := opts.Logger
 	if lg == nil {
 		lg = slog.Default()
+	}
+	if opts.QueueName == "" {
+		opts.QueueName = DefaultQueueName
 	}
 	maxBytes := opts.MaxMessageBytes
 	if maxBytes == 0 {

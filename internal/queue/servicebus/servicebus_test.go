@@ -413,7 +413,7 @@ func TestOptionsAndConnection(t *testing.T) {
 		want string
 	}{
 		{Options{QueueName: "q"}, "MSISYNC_SERVICEBUS is empty"},
-		{Options{Connection: "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=" + secret}, "MSISYNC_SERVICEBUS_QUEUE"},
+		{Options{Connection: "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=" + secret, QueueName: "a b"}, "MSISYNC_SERVICEBUS_QUEUE"},
 		{Options{Connection: "x", QueueName: "q", MaxMessageBytes: -1}, "MaxMessageBytes"},
 		{Options{Connection: "Endpoint=sb://;SharedAccessKey=" + secret, QueueName: "q"}, "not a valid connection string"},
 		{Options{Connection: "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKey" + secret, QueueName: "q"}, "not a valid connection string"},
@@ -429,9 +429,12 @@ func TestOptionsAndConnection(t *testing.T) {
 			t.Errorf("error leaks the key: %v", err)
 		}
 	}
-	q, err := New(ctx, Options{Connection: "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;", QueueName: "msisync"})
+	q, err := New(ctx, Options{Connection: "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"})
 	if err != nil {
 		t.Fatalf("New with the emulator connection string: %v", err)
+	}
+	if q.queueName != DefaultQueueName {
+		t.Errorf("queue name %q, want the default %q", q.queueName, DefaultQueueName)
 	}
 	if q.MaxMessageBytes() != DefaultMaxMessageBytes-headerReserve {
 		t.Errorf("MaxMessageBytes = %d", q.MaxMessageBytes())

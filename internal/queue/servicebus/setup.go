@@ -135,11 +135,13 @@ var _ adminAPI = (*admin.Client)(nil)
 // Setup creates queueName with want, or updates the properties that differ,
 // and returns what differed. With dryRun it changes nothing. conn is the
 // MSISYNC_SERVICEBUS value (connection string with Manage rights, or a
-// namespace host name for DefaultAzureCredential). Zero fields of want take
+// namespace host name for DefaultAzureCredential); an empty queueName means
+// DefaultQueueName. Zero fields of want take
 // the defaults of DefaultQueueSettings (except DeadLetterOnExpiry).
 func Setup(ctx context.Context, conn, queueName string, want QueueSettings, dryRun bool) (Plan, error) {
-	if strings.TrimSpace(queueName) == "" {
-		return Plan{}, errors.New("servicebus: queue setup: queue name (MSISYNC_SERVICEBUS_QUEUE) is empty")
+	queueName = strings.TrimSpace(queueName)
+	if queueName == "" {
+		queueName = DefaultQueueName
 	}
 	c, err := newAdminClient(conn)
 	if err != nil {

@@ -215,8 +215,8 @@ func TestSetupErrors(t *testing.T) {
 	if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "Manage") {
 		t.Fatalf("401: %v", err)
 	}
-	if _, err := Setup(t.Context(), "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=s", " ", DefaultQueueSettings(), true); err == nil || !strings.Contains(err.Error(), "MSISYNC_SERVICEBUS_QUEUE") {
-		t.Errorf("empty queue name: %v", err)
+	if _, err := Setup(t.Context(), "", "msisync", DefaultQueueSettings(), true); err == nil || !strings.Contains(err.Error(), "MSISYNC_SERVICEBUS is empty") {
+		t.Errorf("empty connection: %v", err)
 	}
 }
 
