@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/msisync/msisync/api"
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/queue"
 )
@@ -40,6 +41,7 @@ const (
 	RouteHealth    = "/healthz"
 	RouteReady     = "/readyz"
 	RouteMetrics   = "/metrics"
+	RouteOpenAPI   = "/openapi.yaml"
 	RouteDLQ       = "/admin/v1/dlq"
 	RouteDLQItem   = "/admin/v1/dlq/{id}"
 	RouteDLQReplay = "/admin/v1/dlq/replay"
@@ -177,6 +179,10 @@ func New(cfg Config) (http.Handler, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Get(RouteReady, s.ready)
+	r.Get(RouteOpenAPI, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(api.OpenAPI)
+	})
 	r.Method(http.MethodGet, RouteMetrics, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
 	if cfg.AdminToken != "" {
 		r.Group(func(ar chi.Router) {
