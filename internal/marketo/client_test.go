@@ -310,3 +310,33 @@ func TestConcurrentClientCallsShareOneToken(t *testing.T) {
 		t.Fatalf("identity calls: %d", n)
 	}
 }
+
+func TestLeadChanges_FromPagingTokenFollowsPages(t *testing.T) {
+	e := newEnv(t, marketosim.Options{MSIChangeActivities: true})
+	c := e.client(nil)
+	ctx := context.Background()
+	tok, err := c.PagingToken(ctx, e.clk.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Sync(ctx, Leads, SyncRequest{Input: leads(1200, "lc")}); err != nil {
+		t.Fatal(err)
+	}
+	ids := e.sim.TickMSI(5)
+	acts, next, err := c.LeadChanges(ctx, tok, []string{"relativeScore"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 1200 New Lead activities (the simulator scans 1000 per call, so this
+	// takes a second page) and 5 score changes.
+	if len(acts) != 1205 || next == tok || acts[1200].ActivityTypeID != 13 || acts[1200].Fields[0].Name != "relativeScore" {
+		t.Fatalf("got %d activities, last %+v", len(acts), acts[len(acts)-1])
+	}
+	if acts[1200].LeadID != ids[0] || acts[0].ActivityDate.IsZero() || acts[0].Attributes["Source"] != "API" {
+		t.Fatalf("activity: %+v", acts[1200])
+	}
+	more, _, err := c.LeadChanges(ctx, next, []string{"relativeScore"})
+	if err != nil || len(more) != 0 {
+		t.Fatalf("caught up: %d %v", len(more), err)
+	}
+}

@@ -27,7 +27,7 @@ func (s *Server) SetMSI(externalPersonID string, fields map[string]any) {
 			if tm, ok := val.(time.Time); ok {
 				val = tm.UTC().Format(isoZ)
 			}
-			t.set(r, k, val)
+			s.setMSI(r, k, val)
 		}
 		r.fields["updatedAt"] = s.now()
 	}
@@ -70,18 +70,28 @@ func (s *Server) TickMSI(n int) []int64 {
 	for _, i := range s.rnd.Perm(len(leads))[:n] {
 		r := leads[i]
 		typ := momentTypes[s.rnd.Intn(len(momentTypes))]
-		r.fields["msiLastInterestingMomentType"] = typ
-		r.fields["msiLastInterestingMomentDate"] = now
-		r.fields["msiLastInterestingMomentDesc"] = fmt.Sprintf("%s: visited pricing page (%d)", typ, s.rnd.Intn(1000))
-		r.fields["msiLastInterestingMomentSource"] = momentSources[s.rnd.Intn(len(momentSources))]
-		r.fields["priority"] = int64(s.rnd.Intn(100) + 1)
-		r.fields["relativeUrgency"] = int64(s.rnd.Intn(100) + 1)
-		r.fields["urgency"] = float64(s.rnd.Intn(1000)) / 10
-		r.fields[s.opts.ScoreField] = int64(s.rnd.Intn(100) + 1)
+		s.setMSI(r, "msiLastInterestingMomentType", typ)
+		s.setMSI(r, "msiLastInterestingMomentDate", now)
+		s.setMSI(r, "msiLastInterestingMomentDesc", fmt.Sprintf("%s: visited pricing page (%d)", typ, s.rnd.Intn(1000)))
+		s.setMSI(r, "msiLastInterestingMomentSource", momentSources[s.rnd.Intn(len(momentSources))])
+		s.setMSI(r, "priority", int64(s.rnd.Intn(100)+1))
+		s.setMSI(r, "relativeUrgency", int64(s.rnd.Intn(100)+1))
+		s.setMSI(r, "urgency", float64(s.rnd.Intn(1000))/10)
+		s.setMSI(r, s.opts.ScoreField, int64(s.rnd.Intn(100)+1))
 		r.fields["updatedAt"] = now
 		ids = append(ids, r.id)
 	}
 	return ids
+}
+
+// setMSI changes one computed field, logging the change when the options
+// say MSI changes emit activities. Called with s.mu held.
+func (s *Server) setMSI(r *record, field string, v any) {
+	old := r.fields[field]
+	if s.opts.MSIChangeActivities && old != v {
+		s.logActivity(r.id, activityDataValueChange, field, old, v)
+	}
+	s.tables[objLeads].set(r, field, v)
 }
 
 // Dump returns a copy of every record with its id or marketoGUID and all

@@ -32,6 +32,15 @@ func (s *Server) route(r *http.Request, body []byte) *envelope {
 	if overridden {
 		method = http.MethodGet
 	}
+	if p == "activities/pagingtoken" || p == "activities/leadchanges" {
+		if method != http.MethodGet {
+			return fail("605", "HTTP Method not supported")
+		}
+		if p == "activities/pagingtoken" {
+			return s.pagingToken(r.URL.Query())
+		}
+		return s.leadChanges(r.URL.Query())
+	}
 	if strings.HasPrefix(p, "lead/") {
 		if method != http.MethodGet {
 			return fail("605", "HTTP Method not supported")

@@ -76,6 +76,10 @@ type Options struct {
 	// OmitUnconfirmedFields drops fields the docs do not confirm (opportunity
 	// closeDate/isWon/probability, company billing*, sales person phone …).
 	OmitUnconfirmedFields bool
+	// MSIChangeActivities makes computed MSI field changes (TickMSI, SetMSI)
+	// appear as Data Value Change activities in the lead-changes feed
+	// (UNCONFIRMED whether Marketo emits them).
+	MSIChangeActivities bool
 	// CustomFields adds fields per object (key: "leads", "companies", …).
 	CustomFields map[string][]Field
 
@@ -159,22 +163,23 @@ type Server struct {
 	specs map[string]*objSpec
 	loc   *time.Location
 
-	mu       sync.Mutex // guards everything below
-	rnd      *rand.Rand
-	tokens   map[string]*token // by value
-	current  *token            // the live token of the one client
-	inflight int
-	stamps   []time.Time // counted calls in the rolling window
-	quotaDay string
-	used     int
-	faults   map[string]float64
-	failNext []string
-	latency  time.Duration
-	dropRate float64
-	stats    Stats
-	tables   map[string]*table
-	hold     chan struct{} // non-nil: admitted calls wait for it to close
-	raceGate func()        // test hook between lookup and write when RaceDuplicates
+	mu         sync.Mutex // guards everything below
+	rnd        *rand.Rand
+	tokens     map[string]*token // by value
+	current    *token            // the live token of the one client
+	inflight   int
+	stamps     []time.Time // counted calls in the rolling window
+	quotaDay   string
+	used       int
+	faults     map[string]float64
+	failNext   []string
+	latency    time.Duration
+	dropRate   float64
+	stats      Stats
+	tables     map[string]*table
+	activities []activity    // lead activity log, oldest first
+	hold       chan struct{} // non-nil: admitted calls wait for it to close
+	raceGate   func()        // test hook between lookup and write when RaceDuplicates
 }
 
 // New returns a simulator with empty data.
@@ -206,6 +211,7 @@ func (s *Server) Reset() {
 	s.dropRate = 0
 	s.stats = Stats{Requests: map[string]int{}, Responses: map[string]int{}, RecordReasons: map[string]int{}}
 	s.tables = map[string]*table{}
+	s.activities = nil
 	starts := map[string]int64{objSalesPersons: 101, objCompanies: 501, objLeads: 1001}
 	for name, spec := range s.specs {
 		s.tables[name] = newTable(spec, starts[name], s.opts.CaseInsensitiveIDs)

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestBatchCaps_InputOver300Rejected(t *testing.T) {
@@ -499,5 +500,33 @@ func TestDump_ReturnsEveryRecordWithKeys(t *testing.T) {
 	h.sim.Reset()
 	if len(h.sim.Dump().Leads) != 0 {
 		t.Fatal("Reset kept leads")
+	}
+}
+
+func TestLeadChanges_PagingTokenAlwaysReturnedFieldsRequired(t *testing.T) {
+	h := start(t, Options{MSIChangeActivities: true})
+	h.seedMSI(2) // two New Lead activities at 12:00
+	tok := h.get("/rest/v1/activities/pagingtoken.json?sinceDatetime=2026-03-10T11:00:00Z").NextPageToken
+	if tok == "" {
+		t.Fatal("no paging token")
+	}
+	h.clk.Advance(time.Minute)
+	h.sync("leads", in(rec("email", "p0@example.com", "title", "CTO")))
+	h.sim.SetMSI("PER-1", map[string]any{"priority": int64(9)})
+	if r := h.get("/rest/v1/activities/leadchanges.json?nextPageToken=" + tok); r.code() != "701" {
+		t.Fatalf("without fields: %s", r.Raw)
+	}
+	r := h.get("/rest/v1/activities/leadchanges.json?fields=title,priority&nextPageToken=" + tok)
+	if !r.Success || len(r.Result) != 4 || r.NextPageToken == "" || r.MoreResult {
+		t.Fatalf("lead changes: %s", r.Raw)
+	}
+	if r.Result[2]["activityTypeId"].(json.Number).String() != "13" || !strings.Contains(string(r.Raw), `"name":"title","newValue":"CTO"`) ||
+		!strings.HasSuffix(r.Result[2]["activityDate"].(string), "+0000") {
+		t.Fatalf("data value change: %v", r.Result[2])
+	}
+	// Caught up: an empty page still carries a token.
+	r = h.get("/rest/v1/activities/leadchanges.json?fields=title&nextPageToken=" + r.NextPageToken)
+	if len(r.Result) != 0 || r.NextPageToken == "" {
+		t.Fatalf("caught up: %s", r.Raw)
 	}
 }

@@ -91,6 +91,7 @@ func (s *Server) newRecord(t *table) *record {
 }
 
 func (s *Server) apply(t *table, r *record, vals map[string]any, isNew bool) {
+	leads := t.spec.name == objLeads
 	if isNew {
 		for k, v := range vals {
 			if v != nil {
@@ -98,9 +99,15 @@ func (s *Server) apply(t *table, r *record, vals map[string]any, isNew bool) {
 			}
 		}
 		t.insert(r)
+		if leads {
+			s.logActivity(r.id, activityNewLead, "", nil, nil)
+		}
 		return
 	}
 	for k, v := range vals {
+		if old := r.fields[k]; leads && t.norm(k, old) != t.norm(k, v) {
+			s.logActivity(r.id, activityDataValueChange, k, old, v)
+		}
 		t.set(r, k, v)
 	}
 	r.fields["updatedAt"] = s.now()
