@@ -254,7 +254,10 @@ func (q *Queue) Close() error {
 
 // Send enqueues msgs in as few SDK batches as fit. A message whose body and
 // properties exceed MaxMessageBytes fails the whole call with queue.ErrTooLarge
-// before anything is sent.
+// before anything is sent. If a later batch fails, earlier ones are already
+// queued; sending all of them again is safe, as duplicate detection drops the
+// repeats. For the same reason a requeue (a scheduled re-send of a received
+// message) needs a new ID: within the window the old one is dropped silently.
 func (q *Queue) Send(ctx context.Context, msgs ...queue.Message) error {
 	if len(msgs) == 0 {
 		return nil
