@@ -311,3 +311,32 @@ func TestDeadLetterTimes(t *testing.T) {
 		t.Errorf("count %d description %q", dl.DeliveryCount, dl.Description)
 	}
 }
+
+func TestSeenIDsArePruned(t *testing.T) {
+	fake := clock.NewFake(start)
+	q := openTest(t, filepath.Join(t.TempDir(), "q.db"), Options{Clock: fake, DuplicateWindow: time.Minute})
+	ctx := t.Context()
+	seen := func() int {
+		t.Helper()
+		var n int
+		if err := q.db.QueryRowContext(ctx, "SELECT count(*) FROM seen_ids").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for i := range 3 {
+		if err := q.Send(ctx, queue.Message{ID: "old" + strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := seen(); n != 3 {
+		t.Fatalf("seen ids = %d, want 3", n)
+	}
+	fake.Advance(2 * time.Minute)
+	if err := q.Send(ctx, queue.Message{ID: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := seen(); n != 1 {
+		t.Fatalf("seen ids after the window = %d, want 1 (expired ids pruned)", n)
+	}
+}
