@@ -54,7 +54,7 @@ func (m *methodCounter) get(k string) int {
 	return m.n[k]
 }
 
-func newSimEnv(t *testing.T, contacts, leads int) *simEnv {
+func newSimEnv(t *testing.T, contacts, leads int, opts ...func(*dataversesim.Options, *Config)) *simEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &simEnv{clk: clock.NewFake(time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)), persons: map[string]string{}}
@@ -70,7 +70,12 @@ func newSimEnv(t *testing.T, contacts, leads int) *simEnv {
 		t.Fatal(err)
 	}
 
-	e.dv = dataversesim.New(dataversesim.Options{Clock: e.clk, Token: "tok", Logger: quietLogger()})
+	dvo := dataversesim.Options{Clock: e.clk, Token: "tok", Logger: quietLogger()}
+	wcfg := Config{Holder: "replica-a", Clock: e.clk, Logger: quietLogger()}
+	for _, o := range opts {
+		o(&dvo, &wcfg)
+	}
+	e.dv = dataversesim.New(dvo)
 	dsrv := httptest.NewServer(e.dv)
 	t.Cleanup(dsrv.Close)
 	dc, err := dataverse.New(dataverse.Config{URL: dsrv.URL, Token: "tok", Clock: e.clk, Sleep: sleep})
@@ -114,8 +119,8 @@ func newSimEnv(t *testing.T, contacts, leads int) *simEnv {
 		t.Fatal(err)
 	}
 
-	e.w, err = New(Config{Store: e.st, Marketo: MarketoLeads(mc), Dataverse: DataversePersons(dc), Holder: "replica-a",
-		Clock: e.clk, Logger: quietLogger()})
+	wcfg.Store, wcfg.Marketo, wcfg.Dataverse = e.st, MarketoLeads(mc), DataversePersons(dc)
+	e.w, err = New(wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,5 +257,30 @@ func TestSimulatorsLeaseAcrossReplicas(t *testing.T) {
 	}
 	if rep, err = other.RunOnce(context.Background()); err != nil || rep.Skipped {
 		t.Fatalf("after release: %v %v; want the second replica to run", rep, err)
+	}
+}
+
+func TestSimulatorsThrottledDataverseStillWritesAll(t *testing.T) {
+	// Two requests per minute; six changed persons in $batches of two: the
+	// client waits out the 429s (Retry-After, on the fake clock).
+	e := newSimEnv(t, 6, 0, func(o *dataversesim.Options, c *Config) {
+		o.RequestsPerWindow, o.Window = 2, time.Minute
+		c.BatchSize = 2
+	})
+	for _, id := range e.ids {
+		e.mk.SetMSI(id, map[string]any{"score": 77})
+	}
+	start := e.clk.Now()
+	rep, _, _ := e.cycle(t)
+	if rep.Written != 6 || rep.Failed != 0 || rep.DataverseRequests != 3 {
+		t.Fatalf("report %v; want 6 written in 3 batches", rep)
+	}
+	if st := e.dv.Stats(); st.Throttled == 0 || e.clk.Now().Sub(start) < time.Minute {
+		t.Fatalf("throttled %d, waited %s; want 429s waited out", st.Throttled, e.clk.Now().Sub(start))
+	}
+	for _, id := range e.ids {
+		if row, _ := e.dv.Get("contact", id); fmt.Sprint(row[ColumnScore]) != "77" {
+			t.Fatalf("contact %s score %v", id, row[ColumnScore])
+		}
 	}
 }
