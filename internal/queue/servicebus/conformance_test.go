@@ -19,7 +19,7 @@ var testStart = time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // newFakeQueue returns the adapter on a fresh fake broker.
-func newFakeQueue(t *testing.T, cfg fakeConfig) (*Queue, *fakeBroker) {
+func newFakeQueue(t testing.TB, cfg fakeConfig) (*Queue, *fakeBroker) {
 	t.Helper()
 	clk := clock.NewFake(testStart)
 	b := newFakeBroker(clk, cfg)
