@@ -420,10 +420,6 @@ func (c *Client) checkQuota(op string) error {
 
 // attempt sends the call once. On 601/602 it drops the token it used.
 func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
-	tok, err := c.token(ctx, k.op)
-	if err != nil {
-		return nil, err
-	}
 	release, waited, err := c.gov.acquire(ctx, k.op)
 	if err != nil {
 		var q *QuotaError
@@ -433,6 +429,12 @@ func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
 		return nil, &Error{Op: k.op, Err: err}
 	}
 	defer release()
+	// Take the token after any wait for the window, so a short-lived token
+	// cannot lapse while the call queues.
+	tok, err := c.token(ctx, k.op)
+	if err != nil {
+		return nil, err
+	}
 	c.metrics.observeWait(waited)
 	u := c.base + k.path
 	if len(k.query) > 0 {

@@ -160,8 +160,8 @@ func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Resul
 		}
 		c.stats.records(obj, len(in))
 		c.metrics.recordsPerCall(obj, len(in))
-		env, err := c.do(ctx, call{op: op, endpoint: op, method: http.MethodPost,
-			path: "/rest/v1/" + string(obj) + ".json",
+		env, err := c.do(ctx, call{op: op + span("records", ch[0], ch[len(ch)-1], len(req.Input)), endpoint: op,
+			method: http.MethodPost, path: "/rest/v1/" + string(obj) + ".json",
 			body: func() ([]byte, string) { return bs, "application/json" }})
 		if err != nil {
 			return results, err
@@ -171,6 +171,11 @@ func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Resul
 		}
 	}
 	return results, nil
+}
+
+// span names the inputs of one call in errors: " (records 300..599 of 650)".
+func span(what string, first, last, total int) string {
+	return fmt.Sprintf(" (%s %d..%d of %d)", what, first, last, total)
 }
 
 // chunks groups record indexes into calls of ≤300 records and ≤1 MB;
@@ -256,7 +261,8 @@ func (c *Client) Query(ctx context.Context, obj Object, filterType string, value
 			if token != "" {
 				q.Set("nextPageToken", token)
 			}
-			k := call{op: op, endpoint: "query " + objName(obj), method: http.MethodGet, path: path, query: q}
+			k := call{op: op + span("values", lo, hi-1, len(values)), endpoint: "query " + objName(obj),
+				method: http.MethodGet, path: path, query: q}
 			if len(c.base)+len(path)+1+len(q.Encode()) > maxURLBytes {
 				form := []byte(q.Encode())
 				k.method, k.query = http.MethodPost, url.Values{"_method": {"GET"}}
@@ -317,7 +323,7 @@ func (c *Client) QueryRoles(ctx context.Context, keys []Record, fields []string)
 			if err != nil {
 				return out, fmt.Errorf("marketo: %s: encode keys %d..%d: %w", op, lo, hi-1, err)
 			}
-			env, err := c.do(ctx, call{op: op, endpoint: "query opportunity roles", method: http.MethodPost,
+			env, err := c.do(ctx, call{op: op + span("keys", lo, hi-1, len(keys)), endpoint: "query opportunity roles", method: http.MethodPost,
 				path: "/rest/v1/opportunities/roles.json", query: url.Values{"_method": {"GET"}},
 				body: func() ([]byte, string) { return bs, "application/json" }})
 			if err != nil {
@@ -370,8 +376,8 @@ func (c *Client) Delete(ctx context.Context, obj Object, deleteBy string, input 
 		}
 		c.stats.records(obj, hi-lo)
 		c.metrics.recordsPerCall(obj, hi-lo)
-		env, err := c.do(ctx, call{op: op, endpoint: op, method: http.MethodPost,
-			path: "/rest/v1/" + string(obj) + "/delete.json",
+		env, err := c.do(ctx, call{op: op + span("records", lo, hi-1, len(input)), endpoint: op,
+			method: http.MethodPost, path: "/rest/v1/" + string(obj) + "/delete.json",
 			body: func() ([]byte, string) { return bs, "application/json" }})
 		if err != nil {
 			return results, err
