@@ -83,11 +83,16 @@ func (q *Queue) peekDead(ctx context.Context, seq int64) (*azservicebus.Received
 // visit for each until it returns false.
 func (q *Queue) eachDead(ctx context.Context, f queue.Filter, visit func(*azservicebus.ReceivedMessage) bool) error {
 	if len(f.IDs) > 0 {
+		done := make(map[int64]bool, len(f.IDs))
 		for _, id := range f.IDs {
 			seq, err := parseDeadID(id)
 			if err != nil {
 				return err
 			}
+			if done[seq] {
+				continue
+			}
+			done[seq] = true
 			m, err := q.peekDead(ctx, seq)
 			if err != nil {
 				return err

@@ -537,3 +537,29 @@ func TestRenewWhileReceiving(t *testing.T) {
 		t.Fatalf("Complete after renewals: %v", err)
 	}
 }
+
+func TestListDeadByIDs(t *testing.T) {
+	q, _ := newFakeQueue(t, fakeConfig{})
+	ctx := t.Context()
+	for _, id := range []string{"a", "b"} {
+		if err := q.Send(ctx, queue.Message{ID: id, Body: []byte(id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range receiveAll(t, q, 2) {
+		if err := q.DeadLetter(ctx, d, "r", "d"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := q.ListDead(ctx, queue.Filter{})
+	if err != nil || len(all) != 2 {
+		t.Fatalf("ListDead: %v %v", all, err)
+	}
+	got, err := q.ListDead(ctx, queue.Filter{IDs: []string{all[1].ID, all[1].ID, " " + all[1].ID + " ", "999999"}})
+	if err != nil || len(got) != 1 || got[0].MessageID != all[1].MessageID {
+		t.Fatalf("ListDead by repeated and unknown ids: %v, %v", got, err)
+	}
+	if _, err := q.ListDead(ctx, queue.Filter{IDs: []string{"abc"}}); !errors.Is(err, queue.ErrNotFound) || !strings.Contains(err.Error(), `"abc"`) {
+		t.Fatalf("ListDead with a non-numeric id: %v", err)
+	}
+}
