@@ -394,60 +394,109 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, m *entityMeta
 	if p.maxPageSize > 0 && p.maxPageSize < 5000 {
 		pageSize = p.maxPageSize
 	}
-	rows := make([]map[string]any, 0, len(s.tables[m.logical]))
-	for _, row := range s.tables[m.logical] {
-		if filter == nil || filter.match(row) {
-			rows = append(rows, row)
-		}
-	}
-	sort.Slice(rows, func(i, j int) bool {
-		for _, o := range orders {
-			c := cmpValues(rows[i][o.col], rows[j][o.col])
-			if o.desc {
-				c = -c
-			}
-			if c != 0 {
-				return c < 0
-			}
-		}
-		return rows[i][m.idCol].(string) < rows[j][m.idCol].(string)
-	})
-	if top >= 0 && top < len(rows) {
-		rows = rows[:top]
-	}
-	page := 1
-	start := 0
+	page, lastID := 1, ""
 	if tok := q.Get("$skiptoken"); tok != "" {
 		pn, last, ok := parseSkiptoken(tok)
 		if !ok {
 			return errBad("$skiptoken: invalid paging cookie")
 		}
-		page = pn
-		if len(orders) == 0 {
-			// Keyset paging on the primary key: stable under inserts.
-			start = sort.Search(len(rows), func(i int) bool { return rows[i][m.idCol].(string) > last })
-		} else {
-			start = min((pn-1)*pageSize, len(rows))
-		}
+		page, lastID = pn, last
 	}
-	end := min(start+pageSize, len(rows))
-	values := make([]jobj, 0, end-start)
-	for _, row := range rows[start:end] {
+	limit := pageSize // rows of this page
+	if top >= 0 {
+		limit = min(limit, max(0, top-(page-1)*pageSize))
+	}
+	table := s.tables[m.logical]
+	var pageRows []map[string]any
+	more := false
+	count := -1
+	if len(orders) == 0 {
+		// Keyset paging on the primary key: stable under inserts, and
+		// each page costs only the rows it scans.
+		ids := s.sortedIDs(m.logical)
+		start := 0
+		if lastID != "" {
+			start = sort.SearchStrings(ids, lastID)
+			if start < len(ids) && ids[start] == lastID {
+				start++
+			}
+		}
+		for _, id := range ids[start:] {
+			row := table[id]
+			if filter != nil && !filter.match(row) {
+				continue
+			}
+			if len(pageRows) == limit {
+				more = true
+				break
+			}
+			pageRows = append(pageRows, row)
+		}
+		if top >= 0 && (page-1)*pageSize+len(pageRows) >= top {
+			more = false
+		}
+	} else {
+		type keyed struct {
+			id  string
+			row map[string]any
+		}
+		rows := make([]keyed, 0, len(table))
+		for id, row := range table {
+			if filter == nil || filter.match(row) {
+				rows = append(rows, keyed{id, row})
+			}
+		}
+		sort.Slice(rows, func(i, j int) bool {
+			for _, o := range orders {
+				c := cmpValues(rows[i].row[o.col], rows[j].row[o.col])
+				if o.desc {
+					c = -c
+				}
+				if c != 0 {
+					return c < 0
+				}
+			}
+			return rows[i].id < rows[j].id
+		})
+		if top >= 0 && top < len(rows) {
+			rows = rows[:top]
+		}
+		count = len(rows)
+		start := min((page-1)*pageSize, len(rows))
+		end := min(start+pageSize, len(rows))
+		for _, k := range rows[start:end] {
+			pageRows = append(pageRows, k.row)
+		}
+		more = end < len(rows)
+	}
+	values := make([]jobj, 0, len(pageRows))
+	for _, row := range pageRows {
 		values = append(values, s.webRow(m, row, cols, p))
 	}
 	body := jobj{{"@odata.context", contextURL(r, m, cols, false)}}
 	if q.Get("$count") == "true" {
-		body = append(body, jfield{"@odata.count", min(len(rows), 5000)})
+		if count < 0 {
+			count = 0
+			for _, row := range table {
+				if filter == nil || filter.match(row) {
+					count++
+				}
+			}
+			if top >= 0 {
+				count = min(count, top)
+			}
+		}
+		body = append(body, jfield{"@odata.count", min(count, 5000)})
 	}
 	body = append(body, jfield{"value", values})
-	if end < len(rows) {
+	if more && len(pageRows) > 0 {
 		nq := url.Values{}
 		for k, v := range q {
 			if k != "$skiptoken" {
 				nq[k] = v
 			}
 		}
-		nq.Set("$skiptoken", skiptoken(page+1, rows[end-1][m.idCol].(string)))
+		nq.Set("$skiptoken", skiptoken(page+1, pageRows[len(pageRows)-1][m.idCol].(string)))
 		body = append(body, jfield{"@odata.nextLink", baseURL(r) + m.set + "?" + nq.Encode()})
 	}
 	applied(w, p, pageSize)

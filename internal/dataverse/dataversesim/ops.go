@@ -261,6 +261,17 @@ func ListenAndServe(ctx context.Context, addr string, o Options, log *slog.Logge
 		o.Logger = log
 	}
 	s := New(o)
+	if o.Seed != (SeedOptions{}) {
+		res, err := s.Seed(o.Seed)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, ids := range res.IDs {
+			n += len(ids)
+		}
+		log.Info("dataverse simulator seeded", "rows", n)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("dataversesim: listen on %s: %w", addr, err)

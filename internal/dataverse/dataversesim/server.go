@@ -59,6 +59,8 @@ type Options struct {
 	// UserID is the systemuser the Go methods (Create, Update...) act as, a
 	// human user in the story (default: a seeded "Sam Seller").
 	UserID string
+	// Seed is applied by ListenAndServe before serving (zero: no rows).
+	Seed SeedOptions
 }
 
 // Server is the simulator. It is an http.Handler serving /api/data/v9.2/.
@@ -72,6 +74,7 @@ type Server struct {
 	tables  map[string]map[string]map[string]any // entity → id → columns
 	extra   map[string]map[string]bool           // entity → columns not in the schema that were written
 	version int64
+	index   map[string][]string // entity → sorted ids, rebuilt lazily after inserts/deletes
 	inTx    bool
 	mute    int // >0: changes fire no webhooks
 	undo    []func()
@@ -125,7 +128,7 @@ func New(o Options) *Server {
 	}
 	o.AppUserID, o.UserID, o.OrgID = normID(o.AppUserID), normID(o.UserID), normID(o.OrgID)
 	s := &Server{opts: o, clk: o.Clock, log: o.Logger, client: o.HTTPClient,
-		tables: map[string]map[string]map[string]any{}, extra: map[string]map[string]bool{},
+		tables: map[string]map[string]map[string]any{}, extra: map[string]map[string]bool{}, index: map[string][]string{},
 		buID: newID(), currencyID: newID()}
 	if s.client == nil {
 		s.client = &http.Client{Timeout: 60 * time.Second}
@@ -264,9 +267,28 @@ func (s *Server) putRow(entity, id string, row map[string]any) {
 			t[id] = old
 		} else {
 			delete(t, id)
+			delete(s.index, entity)
 		}
 	})
+	if !had {
+		delete(s.index, entity)
+	}
 	t[id] = row
+}
+
+// sortedIDs returns the entity's ids in primary-key order (the default
+// order of lists), cached until a row is added or removed.
+func (s *Server) sortedIDs(entity string) []string {
+	if ids, ok := s.index[entity]; ok {
+		return ids
+	}
+	ids := make([]string, 0, len(s.tables[entity]))
+	for id := range s.tables[entity] {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	s.index[entity] = ids
+	return ids
 }
 
 func (s *Server) removeRow(entity, id string) {
@@ -275,8 +297,9 @@ func (s *Server) removeRow(entity, id string) {
 	if !had {
 		return
 	}
-	s.journal(func() { t[id] = old })
+	s.journal(func() { t[id] = old; delete(s.index, entity) })
 	delete(t, id)
+	delete(s.index, entity)
 }
 
 func copyRow(r map[string]any) map[string]any {
@@ -409,7 +432,10 @@ func (s *Server) create(m *entityMeta, attrs map[string]any, user string, parent
 		return "", &apiError{http.StatusPreconditionFailed, "0x80040237", "A record with matching key values already exists."}
 	}
 	now := s.clk.Now().UTC().Truncate(time.Second)
-	row := copyRow(attrs)
+	row := make(map[string]any, len(attrs)+16)
+	for k, v := range attrs {
+		row[k] = v
+	}
 	row[m.idCol] = id
 	if m.states != nil {
 		if _, ok := row["statecode"]; !ok {
@@ -458,7 +484,7 @@ func (s *Server) create(m *entityMeta, attrs map[string]any, user string, parent
 	row["versionnumber"] = s.nextVersion()
 	s.noteExtra(m, row)
 	s.putRow(m.logical, id, row)
-	if !m.system {
+	if !m.system && s.mute == 0 {
 		target := copyRow(row)
 		delete(target, "versionnumber")
 		s.fire(&change{m: m, id: id, message: "Create", target: target, post: row, user: user, parent: parent,

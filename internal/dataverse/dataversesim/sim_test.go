@@ -423,3 +423,18 @@ func BenchmarkSeed50k(b *testing.B) {
 		}
 	}
 }
+
+func TestJSONStringsRoundTrip(t *testing.T) {
+	a := newAPI(t, dataversesim.Options{})
+	for _, s := range []string{"plain", `quote " backslash \ slash /`, "new\nline\ttab\r\x01", "<tag> & ünïcødé 😀", "bad \xff utf8", "\u2028\u2029"} {
+		id, err := a.sim.Create("account", map[string]any{"name": s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := a.do("GET", "accounts("+id+")?$select=name", nil).json(t)["name"]
+		want := strings.ToValidUTF8(s, "\ufffd")
+		if got != want {
+			t.Errorf("name %q came back as %q", want, got)
+		}
+	}
+}
