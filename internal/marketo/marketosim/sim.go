@@ -692,7 +692,8 @@ func (s *Server) identity(w http.ResponseWriter, r *http.Request) {
 		s.writeHTTPError(w, http.StatusNotFound)
 		return
 	}
-	q := r.URL.Query()
+	_ = r.ParseForm() // query string, or a form body on POST
+	q := r.Form
 	if q.Get("grant_type") != "client_credentials" {
 		s.count("HTTP 400", "")
 		w.Header().Set("Content-Type", "application/json;charset=UTF-8")
