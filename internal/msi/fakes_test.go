@@ -22,6 +22,7 @@ type memStore struct {
 	msi    map[string]map[string]string
 	leases map[string]lease
 	puts   int
+	sorted []string // person ids in order; nil after a change
 }
 
 type lease struct {
@@ -37,24 +38,26 @@ func (s *memStore) addPerson(entity, id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.links[id] = store.Link{Kind: store.KindPerson, ExternalID: id, Entity: entity, MarketoID: fmt.Sprint(len(s.links) + 1)}
+	s.sorted = nil
 }
 
 func (s *memStore) ListLinks(_ context.Context, kind, after string, limit int) ([]store.Link, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ids []string
-	for id, l := range s.links {
-		if l.Kind == kind && id > after {
-			ids = append(ids, id)
+	if s.sorted == nil {
+		for id := range s.links {
+			s.sorted = append(s.sorted, id)
 		}
+		sort.Strings(s.sorted)
 	}
-	sort.Strings(ids)
-	if len(ids) > limit {
-		ids = ids[:limit]
-	}
-	out := make([]store.Link, len(ids))
-	for i, id := range ids {
-		out[i] = s.links[id]
+	var out []store.Link
+	for _, id := range s.sorted[sort.SearchStrings(s.sorted, after+"\x00"):] {
+		if len(out) == limit {
+			break
+		}
+		if l := s.links[id]; l.Kind == kind {
+			out = append(out, l)
+		}
 	}
 	return out, nil
 }
