@@ -1293,7 +1293,7 @@ func (b *batch) settle(ctx context.Context) error {
 			return fmt.Errorf("syncer: requeue %d messages: %w", len(resend), err)
 		}
 		for i, m := range resendMsgs {
-			if err := b.complete(ctx, m); err != nil {
+			if err := b.settleWith(ctx, m, nil); err != nil {
 				return err
 			}
 			if resend[i].Properties[queue.PropAttempt] != strconv.Itoa(m.attempt) {
@@ -1301,7 +1301,6 @@ func (b *batch) settle(ctx context.Context) error {
 			} else {
 				b.stats.Rescheduled++
 			}
-			b.stats.Completed-- // counted as requeued, not completed
 		}
 	}
 	return nil
@@ -1337,6 +1336,11 @@ func (b *batch) resendMessage(m *msg, f *failure) queue.Message {
 }
 
 func (b *batch) complete(ctx context.Context, m *msg) error {
+	return b.settleWith(ctx, m, &b.stats.Completed)
+}
+
+// settleWith completes a delivery and counts it in counter when it worked.
+func (b *batch) settleWith(ctx context.Context, m *msg, counter *int) error {
 	err := b.s.cfg.Queue.Complete(ctx, m.d)
 	b.markSettled(m.d)
 	if err != nil {
@@ -1349,7 +1353,9 @@ func (b *batch) complete(ctx context.Context, m *msg) error {
 		}
 		return fmt.Errorf("syncer: complete %s: %w", m.d.ID, err)
 	}
-	b.stats.Completed++
+	if counter != nil {
+		*counter++
+	}
 	return nil
 }
 
