@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,6 +50,7 @@ const (
 	DefaultMaxMessageBytes  = 1 << 20
 	DefaultPollInterval     = 100 * time.Millisecond
 	DefaultBusyTimeout      = 10 * time.Second
+	DefaultCommitWindow     = time.Millisecond
 
 	// maxIDLength is Service Bus' MessageId limit; the same limit here keeps
 	// the adapters interchangeable.
@@ -69,11 +71,12 @@ type Options struct {
 	// PollInterval is how often a waiting Receive looks for messages sent by
 	// other processes (same-process sends wake it at once). Default 100 ms.
 	PollInterval time.Duration
-	// CommitWindow is how long the writer lingers for more sends before
-	// committing. Default 0: requests that queue up while the previous commit
-	// fsyncs form the next batch anyway, and with callers that wait for their
-	// Send (HTTP handlers) lingering only adds latency — BenchmarkSend
-	// measured 1 ms of lingering at ~9k msgs/s against ~12k without.
+	// CommitWindow bounds how long the writer lingers for more sends before
+	// committing; it stops earlier at the first quiet gap of CommitWindow/10,
+	// so a lone sender waits ~0.1 ms, not 1 ms. Default 1 ms; negative
+	// disables lingering (requests that queued up during the previous commit
+	// are still batched). BenchmarkSend with 32 senders: ~30 msgs/commit
+	// with the default against ~16 without.
 	CommitWindow time.Duration
 	// BusyTimeout is how long a write waits for another process' lock.
 	// Default 10 s.
@@ -90,7 +93,6 @@ func (o Options) withDefaults() (Options, error) {
 		{"DuplicateWindow", o.DuplicateWindow < 0},
 		{"MaxMessageBytes", o.MaxMessageBytes < 0},
 		{"PollInterval", o.PollInterval < 0},
-		{"CommitWindow", o.CommitWindow < 0},
 		{"BusyTimeout", o.BusyTimeout < 0},
 	}
 	for _, c := range checks {
@@ -112,6 +114,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PollInterval == 0 {
 		o.PollInterval = DefaultPollInterval
+	}
+	if o.CommitWindow == 0 {
+		o.CommitWindow = DefaultCommitWindow
 	}
 	if o.BusyTimeout == 0 {
 		o.BusyTimeout = DefaultBusyTimeout
@@ -145,9 +150,10 @@ type Queue struct {
 	sigMu sync.Mutex
 	sig   chan struct{} // closed and replaced when messages may have become visible
 
-	wconn     *sql.Conn // the writer's connection
-	syncFull  bool      // current PRAGMA synchronous of wconn; owned by the writer
-	nextPrune time.Time // owned by the writer goroutine
+	wconn     *sql.Conn    // the writer's connection
+	syncFull  bool         // current PRAGMA synchronous of wconn; owned by the writer
+	nextPrune time.Time    // owned by the writer goroutine
+	commits   atomic.Int64 // transactions committed, for benchmarks
 }
 
 var _ queue.Queue = (*Queue)(nil)

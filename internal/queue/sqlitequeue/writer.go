@@ -123,7 +123,9 @@ func (q *Queue) writer() {
 				continue
 			default:
 			}
-			wait := time.Until(deadline)
+			// Linger while sends keep arriving: stop at the first quiet gap
+			// or at the window's end, whichever comes first.
+			wait := min(time.Until(deadline), q.opts.CommitWindow/10)
 			if wait <= 0 {
 				break
 			}
@@ -206,6 +208,7 @@ func (q *Queue) runTx(batch []*op) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	q.commits.Add(1)
 	if !w.now.Before(q.nextPrune) {
 		q.nextPrune = w.now.Add(min(q.opts.DuplicateWindow/2, time.Minute))
 	}
