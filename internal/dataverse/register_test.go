@@ -264,7 +264,7 @@ func TestWebhookPayloadFormat(t *testing.T) {
 	}
 	acc, _ := e.sim.Create("account", map[string]any{"name": "Contoso"})
 	con, err := e.sim.Create("contact", map[string]any{"firstname": "Ada", "lastname": "Lovelace", "emailaddress1": "ada@example.com",
-		"parentcustomerid": dataversesim.Ref{LogicalName: "account", ID: acc}})
+		"address1_line1": "1 Main St\nSuite 2", "parentcustomerid": dataversesim.Ref{LogicalName: "account", ID: acc}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,6 +285,9 @@ func TestWebhookPayloadFormat(t *testing.T) {
 	}
 	if !bytes.Contains(c.body, []byte(`\/Date(`)) || !bytes.Contains(c.body, []byte(`http:\/\/schemas.microsoft.com\/xrm\/2011\/Contracts`)) {
 		t.Error("body does not escape '/' as WCF does")
+	}
+	if !bytes.Contains(c.body, []byte(`1 Main St\u000aSuite 2`)) {
+		t.Error("body does not escape newlines as \\u000a as WCF does")
 	}
 	m := c.ctx
 	if m["MessageName"] != "Create" || m["PrimaryEntityName"] != "contact" || m["PrimaryEntityId"] != con ||

@@ -51,7 +51,7 @@ type jobj []jfield
 
 func (o jobj) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
-	if err := appendJSON(&b, o); err != nil {
+	if err := appendJSON(&b, o, false); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
@@ -62,18 +62,28 @@ func (o jobj) MarshalJSON() ([]byte, error) {
 // own shapes.
 func marshalNoHTML(v any) ([]byte, error) {
 	var b bytes.Buffer
-	if err := appendJSON(&b, v); err != nil {
+	if err := appendJSON(&b, v, false); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
 }
 
-func appendJSON(b *bytes.Buffer, v any) error {
+// marshalWCF encodes as WCF's DataContractJsonSerializer does: '/' escaped
+// as \/ and control characters (newlines too) as \u00XX.
+func marshalWCF(v any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := appendJSON(&b, v, true); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func appendJSON(b *bytes.Buffer, v any, wcf bool) error {
 	switch x := v.(type) {
 	case nil:
 		b.WriteString("null")
 	case string:
-		appendString(b, x)
+		appendString(b, x, wcf)
 	case bool:
 		b.WriteString(strconv.FormatBool(x))
 	case int:
@@ -86,9 +96,9 @@ func appendJSON(b *bytes.Buffer, v any) error {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			appendString(b, f.k)
+			appendString(b, f.k, wcf)
 			b.WriteByte(':')
-			if err := appendJSON(b, f.v); err != nil {
+			if err := appendJSON(b, f.v, wcf); err != nil {
 				return err
 			}
 		}
@@ -99,7 +109,7 @@ func appendJSON(b *bytes.Buffer, v any) error {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			if err := appendJSON(b, e); err != nil {
+			if err := appendJSON(b, e, wcf); err != nil {
 				return err
 			}
 		}
@@ -110,7 +120,7 @@ func appendJSON(b *bytes.Buffer, v any) error {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			if err := appendJSON(b, e); err != nil {
+			if err := appendJSON(b, e, wcf); err != nil {
 				return err
 			}
 		}
@@ -129,28 +139,28 @@ func appendJSON(b *bytes.Buffer, v any) error {
 
 const hexDigits = "0123456789abcdef"
 
-func appendString(b *bytes.Buffer, s string) {
+func appendString(b *bytes.Buffer, s string, wcf bool) {
 	b.WriteByte('"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf && !(wcf && c == '/') {
 			i++
 			continue
 		}
 		if c < utf8.RuneSelf {
 			b.WriteString(s[start:i])
-			switch c {
-			case '"', '\\':
+			switch {
+			case c == '"' || c == '\\' || c == '/':
 				b.WriteByte('\\')
 				b.WriteByte(c)
-			case '\n':
+			case c == '\n' && !wcf:
 				b.WriteString(`\n`)
-			case '\r':
+			case c == '\r' && !wcf:
 				b.WriteString(`\r`)
-			case '\t':
+			case c == '\t' && !wcf:
 				b.WriteString(`\t`)
-			default:
+			default: // other control characters, and all of them for WCF
 				b.WriteString(`\u00`)
 				b.WriteByte(hexDigits[c>>4])
 				b.WriteByte(hexDigits[c&0xf])
@@ -462,7 +472,7 @@ func (s *Server) buildDelivery(st step, ch *change, corr string) *delivery {
 	body := ctx(ch.message, ch.m.logical, ch.id, input, st.mode, 40, owning, parent, pre, post, ch.output)
 	d := &delivery{stepID: st.id, stepName: st.name, entity: ch.m.logical, recordID: ch.id, message: ch.message,
 		correlationID: corr, operationID: opID, autoDelete: st.autoDelete, header: http.Header{}}
-	raw, err := marshalNoHTML(body)
+	raw, err := marshalWCF(body)
 	if err == nil && len(raw) > s.opts.TruncateOver {
 		var trimmed jobj
 		for _, f := range body {
@@ -472,15 +482,14 @@ func (s *Server) buildDelivery(st step, ch *change, corr string) *delivery {
 			}
 			trimmed = append(trimmed, f)
 		}
-		raw, err = marshalNoHTML(trimmed)
+		raw, err = marshalWCF(trimmed)
 		d.truncated = true
 		d.header.Set("x-ms-dynamics-msg-size-exceeded", "true")
 	}
 	if err != nil {
 		d.failNow = "serialize context: " + err.Error()
 	}
-	// WCF escapes every '/' in strings; '/' occurs in JSON only inside strings.
-	d.body = bytes.ReplaceAll(raw, []byte("/"), []byte(`\/`))
+	d.body = raw
 	d.header.Set("Content-Type", "application/json")
 	d.header.Set("x-ms-dynamics-organization", s.opts.Domain)
 	d.header.Set("x-ms-dynamics-entity-name", ch.m.logical)
