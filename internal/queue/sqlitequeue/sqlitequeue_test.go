@@ -340,3 +340,91 @@ func TestSeenIDsArePruned(t *testing.T) {
 		t.Fatalf("seen ids after the window = %d, want 1 (expired ids pruned)", n)
 	}
 }
+
+// TestGroupCommit: sends that queue up while the writer is busy are
+// committed together, in one transaction.
+func TestGroupCommit(t *testing.T) {
+	q := openTest(t, filepath.Join(t.TempDir(), "q.db"), Options{CommitWindow: -1})
+	ctx := t.Context()
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	blocker := &op{run: func(*wtx) error {
+		close(blocked)
+		<-release
+		return nil
+	}}
+	blockerDone := make(chan error, 1)
+	go func() { blockerDone <- q.submit(ctx, blocker) }()
+	<-blocked // the writer is inside the blocker's transaction
+	before := q.commits.Load()
+
+	const senders = 20
+	errs := make(chan error, senders)
+	for i := range senders {
+		go func() { errs <- q.Send(ctx, queue.Message{ID: "g" + strconv.Itoa(i), Body: []byte("x")}) }()
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(q.ops) < senders; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d sends queued", len(q.ops))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if err := <-blockerDone; err != nil {
+		t.Fatal(err)
+	}
+	for range senders {
+		if err := <-errs; err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	if c := q.commits.Load() - before; c != 2 {
+		t.Errorf("commits = %d, want 2 (the blocker, then all %d sends together)", c, senders)
+	}
+	ds, err := q.Receive(ctx, 100, 0)
+	if err != nil || len(ds) != senders {
+		t.Fatalf("received %d, %v; want %d", len(ds), err, senders)
+	}
+}
+
+// TestGroupCommitIsolatesFailures: a request that fails inside a group does
+// not fail the sends committed with it.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	q := openTest(t, filepath.Join(t.TempDir(), "q.db"), Options{CommitWindow: -1})
+	ctx := t.Context()
+	release, blocked := make(chan struct{}), make(chan struct{})
+	go q.submit(ctx, &op{run: func(*wtx) error { close(blocked); <-release; return nil }})
+	<-blocked
+
+	const senders = 5
+	errs := make(chan error, senders)
+	bad := make(chan error, 1)
+	go func() {
+		bad <- q.submit(ctx, &op{run: func(w *wtx) error {
+			_, err := w.exec("INSERT INTO no_such_table VALUES (1)")
+			return err
+		}})
+	}()
+	for i := range senders {
+		go func() { errs <- q.Send(ctx, queue.Message{ID: "ok" + strconv.Itoa(i)}) }()
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(q.ops) < senders+1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d requests queued", len(q.ops))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if err := <-bad; err == nil || !strings.Contains(err.Error(), "no_such_table") {
+		t.Fatalf("failing request: err = %v", err)
+	}
+	for range senders {
+		if err := <-errs; err != nil {
+			t.Fatalf("Send grouped with a failing request: %v", err)
+		}
+	}
+	ds, err := q.Receive(ctx, 100, 0)
+	if err != nil || len(ds) != senders {
+		t.Fatalf("received %d, %v; want %d", len(ds), err, senders)
+	}
+}
