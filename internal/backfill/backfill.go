@@ -117,6 +117,26 @@ type EntityReport struct {
 	Rate      float64 // rows per second
 }
 
+func (r EntityReport) String() string {
+	s := fmt.Sprintf("%s: %d rows in %d pages, %d sent", r.Entity, r.Rows, r.Pages, r.Sent)
+	if r.Unchanged > 0 {
+		s += fmt.Sprintf(", %d already sent", r.Unchanged)
+	}
+	if r.Invalid > 0 {
+		s += fmt.Sprintf(", %d invalid", r.Invalid)
+	}
+	if r.Reduced > 0 {
+		s += fmt.Sprintf(", %d reduced", r.Reduced)
+	}
+	if r.Resumed {
+		s += ", resumed"
+	}
+	if !r.From.IsZero() {
+		s += ", modified since " + r.From.UTC().Format(time.RFC3339)
+	}
+	return s + fmt.Sprintf(", %s, %.0f rows/s", r.Duration.Round(time.Millisecond), r.Rate)
+}
+
 // Report describes a backfill run.
 type Report struct {
 	Entities []EntityReport
@@ -282,17 +302,24 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 		cfg.Logger.Info("backfill: resuming", "entity", entity, "rowsDone", pass.Rows, "pages", pass.Pages)
 	}
 
-	next := pass.NextLink
+	// The next page is fetched while this one is sent: reading Dataverse
+	// and writing the queue overlap.
+	pages, stop := prefetch(ctx, cfg, entity, opts, pass.NextLink, er.Resumed)
+	defer stop()
 	for {
-		page, err := cfg.Dataverse.ListPage(ctx, entity, opts, next)
-		if err != nil && er.Resumed && er.Pages == 0 && next != "" && ctx.Err() == nil {
-			// A paging link from an older run may no longer be accepted:
-			// start the pass over (duplicate ids drop what was already sent).
-			cfg.Logger.Warn("backfill: saved next page link refused; restarting the pass", "entity", entity, "err", err)
-			pass = Checkpoint{From: pass.From}
-			next = ""
-			page, err = cfg.Dataverse.ListPage(ctx, entity, opts, next)
+		var f fetched
+		select {
+		case f = <-pages:
+		case <-ctx.Done():
 		}
+		if err := ctx.Err(); err != nil {
+			return er, fmt.Errorf("backfill: %s (page %d): %w", entity, pass.Pages+1, err)
+		}
+		if f.restarted {
+			pass = Checkpoint{From: pass.From, HighWater: pass.From}
+			clear(seen)
+		}
+		page, err := f.page, f.err
 		if err != nil {
 			return er, fmt.Errorf("backfill: list %s (page %d): %w", entity, pass.Pages+1, err)
 		}
@@ -352,8 +379,47 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 		if pass.Done {
 			return er, nil
 		}
-		next = page.NextLink
 	}
+}
+
+type fetched struct {
+	page      Page
+	err       error
+	restarted bool // the saved link was refused and the pass started over
+}
+
+// prefetch lists pages one ahead of the consumer. stop cancels it and
+// waits for it to end, so no request outlives the run.
+func prefetch(ctx context.Context, cfg *Config, entity string, opts ListOptions, next string, resumed bool) (<-chan fetched, func()) {
+	fctx, cancel := context.WithCancel(ctx)
+	out := make(chan fetched, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		first := true
+		for {
+			page, err := cfg.Dataverse.ListPage(fctx, entity, opts, next)
+			restarted := false
+			if err != nil && first && resumed && next != "" && fctx.Err() == nil {
+				// A paging link from an older run may no longer be accepted:
+				// start the pass over (duplicate ids drop what was already sent).
+				cfg.Logger.Warn("backfill: saved next page link refused; restarting the pass", "entity", entity, "err", err)
+				restarted = true
+				page, err = cfg.Dataverse.ListPage(fctx, entity, opts, "")
+			}
+			first = false
+			select {
+			case out <- fetched{page, err, restarted}:
+			case <-fctx.Done():
+				return
+			}
+			if err != nil || page.NextLink == "" {
+				return
+			}
+			next = page.NextLink
+		}
+	}()
+	return out, func() { cancel(); <-done }
 }
 
 // selectColumns adds the id and modifiedon to the mapped columns.

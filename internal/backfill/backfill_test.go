@@ -408,3 +408,12 @@ func BenchmarkBackfill50k(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows)/time.Since(start).Seconds(), "rows/s")
 }
+
+func TestEntityReportString(t *testing.T) {
+	r := EntityReport{Entity: "contact", Rows: 10, Pages: 2, Sent: 8, Unchanged: 1, Invalid: 1, Resumed: true,
+		From: t0, Duration: 2 * time.Second, Rate: 5}
+	want := "contact: 10 rows in 2 pages, 8 sent, 1 already sent, 1 invalid, resumed, modified since 2026-11-01T09:00:00Z, 2s, 5 rows/s"
+	if r.String() != want {
+		t.Fatalf("String() = %q\nwant       %q", r.String(), want)
+	}
+}

@@ -433,6 +433,10 @@ func (w *Writer) Release(ctx context.Context) error {
 	return nil
 }
 
+// MarketoFields lists the Marketo lead fields each query requests
+// (externalPersonId first), e.g. for marketo.(*Client).CheckInstance.
+func (w *Writer) MarketoFields() []string { return append([]string(nil), w.fields...) }
+
 // Columns lists the Dataverse columns the write-back sets, so that webhook
 // registration can leave them out of filtering attributes and the syncer can
 // ignore updates that touch only them.

@@ -271,6 +271,9 @@ func TestConfigurableFieldNames(t *testing.T) {
 	if got := strings.Join(e.mkto.fields, ","); got != "externalPersonId,relativeScoring,msiLastInterestingMomentDate" {
 		t.Fatalf("Marketo fields requested = %s", got)
 	}
+	if got := strings.Join(e.w.MarketoFields(), ","); got != "externalPersonId,relativeScoring,msiLastInterestingMomentDate" {
+		t.Fatalf("MarketoFields() = %s", got)
+	}
 	if got := strings.Join(e.w.Columns(), ","); got != "new_relativescorevalue,new_limdate" {
 		t.Fatalf("Columns() = %s", got)
 	}
