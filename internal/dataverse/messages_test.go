@@ -111,3 +111,31 @@ func TestStateOwnerAndQualifyMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitStateUpdatesFireTwice(t *testing.T) {
+	e := newEnv(t, dataversesim.Options{SplitStateUpdates: true})
+	rcv := newReceiver(t)
+	ctx := context.Background()
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	acc, _ := e.sim.Create("account", map[string]any{"name": "A"})
+	wait(t, e.sim)
+	rcv.take()
+	if err := e.client.Update(ctx, "account", acc, map[string]any{"name": "B", "statecode": 1}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, e.sim)
+	calls := rcv.take()
+	if len(calls) != 2 {
+		t.Fatalf("%d Update calls, want 2", len(calls))
+	}
+	first := kv(t, kv(t, calls[0].ctx["InputParameters"])["Target"].(map[string]any)["Attributes"])
+	second := kv(t, kv(t, calls[1].ctx["InputParameters"])["Target"].(map[string]any)["Attributes"])
+	if _, ok := first["statecode"]; ok || first["name"] != "B" {
+		t.Errorf("first Update %v, want name without state", first)
+	}
+	if _, ok := second["name"]; ok || second["statecode"] == nil || calls[1].ctx["ParentContext"].(map[string]any)["MessageName"] != "SetState" {
+		t.Errorf("second Update %v, want the state with a SetState parent", second)
+	}
+}

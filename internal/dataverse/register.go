@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -158,11 +159,17 @@ func (o *RegisterOptions) normalize() error {
 		if o.Header == "" {
 			o.Header = DefaultHeader
 		}
+		if !headerName.MatchString(o.Header) {
+			return fmt.Errorf("dataverse: register: header name %q is not a valid HTTP header name", o.Header)
+		}
 	default:
 		return fmt.Errorf("dataverse: register: auth type %q is not %s or %s", o.AuthType, AuthWebhookKey, AuthHTTPHeader)
 	}
 	if o.Key == "" {
 		return errors.New("dataverse: register: the webhook key (MSISYNC_WEBHOOK_KEY) is required")
+	}
+	if strings.ContainsFunc(o.Key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return errors.New("dataverse: register: the webhook key contains control characters")
 	}
 	if len(o.Steps) == 0 {
 		o.Steps = DefaultSteps()
@@ -180,6 +187,8 @@ func (o *RegisterOptions) normalize() error {
 	}
 	return nil
 }
+
+var headerName = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
 
 func isLocal(host string) bool {
 	return host == "localhost" || host == "127.0.0.1" || host == "::1"

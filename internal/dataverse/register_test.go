@@ -176,6 +176,9 @@ func TestRegisterRejectsBadOptions(t *testing.T) {
 		{URL: "https://h.example.com/x", Key: ""},
 		{URL: "https://h.example.com:8443/x", Key: "k"},
 		{URL: "https://h.example.com/x", Key: "k", AuthType: "Basic"},
+		{URL: "https://h.example.com/x", Key: "k", AuthType: dataverse.AuthHTTPHeader, Header: "bad header"},
+		{URL: "https://h.example.com/x", Key: "k\n", AuthType: dataverse.AuthHTTPHeader},
+		{URL: "https://h.example.com/x?code=1", Key: "k"},
 		{URL: "https://h.example.com/x", Key: "k", Steps: []dataverse.StepSpec{{Entity: "contact", Message: "Frobnicate"}}},
 	} {
 		if _, err := e.client.Register(context.Background(), o); err == nil {

@@ -49,6 +49,9 @@ type Options struct {
 	TruncateOver int
 	// DeliverConnectionTwice fires steps for both rows of a connection.
 	DeliverConnectionTwice bool
+	// SplitStateUpdates makes a write of statecode with other columns fire
+	// Update steps twice (columns, then state), as Dataverse may.
+	SplitStateUpdates bool
 	// Delivery is DeliveryInOrder (default), DeliveryShuffled or DeliveryDuplicated.
 	Delivery string
 	// HTTPClient posts webhooks (default: a client with the 60 s Dataverse timeout).
@@ -560,16 +563,48 @@ func (s *Server) update(m *entityMeta, id string, attrs map[string]any, user str
 	s.noteExtra(m, sent)
 	s.putRow(m.logical, id, row)
 	if !m.system {
-		changed := make([]string, 0, len(sent))
-		for k := range sent {
-			changed = append(changed, k)
-		}
-		s.fire(&change{m: m, id: id, message: "Update", target: target, pre: old, post: row, user: user, parent: parent, changedCols: changed})
+		s.fireUpdate(m, id, target, sent, old, row, user, parent)
 	}
 	if m.logical == "connection" {
 		s.mirrorConnection(id, sent, user)
 	}
 	return nil
+}
+
+// fireUpdate fires the Update steps of a change. With SplitStateUpdates a
+// write that sets the state along with other columns fires twice, as the
+// platform splits it (special-update-operation-behavior.md): once for the
+// other columns, once for the state, whose parent context is SetState.
+func (s *Server) fireUpdate(m *entityMeta, id string, target, sent, old, row map[string]any, user string, parent *parentCtx) {
+	_, hasState := sent["statecode"]
+	if s.opts.SplitStateUpdates && hasState && len(sent) > 2 && parent == nil {
+		other, state := map[string]any{}, map[string]any{}
+		var otherCols, stateCols []string
+		for k, v := range target {
+			switch k {
+			case "statecode", "statuscode":
+				state[k] = v
+				stateCols = append(stateCols, k)
+			case "modifiedon", "modifiedby", "modifiedonbehalfby":
+				other[k], state[k] = v, v
+			default:
+				other[k] = v
+				if _, ok := sent[k]; ok {
+					otherCols = append(otherCols, k)
+				}
+			}
+		}
+		s.fire(&change{m: m, id: id, message: "Update", target: other, pre: old, post: row, user: user, changedCols: otherCols})
+		input := []jfield{{"EntityMoniker", s.wcfRef(Ref{m.logical, id}, false)}, {"State", s.wcfValue(row["statecode"], false)}, {"Status", s.wcfValue(row["statuscode"], false)}}
+		s.fire(&change{m: m, id: id, message: "Update", target: state, pre: old, post: row, user: user, changedCols: stateCols,
+			parent: &parentCtx{message: "SetState", entity: m.logical, id: id, input: input}})
+		return
+	}
+	changed := make([]string, 0, len(sent))
+	for k := range sent {
+		changed = append(changed, k)
+	}
+	s.fire(&change{m: m, id: id, message: "Update", target: target, pre: old, post: row, user: user, parent: parent, changedCols: changed})
 }
 
 // mirrorConnection keeps the reciprocal row of a connection in step.
