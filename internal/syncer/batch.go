@@ -22,6 +22,10 @@ import (
 // about it is stale (Dataverse never reuses a GUID).
 const tombstone = int64(math.MaxInt64)
 
+// propRescheduled counts re-sends that did not count as an attempt
+// (record locked by another worker, Marketo paused).
+const propRescheduled = "msisync-rescheduled"
+
 // metaLookupField remembers whether Sync Leads accepts lookupField=externalPersonId.
 const metaLookupField = "marketo.leads.lookupExternalPersonId"
 
@@ -1309,14 +1313,18 @@ func (b *batch) settle(ctx context.Context) error {
 func (b *batch) resendMessage(m *msg, f *failure) queue.Message {
 	now := b.s.clk.Now()
 	attempt, delay := m.attempt, f.delay
+	props := maps.Clone(m.d.Properties)
+	if props == nil {
+		props = map[string]string{}
+	}
+	resched, _ := strconv.Atoi(props[propRescheduled])
 	if f.act == actRequeue {
 		delay = b.s.cfg.RequeueBase << min(m.attempt, 20)
 		delay = min(delay, b.s.cfg.RequeueMax)
 		attempt++
-	}
-	props := maps.Clone(m.d.Properties)
-	if props == nil {
-		props = map[string]string{}
+	} else {
+		resched++
+		props[propRescheduled] = strconv.Itoa(resched)
 	}
 	props[queue.PropAttempt] = strconv.Itoa(attempt)
 	if f.act == actRequeue && props[queue.PropFirstFailedAt] == "" {
@@ -1327,8 +1335,10 @@ func (b *batch) resendMessage(m *msg, f *failure) queue.Message {
 	}
 	base, _, _ := strings.Cut(m.d.ID, "~")
 	return queue.Message{
-		// A new id, or duplicate detection would drop the re-send.
-		ID:          fmt.Sprintf("%s~%d.%d", base, attempt, now.UnixNano()),
+		// A new id per attempt (or duplicate detection would drop it), but a
+		// deterministic one: if this delivery is handled twice (lock lost),
+		// the second re-send is a duplicate and is dropped.
+		ID:          fmt.Sprintf("%s~%d.%d", base, attempt, resched),
 		Body:        m.d.Body,
 		Properties:  props,
 		ScheduledAt: now.Add(delay),

@@ -392,7 +392,7 @@ func TestChaos(t *testing.T) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	dir := t.TempDir()
-	sq, err := sqlitequeue.Open(ctx, filepath.Join(dir, "queue.db"), sqlitequeue.Options{LockDuration: 2 * time.Second, MaxDeliveryCount: 100, PollInterval: 10 * time.Millisecond})
+	sq, err := sqlitequeue.Open(ctx, filepath.Join(dir, "queue.db"), sqlitequeue.Options{LockDuration: 5 * time.Second, MaxDeliveryCount: 100, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -440,7 +440,7 @@ func TestChaos(t *testing.T) {
 
 	newWorker := func(n int) *syncer.Syncer {
 		s, err := syncer.New(syncer.Config{Queue: q, Store: st, Marketo: mk, DefaultSalesPersonID: h.users[0], WorkerID: fmt.Sprintf("worker-%d", n),
-			IdleWait: 50 * time.Millisecond, BatchWait: 20 * time.Millisecond, MaxAttempts: 10, RequeueBase: 100 * time.Millisecond, RequeueMax: 2 * time.Second,
+			IdleWait: 50 * time.Millisecond, BatchWait: 20 * time.Millisecond, MaxAttempts: 8, RequeueBase: 50 * time.Millisecond, RequeueMax: 500 * time.Millisecond,
 			LockedDelay: 200 * time.Millisecond, RecordLockTTL: 3 * time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -530,6 +530,9 @@ func TestChaos(t *testing.T) {
 	got := map[string][2]string{}
 	for _, d := range dead {
 		base, _, _ := strings.Cut(d.MessageID, "~")
+		if prev, dup := got[base]; dup {
+			t.Errorf("event %s dead-lettered twice: %q and %q", base, prev, [2]string{d.Reason, d.Description})
+		}
 		got[base] = [2]string{d.Reason, d.Description}
 	}
 	for id, want := range h.invalid {
