@@ -260,6 +260,11 @@ func ListenAndServe(ctx context.Context, addr string, o Options, log *slog.Logge
 	if o.Logger == nil {
 		o.Logger = log
 	}
+	switch o.Delivery {
+	case "", DeliveryInOrder, DeliveryShuffled, DeliveryDuplicated:
+	default:
+		return fmt.Errorf("dataversesim: delivery %q is not %s, %s or %s", o.Delivery, DeliveryInOrder, DeliveryShuffled, DeliveryDuplicated)
+	}
 	s := New(o)
 	if o.Seed != (SeedOptions{}) {
 		res, err := s.Seed(o.Seed)

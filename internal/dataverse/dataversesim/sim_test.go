@@ -438,3 +438,23 @@ func TestJSONStringsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestListenAndServe(t *testing.T) {
+	if err := dataversesim.ListenAndServe(context.Background(), "127.0.0.1:0", dataversesim.Options{Delivery: "sometimes"}, nil); err == nil {
+		t.Error("bad delivery mode accepted")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- dataversesim.ListenAndServe(ctx, "127.0.0.1:0", dataversesim.Options{Seed: dataversesim.SeedOptions{Accounts: 3}}, nil)
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("ListenAndServe after cancel: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ListenAndServe did not return after cancel")
+	}
+}
