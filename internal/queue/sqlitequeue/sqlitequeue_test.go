@@ -428,3 +428,23 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		t.Fatalf("received %d, %v; want %d", len(ds), err, senders)
 	}
 }
+
+// TestIdleReceiveDoesNotWrite: waiting on an empty queue polls with reads
+// only, so idle receivers never take the write lock from other processes.
+func TestIdleReceiveDoesNotWrite(t *testing.T) {
+	fake := clock.NewFake(start)
+	q := openTest(t, filepath.Join(t.TempDir(), "q.db"), Options{Clock: fake, PollInterval: time.Millisecond})
+	ctx := t.Context()
+	// A scheduled message is in the table but not due: still nothing to claim.
+	if err := q.Send(ctx, queue.Message{ID: "later", ScheduledAt: start.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	before := q.commits.Load()
+	ds, err := q.Receive(ctx, 10, 50*time.Millisecond)
+	if err != nil || len(ds) != 0 {
+		t.Fatalf("Receive = %d, %v; want nothing", len(ds), err)
+	}
+	if c := q.commits.Load() - before; c != 0 {
+		t.Errorf("an idle Receive committed %d transactions, want 0", c)
+	}
+}
