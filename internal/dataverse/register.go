@@ -509,6 +509,7 @@ type Failure struct {
 
 // Status is what is registered under a name. Endpoint is nil when nothing is.
 type Status struct {
+	Name     string
 	Endpoint *Endpoint
 	Steps    []StepStatus
 	Failures []Failure // most recent first, at most 50
@@ -520,7 +521,7 @@ func (c *Client) Status(ctx context.Context, name string) (Status, error) {
 	if name == "" {
 		name = DefaultName
 	}
-	var st Status
+	st := Status{Name: name}
 	ep, err := c.findEndpoint(ctx, name)
 	if err != nil || ep == nil {
 		return st, err
@@ -568,6 +569,56 @@ func (c *Client) Status(ctx context.Context, name string) (Status, error) {
 		st.Failures = st.Failures[:50]
 	}
 	return st, nil
+}
+
+var authTypeNames = map[int]string{4: AuthWebhookKey, 5: AuthHTTPHeader, 6: "HttpQueryString"}
+
+var imageTypeNames = map[int]string{0: "pre", 1: "post", 2: "pre+post"}
+
+// String renders the status for people.
+func (s Status) String() string {
+	var b strings.Builder
+	if s.Endpoint == nil {
+		fmt.Fprintf(&b, "no webhook named %q is registered\n", s.Name)
+		return b.String()
+	}
+	at := authTypeNames[s.Endpoint.AuthType]
+	if at == "" {
+		at = fmt.Sprintf("authtype %d", s.Endpoint.AuthType)
+	}
+	fmt.Fprintf(&b, "webhook %s (%s)\n  url  %s\n  auth %s\n", s.Endpoint.Name, s.Endpoint.ID, s.Endpoint.URL, at)
+	fmt.Fprintf(&b, "steps (%d):\n", len(s.Steps))
+	for _, st := range s.Steps {
+		state := "enabled"
+		if !st.Enabled {
+			state = "DISABLED"
+		}
+		mode := "async"
+		if st.Mode == 0 {
+			mode = "SYNC"
+		}
+		fmt.Fprintf(&b, "  %-40s %s, %s, stage %d", st.Name, state, mode, st.Stage)
+		if st.FilteringAttributes != "" {
+			fmt.Fprintf(&b, ", filtering %s", st.FilteringAttributes)
+		}
+		for _, img := range st.Images {
+			fmt.Fprintf(&b, "; %s image %s [%s]", imageTypeNames[img.Type], img.Alias, img.Attributes)
+		}
+		b.WriteByte('\n')
+	}
+	if len(s.Failures) == 0 {
+		b.WriteString("no failed system jobs\n")
+		return b.String()
+	}
+	fmt.Fprintf(&b, "failed system jobs (%d, most recent first):\n", len(s.Failures))
+	for _, f := range s.Failures {
+		msg := f.FriendlyMessage
+		if msg == "" {
+			msg = f.Message
+		}
+		fmt.Fprintf(&b, "  %s  %s  %s\n", f.CompletedOn, f.StepName, msg)
+	}
+	return b.String()
 }
 
 // ---- raw row helpers ----

@@ -215,6 +215,15 @@ func TestStatusShowsFailedDelivery(t *testing.T) {
 	if strings.Contains(st.Failures[0].Message, "secret-key") {
 		t.Error("failure message leaks the webhook key")
 	}
+	if out := st.String(); !strings.Contains(out, "msisync: Create of contact") || !strings.Contains(out, "failed system jobs (1") || !strings.Contains(out, "auth WebhookKey") {
+		t.Errorf("Status.String():\n%s", out)
+	}
+	if _, err := e.client.Unregister(ctx, "", false); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e.client.Status(ctx, ""); err != nil || st.Endpoint != nil || !strings.Contains(st.String(), "no webhook") {
+		t.Errorf("status after unregister: %v %+v", err, st)
+	}
 	if len(rcv.take()) != 1 {
 		t.Error("a 500 must not be retried")
 	}
