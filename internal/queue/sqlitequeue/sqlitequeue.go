@@ -158,6 +158,8 @@ type Queue struct {
 
 var _ queue.Queue = (*Queue)(nil)
 
+const schemaVersion = 1
+
 const schema = `
 CREATE TABLE IF NOT EXISTS messages (
 	seq            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -251,6 +253,13 @@ func initSchema(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("create schema: %w", err)
 	}
 	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this msisync supports (%d): upgrade msisync", version, schemaVersion)
+	}
 	if _, err := tx.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}

@@ -448,3 +448,18 @@ func TestIdleReceiveDoesNotWrite(t *testing.T) {
 		t.Errorf("an idle Receive committed %d transactions, want 0", c)
 	}
 }
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	q, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.db.ExecContext(t.Context(), "PRAGMA user_version = 2"); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	if _, err := Open(t.Context(), path, Options{}); err == nil || !strings.Contains(err.Error(), "schema version 2") {
+		t.Fatalf("Open of a newer schema: err = %v", err)
+	}
+}
