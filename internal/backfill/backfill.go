@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/queue"
 )
@@ -32,28 +33,14 @@ const (
 	maxSeen = 2000
 )
 
-// ListOptions select and filter one list request.
-type ListOptions struct {
-	Select   []string
-	Filter   string
-	OrderBy  string
-	PageSize int
-}
-
-// Page is one page of rows and the link to the next ("" on the last page).
-type Page struct {
-	Rows      []event.Attributes
-	Formatted []map[string]string // display values (option-set labels…), aligned with Rows; may be nil
-	NextLink  string
-}
-
-// Lister reads Dataverse tables page by page. With a nextLink it fetches
-// that page (the options are then carried by the link).
+// Lister reads Dataverse tables page by page (*dataverse.Client). With a
+// nextLink it fetches that page (the link carries the query).
 type Lister interface {
-	ListPage(ctx context.Context, logicalName string, opts ListOptions, nextLink string) (Page, error)
+	ListPage(ctx context.Context, logicalName string, opts dataverse.ListOptions, nextLink string) (dataverse.Page, error)
 }
 
-// Counter may be implemented by a Lister to give the progress bar a total.
+// Counter may be implemented by a Lister (*dataverse.Client does) to give
+// the progress bar a total.
 type Counter interface {
 	Count(ctx context.Context, logicalName, filter string) (int, error)
 }
@@ -89,12 +76,12 @@ type Config struct {
 	// Columns gives the $select of an entity (the syncer's mapped columns);
 	// the id column and modifiedon are always added. nil selects all columns.
 	Columns func(entity string) []string
-	// Progress is called after each page with rows done and total (-1 when
-	// unknown).
-	Progress func(entity string, done, total int)
-	// ProgressWriter, when set, shows a progress bar (a terminal) or one
-	// line per page (anything else).
-	ProgressWriter io.Writer
+	// Progress, when set, shows a progress bar with done/total, rate and
+	// ETA (on a terminal) or one line per page (anything else).
+	Progress io.Writer
+	// OnProgress is called after each page with rows done and total (-1
+	// when unknown).
+	OnProgress func(entity string, done, total int)
 	// OrgID and OrgName are stamped on events, as webhook events carry them.
 	OrgID, OrgName string
 	Clock          clock.Clock
@@ -142,6 +129,20 @@ type Report struct {
 	Entities []EntityReport
 	Rows     int
 	Duration time.Duration
+}
+
+func (r Report) String() string {
+	var b strings.Builder
+	for _, e := range r.Entities {
+		b.WriteString(e.String())
+		b.WriteByte('\n')
+	}
+	rate := 0.0
+	if s := r.Duration.Seconds(); s > 0 {
+		rate = float64(r.Rows) / s
+	}
+	fmt.Fprintf(&b, "backfill: %d rows in %s (%.0f rows/s)", r.Rows, r.Duration.Round(time.Millisecond), rate)
+	return b.String()
 }
 
 // Checkpoint is what the store keeps per entity (JSON under
@@ -280,7 +281,7 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 		}
 	}
 
-	opts := ListOptions{PageSize: cfg.PageSize}
+	opts := dataverse.ListOptions{PageSize: cfg.PageSize}
 	if !pass.From.IsZero() {
 		opts.Filter = "modifiedon ge " + pass.From.UTC().Format(time.RFC3339)
 	}
@@ -383,14 +384,14 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 }
 
 type fetched struct {
-	page      Page
+	page      dataverse.Page
 	err       error
 	restarted bool // the saved link was refused and the pass started over
 }
 
 // prefetch lists pages one ahead of the consumer. stop cancels it and
 // waits for it to end, so no request outlives the run.
-func prefetch(ctx context.Context, cfg *Config, entity string, opts ListOptions, next string, resumed bool) (<-chan fetched, func()) {
+func prefetch(ctx context.Context, cfg *Config, entity string, opts dataverse.ListOptions, next string, resumed bool) (<-chan fetched, func()) {
 	fctx, cancel := context.WithCancel(ctx)
 	out := make(chan fetched, 1)
 	done := make(chan struct{})

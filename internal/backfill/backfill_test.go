@@ -65,7 +65,7 @@ func TestEntitiesInDependencyOrderPagedWithEventShape(t *testing.T) {
 	cfg := baseConfig(l, s, m)
 	cfg.Entities = []string{"connection", "Lead", "account", "systemuser", "opportunity", "contact", "lead"}
 	var progress []string
-	cfg.Progress = func(entity string, done, total int) {
+	cfg.OnProgress = func(entity string, done, total int) {
 		progress = append(progress, fmt.Sprintf("%s %d/%d", entity, done, total))
 	}
 
@@ -187,7 +187,7 @@ func TestCancelledHalfWayResumes(t *testing.T) {
 	cfg := baseConfig(l, s, m)
 	cfg.Entities = []string{"lead"}
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg.Progress = func(_ string, done, _ int) {
+	cfg.OnProgress = func(_ string, done, _ int) {
 		if done >= 9 {
 			cancel() // killed after page 3
 		}
@@ -198,7 +198,7 @@ func TestCancelledHalfWayResumes(t *testing.T) {
 	if s.unique != 9 {
 		t.Fatalf("sent %d before the kill, want 9", s.unique)
 	}
-	cfg.Progress = nil
+	cfg.OnProgress = nil
 	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -344,7 +344,7 @@ func TestProgressLinesWhenNotATerminal(t *testing.T) {
 	cfg.Clock = fc
 	cfg.Entities = []string{"systemuser"}
 	var buf bytes.Buffer
-	cfg.ProgressWriter = &buf
+	cfg.Progress = &buf
 	cfg.Sender = senderFunc(func(ctx context.Context, msgs ...queue.Message) error {
 		fc.Advance(time.Second) // each page takes a second
 		return s.Send(ctx, msgs...)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/queue"
 )
@@ -28,7 +29,7 @@ type fakeLister struct {
 
 type listCall struct {
 	Entity string
-	Opts   ListOptions
+	Opts   dataverse.ListOptions
 	Next   string
 }
 
@@ -75,22 +76,22 @@ func (l *fakeLister) matching(entity, filter string) ([]event.Attributes, error)
 	return out, nil
 }
 
-func (l *fakeLister) ListPage(ctx context.Context, entity string, opts ListOptions, next string) (Page, error) {
+func (l *fakeLister) ListPage(ctx context.Context, entity string, opts dataverse.ListOptions, next string) (dataverse.Page, error) {
 	if err := ctx.Err(); err != nil {
-		return Page{}, err
+		return dataverse.Page{}, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls = append(l.calls, listCall{entity, opts, next})
 	if l.failLink != "" && next != "" && strings.Contains(next, l.failLink) {
 		l.failLink = "" // once: as a link from an older deployment would be
-		return Page{}, errors.New("400 invalid $skiptoken")
+		return dataverse.Page{}, errors.New("400 invalid $skiptoken")
 	}
 	filter, offset, size := opts.Filter, 0, opts.PageSize
 	if next != "" {
 		u, err := url.Parse(next)
 		if err != nil {
-			return Page{}, err
+			return dataverse.Page{}, err
 		}
 		q := u.Query()
 		filter = q.Get("filter")
@@ -99,10 +100,10 @@ func (l *fakeLister) ListPage(ctx context.Context, entity string, opts ListOptio
 	}
 	rows, err := l.matching(entity, filter)
 	if err != nil {
-		return Page{}, err
+		return dataverse.Page{}, err
 	}
 	end := min(offset+size, len(rows))
-	p := Page{}
+	p := dataverse.Page{}
 	for _, r := range rows[offset:end] {
 		sel := event.Attributes{}
 		for k, v := range r {

@@ -23,7 +23,7 @@ type progress struct {
 
 func newProgress(cfg *Config, entity string, total, done int) *progress {
 	p := &progress{cfg: cfg, entity: entity, total: total, start: cfg.Clock.Now(), first: done}
-	if f, ok := cfg.ProgressWriter.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if f, ok := cfg.Progress.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p.bar = progressbar.NewOptions(total,
 			progressbar.OptionSetWriter(f),
 			progressbar.OptionSetDescription(entity),
@@ -41,14 +41,14 @@ func newProgress(cfg *Config, entity string, total, done int) *progress {
 }
 
 func (p *progress) add(n, done int) {
-	if p.cfg.Progress != nil {
-		p.cfg.Progress(p.entity, done, p.total)
+	if p.cfg.OnProgress != nil {
+		p.cfg.OnProgress(p.entity, done, p.total)
 	}
 	if p.bar != nil {
 		_ = p.bar.Add(n)
 		return
 	}
-	if p.cfg.ProgressWriter == nil {
+	if p.cfg.Progress == nil {
 		return
 	}
 	line := fmt.Sprintf("backfill %s: %d", p.entity, done)
@@ -63,7 +63,7 @@ func (p *progress) add(n, done int) {
 			line += fmt.Sprintf(", ETA %s", time.Duration(float64(p.total-done)/rate*float64(time.Second)).Round(time.Second))
 		}
 	}
-	fmt.Fprintln(p.cfg.ProgressWriter, line)
+	fmt.Fprintln(p.cfg.Progress, line)
 }
 
 // finish completes the bar, or leaves it where it stopped when the pass

@@ -109,11 +109,11 @@ func TestSimulatorBackfillKilledHalfWayAndResumed(t *testing.T) {
 	// Page 100, sends of 40: the failing send (the 7th: users 1, accounts 1, contact page 1 three, page 2 the second) is mid-page, so the
 	// resumed run re-sends part of a page that the queue already holds.
 	sender := &failingSender{Sender: q, failAt: 7}
-	cfg := Config{Dataverse: DataverseLister(e.client), Sender: sender, Store: st, PageSize: 100, SendBatch: 40,
+	cfg := Config{Dataverse: e.client, Sender: sender, Store: st, PageSize: 100, SendBatch: 40,
 		Columns: func(ent string) []string { return columns[ent] }, Clock: e.clk, Logger: quiet(),
 		OrgID: e.sim.OrgID(), OrgName: e.sim.OrgName()}
 	var totals = map[string]int{}
-	cfg.Progress = func(ent string, done, tot int) { totals[ent] = tot }
+	cfg.OnProgress = func(ent string, done, tot int) { totals[ent] = tot }
 
 	rep1, err := Run(ctx, cfg)
 	if err == nil || !strings.Contains(err.Error(), "backfill: send 40 contact events (page 2)") {
@@ -221,7 +221,7 @@ func BenchmarkSimulatorBackfill50k(b *testing.B) {
 	rows, start := 0, time.Now()
 	var s discardSender
 	for i := 0; i < b.N; i++ {
-		rep, err := Run(context.Background(), Config{Dataverse: DataverseLister(e.client), Sender: &s, Store: newMemMeta(),
+		rep, err := Run(context.Background(), Config{Dataverse: e.client, Sender: &s, Store: newMemMeta(),
 			Entities: []string{"contact"}, PageSize: 5000, Columns: func(string) []string { return cols }, Logger: quiet()})
 		if err != nil || rep.Rows != 50000 {
 			b.Fatalf("rows %d, err %v", rep.Rows, err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/dataverse"
+	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -135,10 +137,13 @@ func (m *fakeMarketo) set(id string, fields map[string]any) {
 	}
 }
 
-func (m *fakeMarketo) QueryLeads(_ context.Context, filterType string, values, fields []string) ([]map[string]any, error) {
+func (m *fakeMarketo) Query(_ context.Context, obj marketo.Object, filterType string, values, fields []string) ([]marketo.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
+	if obj != marketo.Leads {
+		return nil, fmt.Errorf("fake marketo: unexpected object %q", obj)
+	}
 	m.fields = fields
 	if m.err != nil {
 		return nil, m.err
@@ -150,7 +155,7 @@ func (m *fakeMarketo) QueryLeads(_ context.Context, filterType string, values, f
 		return nil, fmt.Errorf("fake marketo: 1003 too many filterValues (%d)", len(values))
 	}
 	m.maxValues = max(m.maxValues, len(values))
-	var out []map[string]any
+	var out []marketo.Record
 	for _, v := range values {
 		l, ok := m.leads[v]
 		if !ok {
@@ -200,35 +205,52 @@ func (d *fakeDataverse) row(entity, id string) map[string]any {
 	return d.rows[entity+"/"+id]
 }
 
-func (d *fakeDataverse) UpdatePersons(_ context.Context, ups []PersonUpdate) ([]WriteResult, error) {
+func (d *fakeDataverse) Update(_ context.Context, entity, id string, fields map[string]any) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.requests++
+	if d.err != nil {
+		return d.err
+	}
+	return d.apply(dataverse.BatchOp{LogicalName: entity, ID: id, Fields: fields})
+}
+
+func (d *fakeDataverse) UpdateBatch(_ context.Context, ops []dataverse.BatchOp) ([]dataverse.BatchResult, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.requests++
 	if d.err != nil {
 		return nil, d.err
 	}
-	if len(ups) > 1000 {
-		return nil, fmt.Errorf("fake dataverse: batch of %d over 1000", len(ups))
+	if len(ops) > 1000 {
+		return nil, fmt.Errorf("fake dataverse: batch of %d over 1000", len(ops))
 	}
-	out := make([]WriteResult, len(ups))
-	for i, u := range ups {
-		d.ops++
-		key := u.Entity + "/" + u.ID
-		if st, ok := d.fail[key]; ok {
-			out[i] = WriteResult{Status: st, Err: fmt.Errorf("status %d", st)}
+	out := make([]dataverse.BatchResult, len(ops))
+	for i, op := range ops {
+		if err := d.apply(op); err != nil {
+			out[i] = dataverse.BatchResult{Status: err.(*dataverse.APIError).Status, Err: err}
 			continue
 		}
-		row, ok := d.rows[key]
-		if !ok {
-			out[i] = WriteResult{Status: 404, Err: ErrNotFound}
-			continue
-		}
-		for k, v := range u.Fields {
-			row[k] = v
-		}
-		out[i] = WriteResult{Status: 204}
+		out[i] = dataverse.BatchResult{Status: 204}
 	}
 	return out, nil
+}
+
+// apply is one PATCH with If-Match: *.
+func (d *fakeDataverse) apply(op dataverse.BatchOp) error {
+	d.ops++
+	key := op.LogicalName + "/" + op.ID
+	if st, ok := d.fail[key]; ok {
+		return &dataverse.APIError{Method: "PATCH", Path: key, Status: st}
+	}
+	row, ok := d.rows[key]
+	if !ok {
+		return &dataverse.APIError{Method: "PATCH", Path: key, Status: 404}
+	}
+	for k, v := range op.Fields {
+		row[k] = v
+	}
+	return nil
 }
 
 func (d *fakeDataverse) counts() (requests, ops int) {

@@ -16,7 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -33,37 +35,21 @@ const (
 	FilterType = "externalPersonId"
 )
 
-// LeadQuerier reads Marketo leads by filter type. One call per invocation
-// for up to 300 values (the Marketo client switches to POST ?_method=GET
-// when the URL would pass 8 KB).
+// LeadQuerier reads Marketo records by filter type (*marketo.Client). The
+// write-back makes one call per 300 persons; the client sends 300 GUIDs as
+// POST …?_method=GET since they pass the 8 KB URL limit.
 type LeadQuerier interface {
-	QueryLeads(ctx context.Context, filterType string, values, fields []string) ([]map[string]any, error)
+	Query(ctx context.Context, obj marketo.Object, filterType string, values []string, fields []string) ([]marketo.Record, error)
 }
 
-// PersonUpdate is one PATCH (update only, never create) of a lead or contact.
-type PersonUpdate struct {
-	Entity string // "lead" or "contact"
-	ID     string
-	Fields map[string]any // column → value (nil clears)
-}
-
-// WriteResult is the outcome of one PersonUpdate: Err nil on success; a 404
-// (Status 404 or an error wrapping ErrNotFound) means the row is gone.
-type WriteResult struct {
-	Status int
-	Err    error
-}
-
-// PersonWriter writes updates to Dataverse, in one $batch when there are
-// several. The returned slice has one result per update, in order; a non-nil
-// error means none was written.
+// PersonWriter updates Dataverse rows, never creating one (*dataverse.Client:
+// PATCH with If-Match: *, and $batch of ≤ 1000 operations; it retries 429s
+// honouring Retry-After). A missing row is an error wrapping
+// dataverse.ErrNotFound.
 type PersonWriter interface {
-	UpdatePersons(ctx context.Context, updates []PersonUpdate) ([]WriteResult, error)
+	Update(ctx context.Context, logicalName, id string, fields map[string]any) error
+	UpdateBatch(ctx context.Context, ops []dataverse.BatchOp) ([]dataverse.BatchResult, error)
 }
-
-// ErrNotFound is what a PersonWriter's per-update error wraps for a row that
-// does not exist in Dataverse.
-var ErrNotFound = errors.New("msi: person not found in Dataverse")
 
 // Config configures a Writer.
 type Config struct {
@@ -190,7 +176,7 @@ type change struct {
 	link   store.Link
 	id     string
 	values map[string]string // full canonical values (stored on success)
-	update PersonUpdate      // only the changed columns
+	update dataverse.BatchOp // only the changed columns
 }
 
 // RunOnce runs one cycle. It returns a Report with Skipped set, and no
@@ -287,7 +273,7 @@ func (w *Writer) compare(ctx context.Context, links []store.Link, rep *Report) (
 	}
 	rep.MarketoCalls++
 	w.metrics.marketoCalls.Inc()
-	recs, err := w.cfg.Marketo.QueryLeads(ctx, FilterType, ids, w.fields)
+	recs, err := w.cfg.Marketo.Query(ctx, marketo.Leads, FilterType, ids, w.fields)
 	if err != nil {
 		return nil, fmt.Errorf("msi: query marketo leads by %s (%d persons from %s): %w", FilterType, len(ids), ids[0], err)
 	}
@@ -336,31 +322,44 @@ func (w *Writer) compare(ctx context.Context, links []store.Link, rep *Report) (
 		}
 		rep.Changed++
 		out = append(out, change{link: l, id: id, values: values,
-			update: PersonUpdate{Entity: l.Entity, ID: id, Fields: fields}})
+			update: dataverse.BatchOp{LogicalName: l.Entity, ID: id, Fields: fields}})
 	}
 	return out, nil
 }
 
-// write sends one batch of changes and records what was written.
+// write sends one batch of changes (a single PATCH for one) and records
+// what was written.
 func (w *Writer) write(ctx context.Context, changes []change, rep *Report) error {
-	updates := make([]PersonUpdate, len(changes))
+	ops := make([]dataverse.BatchOp, len(changes))
 	for i, c := range changes {
-		updates[i] = c.update
+		ops[i] = c.update
 	}
 	rep.DataverseRequests++
-	results, err := w.cfg.Dataverse.UpdatePersons(ctx, updates)
-	if err == nil && len(results) != len(updates) {
-		err = fmt.Errorf("got %d results for %d updates", len(results), len(updates))
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("msi: write %d persons to dataverse: %w", len(updates), err)
+	var results []dataverse.BatchResult
+	var err error
+	if len(ops) == 1 {
+		err = w.cfg.Dataverse.Update(ctx, ops[0].LogicalName, ops[0].ID, ops[0].Fields)
+		results = []dataverse.BatchResult{{Status: 204, Err: err}}
+		if err != nil {
+			results[0].Status = 0
+			if dataverse.IsNotFound(err) {
+				results[0].Status, err = 404, nil
+			}
 		}
+	} else {
+		// On a failed request the client still returns one result per op
+		// (those not executed carry the request's error).
+		results, err = w.cfg.Dataverse.UpdateBatch(ctx, ops)
+	}
+	if ctx.Err() != nil && err != nil {
+		return fmt.Errorf("msi: write %d persons to dataverse: %w", len(ops), err)
+	}
+	if len(results) != len(ops) {
 		// The whole request failed (after the client's retries): try again
 		// next cycle, since nothing was stored as written.
-		rep.Failed += len(updates)
-		w.metrics.failed.Add(float64(len(updates)))
-		w.cfg.Logger.Error("msi: write persons to dataverse failed", "persons", len(updates), "first", updates[0].Entity+"/"+updates[0].ID, "err", err)
+		rep.Failed += len(ops)
+		w.metrics.failed.Add(float64(len(ops)))
+		w.cfg.Logger.Error("msi: write persons to dataverse failed", "persons", len(ops), "first", ops[0].LogicalName+"/"+ops[0].ID, "err", err)
 		return nil
 	}
 	done := make(map[string]map[string]string, len(changes))
@@ -371,7 +370,7 @@ func (w *Writer) write(ctx context.Context, changes []change, rep *Report) error
 			rep.Written++
 			w.metrics.written.Inc()
 			done[c.id] = c.values
-		case r.Status == 404 || errors.Is(r.Err, ErrNotFound):
+		case r.Status == 404 || dataverse.IsNotFound(r.Err):
 			// Remember the values anyway: the row is gone, so retrying every
 			// cycle would only repeat the 404. A later change tries again once.
 			rep.Missing++

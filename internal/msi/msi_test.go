@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/marketo"
 )
 
 func guid(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i) }
@@ -419,13 +420,13 @@ type slowQuerier struct {
 	hook  func()
 }
 
-func (s *slowQuerier) QueryLeads(ctx context.Context, ft string, v, f []string) ([]map[string]any, error) {
+func (s *slowQuerier) Query(ctx context.Context, obj marketo.Object, ft string, v, f []string) ([]marketo.Record, error) {
 	s.clock.Advance(s.step)
 	if s.hook != nil {
 		s.hook()
 		s.hook = nil
 	}
-	return s.LeadQuerier.QueryLeads(ctx, ft, v, f)
+	return s.LeadQuerier.Query(ctx, obj, ft, v, f)
 }
 
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {

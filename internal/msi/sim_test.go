@@ -119,7 +119,7 @@ func newSimEnv(t *testing.T, contacts, leads int, opts ...func(*dataversesim.Opt
 		t.Fatal(err)
 	}
 
-	wcfg.Store, wcfg.Marketo, wcfg.Dataverse = e.st, MarketoLeads(mc), DataversePersons(dc)
+	wcfg.Store, wcfg.Marketo, wcfg.Dataverse = e.st, mc, dc
 	e.w, err = New(wcfg)
 	if err != nil {
 		t.Fatal(err)
