@@ -147,9 +147,6 @@ func (o *RegisterOptions) normalize() error {
 	if o.URL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return fmt.Errorf("dataverse: register: --url %q must be the absolute public URL of the receiver, e.g. https://host/webhooks/dataverse", o.URL)
 	}
-	if u.Port() != "" && u.Port() != "443" && u.Port() != "80" && !isLocal(u.Hostname()) {
-		return fmt.Errorf("dataverse: register: --url %q: Dataverse webhooks allow only ports 80 and 443", o.URL)
-	}
 	if u.RawQuery != "" {
 		return fmt.Errorf("dataverse: register: --url %q must not have a query (Dataverse adds ?code= for WebhookKey)", o.URL)
 	}
@@ -190,8 +187,21 @@ func (o *RegisterOptions) normalize() error {
 
 var headerName = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
 
-func isLocal(host string) bool {
-	return host == "localhost" || host == "127.0.0.1" || host == "::1"
+// checkPort applies Dataverse's rule that webhooks use ports 80 and 443, to
+// real environments only (simulators post wherever they are told).
+func (c *Client) checkPort(raw string) error {
+	u, _ := url.Parse(raw)
+	host := strings.TrimPrefix(strings.TrimPrefix(c.origin, "https://"), "http://")
+	if h, _, ok := strings.Cut(host, ":"); ok {
+		host = h
+	}
+	if !strings.HasSuffix(host, ".dynamics.com") {
+		return nil
+	}
+	if p := u.Port(); p != "" && p != "443" && p != "80" {
+		return fmt.Errorf("dataverse: register: --url %q: Dataverse webhooks allow only ports 80 and 443", raw)
+	}
+	return nil
 }
 
 func (o RegisterOptions) authValue() (int, string) {
@@ -217,6 +227,9 @@ func (o RegisterOptions) authValue() (int, string) {
 // reads and returns the plan.
 func (c *Client) Register(ctx context.Context, o RegisterOptions) (Plan, error) {
 	if err := o.normalize(); err != nil {
+		return Plan{}, err
+	}
+	if err := c.checkPort(o.URL); err != nil {
 		return Plan{}, err
 	}
 	var plan Plan

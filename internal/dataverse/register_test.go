@@ -174,7 +174,6 @@ func TestRegisterRejectsBadOptions(t *testing.T) {
 	for _, o := range []dataverse.RegisterOptions{
 		{URL: "", Key: "k"},
 		{URL: "https://h.example.com/x", Key: ""},
-		{URL: "https://h.example.com:8443/x", Key: "k"},
 		{URL: "https://h.example.com/x", Key: "k", AuthType: "Basic"},
 		{URL: "https://h.example.com/x", Key: "k", AuthType: dataverse.AuthHTTPHeader, Header: "bad header"},
 		{URL: "https://h.example.com/x", Key: "k\n", AuthType: dataverse.AuthHTTPHeader},
@@ -187,6 +186,14 @@ func TestRegisterRejectsBadOptions(t *testing.T) {
 	}
 	if counts(e.sim) != [3]int{0, 0, 0} {
 		t.Errorf("bad options wrote rows: %v", counts(e.sim))
+	}
+	// Real environments take webhooks on ports 80 and 443 only.
+	real, err := dataverse.New(dataverse.Config{URL: "https://org.crm.dynamics.com", Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := real.Register(context.Background(), dataverse.RegisterOptions{URL: "https://h.example.com:8443/x", Key: "k"}); err == nil || !strings.Contains(err.Error(), "80 and 443") {
+		t.Errorf("port 8443 on a real environment: %v", err)
 	}
 }
 
