@@ -14,6 +14,7 @@ import (
 
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/syncer/mapping"
 )
 
 func guid(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i) }
@@ -465,4 +466,13 @@ func BenchmarkCycleTenThousand(b *testing.B) {
 	b.ReportMetric(float64(rep.MarketoCalls), "marketo-calls/cycle")
 	b.ReportMetric(float64(rep.Written), "persons-written/cycle")
 	b.ReportMetric(float64(rep.DataverseRequests), "dataverse-requests/cycle")
+}
+
+// The syncer's loop prevention and the webhook registration leave out the
+// write-back columns; their defaults must be the columns written here.
+func TestDefaultColumnsMatchSyncerWriteBack(t *testing.T) {
+	got := Columns(DefaultFields(""))
+	if strings.Join(got, ",") != strings.Join(mapping.DefaultWriteBack, ",") {
+		t.Fatalf("msi default columns %v differ from syncer/mapping.DefaultWriteBack %v", got, mapping.DefaultWriteBack)
+	}
 }
