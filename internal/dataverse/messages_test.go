@@ -132,7 +132,7 @@ func TestSplitStateUpdatesFireTwice(t *testing.T) {
 	}
 	first := kv(t, kv(t, calls[0].ctx["InputParameters"])["Target"].(map[string]any)["Attributes"])
 	second := kv(t, kv(t, calls[1].ctx["InputParameters"])["Target"].(map[string]any)["Attributes"])
-	if _, ok := first["statecode"]; ok || first["name"] != "B" {
+	if _, ok := first["statecode"]; ok || first["name"] != "B" || first["accountid"] != acc {
 		t.Errorf("first Update %v, want name without state", first)
 	}
 	if _, ok := second["name"]; ok || second["statecode"] == nil || calls[1].ctx["ParentContext"].(map[string]any)["MessageName"] != "SetState" {

@@ -529,6 +529,7 @@ func (s *Server) update(m *entityMeta, id string, attrs map[string]any, user str
 		row[k] = v
 	}
 	target := copyRow(sent)
+	target[m.idCol] = id // Update targets carry the primary key
 	if m.hasOwner {
 		if owner, ok := sent["ownerid"].(Ref); ok {
 			if owner.LogicalName == "systemuser" {
@@ -585,7 +586,7 @@ func (s *Server) fireUpdate(m *entityMeta, id string, target, sent, old, row map
 			case "statecode", "statuscode":
 				state[k] = v
 				stateCols = append(stateCols, k)
-			case "modifiedon", "modifiedby", "modifiedonbehalfby":
+			case "modifiedon", "modifiedby", "modifiedonbehalfby", m.idCol:
 				other[k], state[k] = v, v
 			default:
 				other[k] = v
