@@ -257,7 +257,9 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 	switch {
 	case cfg.Restart || cp == nil:
 		pass.From = cfg.Since
-	case !cp.Done && (cfg.Since.IsZero() || cfg.Since.Equal(cp.From)):
+	case !cp.Done && (cfg.Since.IsZero() || !cfg.Since.Before(cp.From)):
+		// The unfinished pass covers what is asked (a relative --since
+		// such as 720h moves a little between runs): continue it.
 		pass = *cp
 		er.Resumed = true
 	case cfg.Since.IsZero() && cp.Done:
