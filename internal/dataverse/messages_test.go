@@ -3,6 +3,7 @@ package dataverse_test
 import (
 	"context"
 	"sort"
+	"sync"
 	"testing"
 
 	"github.com/msisync/msisync/internal/dataverse"
@@ -137,5 +138,47 @@ func TestSplitStateUpdatesFireTwice(t *testing.T) {
 	}
 	if _, ok := second["name"]; ok || second["statecode"] == nil || calls[1].ctx["ParentContext"].(map[string]any)["MessageName"] != "SetState" {
 		t.Errorf("second Update %v, want the state with a SetState parent", second)
+	}
+}
+
+func TestConcurrentWritesDeliverEveryChange(t *testing.T) {
+	e := newEnv(t, dataversesim.Options{})
+	rcv := newReceiver(t)
+	ctx := context.Background()
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/w", Key: "k",
+		Steps: []dataverse.StepSpec{{Entity: "contact", Message: "Update", FilteringAttributes: []string{"jobtitle"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.sim.Seed(dataversesim.SeedOptions{Contacts: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i, id := range res.IDs["contact"] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				errs <- e.client.Update(ctx, "contact", id, map[string]any{"jobtitle": "api"})
+			} else {
+				errs <- e.sim.Update("contact", id, map[string]any{"jobtitle": "user"})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait(t, e.sim)
+	got := map[string]bool{}
+	for _, c := range rcv.take() {
+		got[c.ctx["PrimaryEntityId"].(string)] = true
+	}
+	if len(got) != 40 {
+		t.Errorf("webhooks for %d of 40 updated contacts", len(got))
 	}
 }

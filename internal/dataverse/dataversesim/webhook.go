@@ -638,6 +638,7 @@ func (s *Server) Flush(ctx context.Context) error { return s.WaitIdle(ctx) }
 func (s *Server) deliver(d *delivery) {
 	if d.failNow != "" {
 		s.stats.failed.Add(1)
+		s.log.Warn("dataversesim: webhook delivery failed", "step", d.stepName, "entity", d.entity, "id", d.recordID, "err", d.failNow)
 		s.recordJob(d, 31, d.failNow, -2147204733)
 		return
 	}
@@ -655,6 +656,7 @@ func (s *Server) deliver(d *delivery) {
 	}
 	if callErr == nil && status >= 200 && status < 300 {
 		s.stats.delivered.Add(1)
+		s.log.Debug("dataversesim: webhook delivered", "step", d.stepName, "entity", d.entity, "id", d.recordID, "status", status)
 		if !d.autoDelete {
 			s.recordJob(d, 30, "", 0)
 		}
@@ -665,6 +667,7 @@ func (s *Server) deliver(d *delivery) {
 	if callErr != nil {
 		msg = fmt.Sprintf("Webhook call to %s failed: %v", redactURL(d.url), callErr)
 	}
+	s.log.Warn("dataversesim: webhook delivery failed", "step", d.stepName, "entity", d.entity, "id", d.recordID, "err", msg)
 	s.recordJob(d, 31, msg, -2147220970)
 }
 
