@@ -799,7 +799,7 @@ func testGetDeadNotFound(s *suite) {
 
 func testReplayDead(s *suite) {
 	orig := s.id("replay")
-	props := map[string]string{queue.PropEntity: "contact", "keep": "yes"}
+	props := map[string]string{queue.PropEntity: "contact", "keep": "yes", queue.PropAttempt: "8"}
 	s.deadLetter(orig, props, "Broken", "fixed by the operator")
 	dl := s.waitDead(1)[0]
 
@@ -824,6 +824,9 @@ func testReplayDead(s *suite) {
 	checkProps(s.t, "first replay", r1.Properties, map[string]string{
 		queue.PropEntity: "contact", "keep": "yes", queue.PropOriginalID: orig, queue.PropReplayCount: "1",
 	})
+	if a, ok := r1.Properties[queue.PropAttempt]; ok {
+		s.t.Errorf("replayed copy kept requeue count %s=%q: it would be dead-lettered at its first retry", queue.PropAttempt, a)
+	}
 
 	// It fails again and is replayed again: the count rises, the original id stays.
 	if err := s.q.DeadLetter(s.ctx(), r1, "Broken", "again"); err != nil {

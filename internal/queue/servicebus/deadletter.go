@@ -236,6 +236,8 @@ func replayCopy(m *azservicebus.ReceivedMessage) *azservicebus.Message {
 	}
 	props[queue.PropOriginalID] = orig
 	props[queue.PropReplayCount] = strconv.Itoa(propInt(m.ApplicationProperties, queue.PropReplayCount) + 1)
+	// A replay is a fresh start: the requeue count starts again.
+	delete(props, queue.PropAttempt)
 	id := uuid.NewString()
 	return &azservicebus.Message{
 		MessageID:             &id,

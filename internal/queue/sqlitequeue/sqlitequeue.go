@@ -759,6 +759,10 @@ func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
 			}
 			count, _ := strconv.Atoi(props[queue.PropReplayCount])
 			props[queue.PropReplayCount] = strconv.Itoa(count + 1)
+			// A replay is a fresh start (the operator fixed the cause): the
+			// requeue count starts again, or the copy would be dead-lettered
+			// at its first transient failure.
+			delete(props, queue.PropAttempt)
 			p, err := encodeProps(props)
 			if err != nil {
 				return err
