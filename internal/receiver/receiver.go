@@ -323,6 +323,9 @@ func (s *server) observe(next http.Handler) http.Handler {
 		} else if sw.status >= 400 {
 			level = slog.LevelWarn
 		}
+		if !s.log.Enabled(r.Context(), level) {
+			return
+		}
 		s.log.Log(r.Context(), level, "request",
 			"method", r.Method, "path", r.URL.Path, "route", route, "status", sw.status,
 			"duration_ms", float64(elapsed.Microseconds())/1000,

@@ -1,9 +1,11 @@
 package receiver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strings"
@@ -70,7 +72,9 @@ func (s *server) webhook(src source) http.HandlerFunc {
 		} else {
 			e, err = remotecontext.ParseCustom(body)
 		}
-		log := s.log.With("source", src.label(), "correlation_id", firstNonEmpty(h.CorrelationID, eventCorrelation(e)))
+		// Attributes are added only when a line is written: With would
+		// pre-render them on every request, logged or not.
+		log := lazyLogger{l: s.log, attrs: []any{"source", src.label(), "correlation_id", firstNonEmpty(h.CorrelationID, eventCorrelation(e))}}
 		var se *remotecontext.SyntaxError
 		if errors.As(err, &se) {
 			s.m.event(src.label(), nil, OutcomeRejected)
@@ -112,7 +116,7 @@ func (s *server) webhook(src source) http.HandlerFunc {
 			e.OccurredAt = s.cfg.Clock.Now().UTC().Truncate(time.Millisecond)
 		}
 		reduced, err := s.enqueue(r, e)
-		log = log.With("event_id", e.ID, "entity", e.Entity, "record_id", e.RecordID, "message", e.Message)
+		log.attrs = append(log.attrs, "event_id", e.ID, "entity", e.Entity, "record_id", e.RecordID, "message", e.Message)
 		if err != nil {
 			s.m.event(src.label(), e, OutcomeFailed)
 			log.ErrorContext(ctx, "enqueue failed", "error", err)
@@ -299,4 +303,30 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// lazyLogger carries request attributes and renders them only for lines the
+// handler's level lets through.
+type lazyLogger struct {
+	l     *slog.Logger
+	attrs []any
+}
+
+func (ll lazyLogger) log(ctx context.Context, level slog.Level, msg string, args ...any) {
+	if !ll.l.Enabled(ctx, level) {
+		return
+	}
+	ll.l.Log(ctx, level, msg, append(append([]any(nil), ll.attrs...), args...)...)
+}
+
+func (ll lazyLogger) DebugContext(ctx context.Context, msg string, args ...any) {
+	ll.log(ctx, slog.LevelDebug, msg, args...)
+}
+
+func (ll lazyLogger) WarnContext(ctx context.Context, msg string, args ...any) {
+	ll.log(ctx, slog.LevelWarn, msg, args...)
+}
+
+func (ll lazyLogger) ErrorContext(ctx context.Context, msg string, args ...any) {
+	ll.log(ctx, slog.LevelError, msg, args...)
 }
