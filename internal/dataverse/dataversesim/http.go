@@ -627,8 +627,8 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, m *entityMeta
 	if err := s.validateSystem(m, attrs, nil); err != nil {
 		return err
 	}
-	id, err := s.createChecked(m, attrs, user, nil)
-	if err != nil {
+	var id string
+	if err := s.write(func() (err error) { id, err = s.createChecked(m, attrs, user, nil); return err }); err != nil {
 		return asAPIError(err)
 	}
 	return s.writeSaved(w, r, m, id, true)
@@ -663,7 +663,7 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, m *entityMet
 		if err := s.validateSystem(m, attrs, nil); err != nil {
 			return err
 		}
-		if _, err := s.createChecked(m, attrs, user, nil); err != nil {
+		if err := s.write(func() error { _, err := s.createChecked(m, attrs, user, nil); return err }); err != nil {
 			return asAPIError(err)
 		}
 		return s.writeSaved(w, r, m, id, true)
@@ -674,7 +674,7 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, m *entityMet
 	if err := s.validateSystem(m, attrs, row); err != nil {
 		return err
 	}
-	if err := s.update(m, id, attrs, user, nil); err != nil {
+	if err := s.write(func() error { return s.update(m, id, attrs, user, nil) }); err != nil {
 		return asAPIError(err)
 	}
 	return s.writeSaved(w, r, m, id, false)
@@ -691,7 +691,7 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, m *entityMe
 	if m.logical == "asyncoperation" || m.logical == "sdkmessage" || m.logical == "sdkmessagefilter" {
 		return &apiError{http.StatusForbidden, "0x80040220", "The simulator does not allow deleting " + m.logical + " rows."}
 	}
-	if err := s.remove(m, id, user, nil); err != nil {
+	if err := s.write(func() error { return s.remove(m, id, user, nil) }); err != nil {
 		return asAPIError(err)
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -43,7 +43,8 @@ func (s *Server) Create(entity string, attrs map[string]any) (string, error) {
 	if aerr := s.validateSystem(m, typed, nil); aerr != nil {
 		return "", fmt.Errorf("dataversesim: create %s: %w", entity, aerr)
 	}
-	id, err := s.createChecked(m, typed, s.opts.UserID, nil)
+	var id string
+	err = s.write(func() (err error) { id, err = s.createChecked(m, typed, s.opts.UserID, nil); return err })
 	if err != nil {
 		return "", fmt.Errorf("dataversesim: create %s: %w", entity, err)
 	}
@@ -58,7 +59,7 @@ func (s *Server) Update(entity, id string, attrs map[string]any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.update(m, normID(id), typed, s.opts.UserID, nil); err != nil {
+	if err := s.write(func() error { return s.update(m, normID(id), typed, s.opts.UserID, nil) }); err != nil {
 		return fmt.Errorf("dataversesim: update %s %s: %w", entity, id, err)
 	}
 	return nil
@@ -72,7 +73,7 @@ func (s *Server) Delete(entity, id string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.remove(m, normID(id), s.opts.UserID, nil); err != nil {
+	if err := s.write(func() error { return s.remove(m, normID(id), s.opts.UserID, nil) }); err != nil {
 		return fmt.Errorf("dataversesim: delete %s %s: %w", entity, id, err)
 	}
 	return nil
@@ -95,10 +96,16 @@ func (s *Server) Assign(entity, id, ownerID string) error {
 	owner := Ref{"systemuser", ownerID}
 	input := []jfield{{"Target", s.wcfRef(Ref{entity, id}, false)}, {"Assignee", s.wcfRef(owner, false)}}
 	parent := &parentCtx{message: "Assign", entity: entity, id: id, input: input}
-	if err := s.update(m, id, map[string]any{"ownerid": owner}, s.opts.UserID, parent); err != nil {
+	err := s.write(func() error {
+		if err := s.update(m, id, map[string]any{"ownerid": owner}, s.opts.UserID, parent); err != nil {
+			return err
+		}
+		s.fire(&change{m: m, id: id, message: "Assign", pre: pre, post: s.tables[entity][id], user: s.opts.UserID, input: input})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("dataversesim: assign %s %s: %w", entity, id, err)
 	}
-	s.fire(&change{m: m, id: id, message: "Assign", pre: pre, post: s.tables[entity][id], user: s.opts.UserID, input: input})
 	return nil
 }
 
@@ -119,10 +126,16 @@ func (s *Server) SetState(entity, id string, state, status int) error {
 	input := []jfield{{"EntityMoniker", s.wcfRef(Ref{entity, id}, false)},
 		{"State", s.wcfValue(OptionValue(state), false)}, {"Status", s.wcfValue(OptionValue(status), false)}}
 	parent := &parentCtx{message: "SetState", entity: entity, id: id, input: input}
-	if err := s.update(m, id, map[string]any{"statecode": OptionValue(state), "statuscode": OptionValue(status)}, s.opts.UserID, parent); err != nil {
+	err := s.write(func() error {
+		if err := s.update(m, id, map[string]any{"statecode": OptionValue(state), "statuscode": OptionValue(status)}, s.opts.UserID, parent); err != nil {
+			return err
+		}
+		s.fire(&change{m: m, id: id, message: "SetState", pre: pre, post: s.tables[entity][id], user: s.opts.UserID, input: input})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("dataversesim: setstate %s %s: %w", entity, id, err)
 	}
-	s.fire(&change{m: m, id: id, message: "SetState", pre: pre, post: s.tables[entity][id], user: s.opts.UserID, input: input})
 	return nil
 }
 
@@ -130,9 +143,19 @@ func (s *Server) SetState(entity, id string, state, status int) error {
 // (Create events whose parent context is QualifyLead), then marks the lead
 // Qualified.
 func (s *Server) QualifyLead(leadID string) (accountID, contactID, oppID string, err error) {
-	leadID = normID(leadID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	err = s.write(func() (err error) {
+		accountID, contactID, oppID, err = s.qualifyLead(normID(leadID))
+		return err
+	})
+	if err != nil {
+		return "", "", "", err
+	}
+	return accountID, contactID, oppID, nil
+}
+
+func (s *Server) qualifyLead(leadID string) (accountID, contactID, oppID string, err error) {
 	lead, ok := s.tables["lead"][leadID]
 	if !ok {
 		return "", "", "", fmt.Errorf("dataversesim: qualify lead %s: %w", leadID, errNotFound("lead", leadID))
@@ -213,7 +236,8 @@ func (s *Server) Connect(oppID, contactID, roleName string) (string, error) {
 	if err := s.checkRefs(entities["connection"], attrs); err != nil {
 		return "", fmt.Errorf("dataversesim: connect opportunity %s to contact %s: %w", oppID, contactID, err)
 	}
-	id, err := s.createConnection(attrs, s.opts.UserID, nil)
+	var id string
+	err := s.write(func() (err error) { id, err = s.createConnection(attrs, s.opts.UserID, nil); return err })
 	if err != nil {
 		return "", fmt.Errorf("dataversesim: connect opportunity %s to contact %s: %w", oppID, contactID, err)
 	}

@@ -82,6 +82,8 @@ type Server struct {
 	mute    int // >0: changes fire no webhooks
 	undo    []func()
 	txQueue []*delivery
+	// syncPending are synchronous step calls of the current write.
+	syncPending []*delivery
 
 	buID, currencyID string
 

@@ -404,13 +404,18 @@ func TestDeliveryModes(t *testing.T) {
 // registerStep registers a WebhookKey endpoint and one async step directly.
 func registerStep(t *testing.T, a *api, url, message, entity string) {
 	t.Helper()
+	registerStepMode(t, a, url, message, entity, 1, 40)
+}
+
+func registerStepMode(t *testing.T, a *api, url, message, entity string, mode, stage int) {
+	t.Helper()
 	r := a.do("POST", "serviceendpoints", map[string]any{"name": "t", "contract": 8, "authtype": 4, "url": url, "authvalue": "k"}, "Prefer", "return=representation")
 	ep := r.json(t)["serviceendpointid"].(string)
 	r = a.do("GET", "sdkmessages?$select=sdkmessageid&$filter=name%20eq%20'"+message+"'", nil)
 	msg := r.json(t)["value"].([]any)[0].(map[string]any)["sdkmessageid"].(string)
 	r = a.do("GET", "sdkmessagefilters?$select=sdkmessagefilterid&$filter=_sdkmessageid_value%20eq%20"+msg+"%20and%20primaryobjecttypecode%20eq%20'"+entity+"'", nil)
 	flt := r.json(t)["value"].([]any)[0].(map[string]any)["sdkmessagefilterid"].(string)
-	expect(t, "step", a.do("POST", "sdkmessageprocessingsteps", map[string]any{"name": "s", "mode": 1, "stage": 40,
+	expect(t, "step", a.do("POST", "sdkmessageprocessingsteps", map[string]any{"name": "s", "mode": mode, "stage": stage,
 		"eventhandler_serviceendpoint@odata.bind": "/serviceendpoints(" + ep + ")", "sdkmessageid@odata.bind": "/sdkmessages(" + msg + ")",
 		"sdkmessagefilterid@odata.bind": "/sdkmessagefilters(" + flt + ")"}), 204)
 }
@@ -456,5 +461,49 @@ func TestListenAndServe(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("ListenAndServe did not return after cancel")
+	}
+}
+
+func TestSyncStepFailureFailsTheWrite(t *testing.T) {
+	var mu sync.Mutex
+	code := 500
+	var bodies []map[string]any
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]any
+		json.NewDecoder(r.Body).Decode(&m)
+		mu.Lock()
+		bodies = append(bodies, m)
+		c := code
+		mu.Unlock()
+		w.WriteHeader(c)
+	}))
+	defer rcv.Close()
+	a := newAPI(t, dataversesim.Options{})
+	registerStepMode(t, a, rcv.URL, "Create", "account", 0, 20)
+	before := a.sim.Count("account")
+	r := a.do("POST", "accounts", map[string]any{"name": "Rejected"})
+	expect(t, "create with a failing sync step", r, 400)
+	if a.sim.Count("account") != before {
+		t.Error("the failed write was not rolled back")
+	}
+	if _, err := a.sim.Create("account", map[string]any{"name": "Rejected too"}); err == nil {
+		t.Error("Go Create succeeded although the sync step failed")
+	}
+	mu.Lock()
+	code = 200
+	mu.Unlock()
+	expect(t, "create with a passing sync step", a.do("POST", "accounts", map[string]any{"name": "Accepted"}), 204)
+	// Delivered before the response: no WaitIdle needed.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 3 || a.sim.Count("account") != before+1 {
+		t.Fatalf("%d sync calls, %d accounts", len(bodies), a.sim.Count("account")-before)
+	}
+	m := bodies[2]
+	if m["Mode"] != 0.0 || m["IsInTransaction"] != true || m["RequestId"] == nil {
+		t.Errorf("sync context: Mode %v IsInTransaction %v RequestId %v", m["Mode"], m["IsInTransaction"], m["RequestId"])
+	}
+	if post, _ := m["PostEntityImages"].([]any); len(post) != 0 {
+		t.Errorf("sync step got images %v", post)
 	}
 }

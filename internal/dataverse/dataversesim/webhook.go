@@ -377,13 +377,92 @@ func (s *Server) fire(ch *change) {
 				continue
 			}
 		}
-		ds = append(ds, s.buildDelivery(st, ch, corr))
+		d := s.buildDelivery(st, ch, corr)
+		if st.mode == 0 {
+			// Synchronous: delivered before the write completes (see write).
+			s.syncPending = append(s.syncPending, d)
+			continue
+		}
+		ds = append(ds, d)
 	}
 	if s.inTx {
 		s.txQueue = append(s.txQueue, ds...)
 		return
 	}
 	s.dq.push(s, ds)
+}
+
+// hasSyncSteps reports whether an enabled synchronous webhook step exists.
+func (s *Server) hasSyncSteps() bool {
+	for _, st := range s.tables["sdkmessageprocessingstep"] {
+		mode, _ := st["mode"].(OptionValue)
+		state, _ := st["statecode"].(OptionValue)
+		eh, _ := st["eventhandler"].(Ref)
+		if mode == 0 && state == 0 && eh.LogicalName == "serviceendpoint" {
+			return true
+		}
+	}
+	return false
+}
+
+// write runs a change as one transaction: synchronous steps are called
+// before it completes, and a failed call fails and rolls back the change,
+// as in Dataverse. Callers hold s.mu.
+func (s *Server) write(f func() error) error {
+	if s.inTx { // in a change set, which rolls back as a whole on error
+		if err := f(); err != nil {
+			s.syncPending = nil
+			return err
+		}
+		return s.runSync()
+	}
+	if !s.hasSyncSteps() {
+		return f()
+	}
+	s.begin()
+	err := f()
+	if err == nil {
+		err = s.runSync()
+	}
+	s.syncPending = nil
+	if err != nil {
+		s.rollback()
+		return err
+	}
+	s.commit()
+	return nil
+}
+
+// runSync delivers the pending synchronous calls, holding the lock as the
+// platform holds its transaction open.
+func (s *Server) runSync() error {
+	pending := s.syncPending
+	s.syncPending = nil
+	for _, d := range pending {
+		if d.failNow != "" {
+			s.stats.failed.Add(1)
+			return &apiError{http.StatusBadRequest, "0x80050203", d.failNow}
+		}
+		status, err := 0, error(nil)
+		for attempt := 0; attempt < 2; attempt++ {
+			s.stats.attempts.Add(1)
+			status, err = s.post(d)
+			if err != nil || (status != 502 && status != 503 && status != 504) {
+				break
+			}
+		}
+		if err == nil && status >= 200 && status < 300 {
+			s.stats.delivered.Add(1)
+			continue
+		}
+		s.stats.failed.Add(1)
+		msg := fmt.Sprintf("The synchronous webhook step %q failed: %s returned HTTP %d.", d.stepName, redactURL(d.url), status)
+		if err != nil {
+			msg = fmt.Sprintf("The synchronous webhook step %q failed: %v", d.stepName, err)
+		}
+		return &apiError{http.StatusBadRequest, "0x80040265", msg}
+	}
+	return nil
 }
 
 // objectModelStep is the OwningExtension of parent contexts.
