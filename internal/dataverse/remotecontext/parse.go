@@ -83,6 +83,13 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 		Source:    source,
 		Truncated: h.SizeExceeded,
 	}
+	for _, name := range []string{"MessageName", "PrimaryEntityName"} {
+		if v := root[name]; v != nil {
+			if _, isString := v.(string); !isString {
+				errs.add(name, "must be a string, got %s", jsonKind(v))
+			}
+		}
+	}
 	e.Message = strings.TrimSpace(str(root["MessageName"]))
 	if e.Message == "" {
 		e.Message = h.RequestName
@@ -163,10 +170,10 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 		parent, _ = parent["ParentContext"].(map[string]any)
 	}
 
-	e.PreImages, e.Formatted = images(root["PreEntityImages"], "PreEntityImages", &errs)
-	var postFormatted map[string]string
+	var preFormatted, postFormatted map[string]string
+	e.PreImages, preFormatted = images(root["PreEntityImages"], "PreEntityImages", &errs)
 	e.PostImages, postFormatted = images(root["PostEntityImages"], "PostEntityImages", &errs)
-	e.Formatted = mergeFormatted(e, target, postFormatted)
+	e.Formatted = mergeFormatted(e.Attributes, preFormatted, target, postFormatted)
 
 	// Version and RowVersion: the message's own entity first, then post images.
 	modified, haveModified := timeOf(e.Attributes["modifiedon"])
@@ -190,13 +197,13 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 		e.OccurredAt = modified
 	}
 
-	if e.Entity == "" {
+	if e.Entity == "" && !hasErr(errs, "PrimaryEntityName") {
 		errs.add("PrimaryEntityName", "is required")
 	}
 	if e.RecordID == "" && !hasErr(errs, "PrimaryEntityId") {
 		errs.add("PrimaryEntityId", "is required")
 	}
-	if e.Message == "" {
+	if e.Message == "" && !hasErr(errs, "MessageName") {
 		errs.add("MessageName", "is required")
 	}
 	if err := errs.err(); err != nil {
@@ -320,11 +327,13 @@ func images(v any, path string, errs *fieldErrs) (map[string]event.Attributes, m
 	return out, formatted
 }
 
-func mergeFormatted(e *event.Event, target *entity, post map[string]string) map[string]string {
-	pre := e.Formatted // images() of the pre images put them here
+// mergeFormatted combines display strings: the Target's and the post
+// images', and the pre images' only for columns the message did not change
+// (for a changed column the pre-image label is stale).
+func mergeFormatted(changed event.Attributes, pre map[string]string, target *entity, post map[string]string) map[string]string {
 	out := make(map[string]string)
 	for k, s := range pre {
-		if _, changed := e.Attributes[k]; !changed {
+		if _, isChanged := changed[k]; !isChanged {
 			out[k] = s
 		}
 	}

@@ -425,6 +425,7 @@ func TestParseErrors(t *testing.T) {
 		{name: "no message", body: `{"PrimaryEntityName":"contact","PrimaryEntityId":"c0ffee00-1234-4567-89ab-cdef01234567"}`, fields: []string{"MessageName"}},
 		{name: "no id", body: `{"MessageName":"Update","PrimaryEntityName":"contact"}`, fields: []string{"PrimaryEntityId"}},
 		{name: "nothing", body: `{}`, fields: []string{"PrimaryEntityName", "PrimaryEntityId", "MessageName"}},
+		{name: "message not a string", body: `{"MessageName":7,"PrimaryEntityName":["contact"],"PrimaryEntityId":"c0ffee00-1234-4567-89ab-cdef01234567"}`, fields: []string{"MessageName", "PrimaryEntityName"}},
 		{name: "id not a GUID", body: `{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"42"}`, fields: []string{"PrimaryEntityId"}},
 		{name: "id a number", body: `{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":42}`, fields: []string{"PrimaryEntityId"}},
 		{name: "user not a GUID", body: `{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"c0ffee00-1234-4567-89ab-cdef01234567","UserId":"bob"}`, fields: []string{"UserId"}},
