@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
@@ -57,6 +58,10 @@ type Config struct {
 	// Sleep waits between retries (default: a timer); tests pass a hook
 	// that advances a fake clock.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// AuthorityHost is the Entra ID authority (default
+	// https://login.microsoftonline.com/; sovereign clouds and the
+	// simulator's token endpoint use others).
+	AuthorityHost string
 	// Credential overrides the token source (tests).
 	Credential azcore.TokenCredential
 }
@@ -113,14 +118,16 @@ func New(cfg Config) (*Client, error) {
 		if cfg.TenantID == "" || cfg.ClientID == "" {
 			return nil, errors.New("dataverse: a client secret needs MSISYNC_DATAVERSE_TENANT_ID and MSISYNC_DATAVERSE_CLIENT_ID")
 		}
-		cred, err := azidentity.NewClientSecretCredential(cfg.TenantID, cfg.ClientID, cfg.ClientSecret, nil)
+		cred, err := azidentity.NewClientSecretCredential(cfg.TenantID, cfg.ClientID, cfg.ClientSecret,
+			&azidentity.ClientSecretCredentialOptions{ClientOptions: identityOptions(cfg), DisableInstanceDiscovery: cfg.AuthorityHost != ""})
 		if err != nil {
 			return nil, fmt.Errorf("dataverse: client secret credential for client %s: %w", cfg.ClientID, err)
 		}
 		c.cred = cred
 		c.authDesc = fmt.Sprintf("client credentials of app %s in tenant %s (MSISYNC_DATAVERSE_TENANT_ID/CLIENT_ID/CLIENT_SECRET)", cfg.ClientID, cfg.TenantID)
 	default:
-		opts := &azidentity.DefaultAzureCredentialOptions{TenantID: cfg.TenantID}
+		opts := &azidentity.DefaultAzureCredentialOptions{TenantID: cfg.TenantID, ClientOptions: identityOptions(cfg),
+			DisableInstanceDiscovery: cfg.AuthorityHost != ""}
 		cred, err := azidentity.NewDefaultAzureCredential(opts)
 		if err != nil {
 			return nil, fmt.Errorf("dataverse: no MSISYNC_DATAVERSE_TOKEN or client secret, and DefaultAzureCredential failed: %w", err)
@@ -129,6 +136,17 @@ func New(cfg Config) (*Client, error) {
 		c.authDesc = "DefaultAzureCredential (no MSISYNC_DATAVERSE_TOKEN or MSISYNC_DATAVERSE_CLIENT_SECRET set)"
 	}
 	return c, nil
+}
+
+func identityOptions(cfg Config) azcore.ClientOptions {
+	var o azcore.ClientOptions
+	if cfg.AuthorityHost != "" {
+		o.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: cfg.AuthorityHost}
+	}
+	if cfg.HTTPClient != nil {
+		o.Transport = cfg.HTTPClient
+	}
+	return o
 }
 
 // BaseURL is the Web API root the client calls.

@@ -330,3 +330,30 @@ func TestNewValidatesConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestClientCredentialsAgainstSimulatedEntraID(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC))
+	sim := dataversesim.New(dataversesim.Options{Clock: clk, TenantID: "tenant-1", ClientID: "app-1", ClientSecret: "s3cret"})
+	srv := httptest.NewTLSServer(sim)
+	defer srv.Close()
+	newClient := func(secret string) *dataverse.Client {
+		c, err := dataverse.New(dataverse.Config{URL: srv.URL, TenantID: "tenant-1", ClientID: "app-1", ClientSecret: secret,
+			AuthorityHost: srv.URL + "/", HTTPClient: srv.Client(), MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	id, _ := sim.Create("contact", map[string]any{"lastname": "Token"})
+	attrs, err := newClient("s3cret").Read(context.Background(), "contact", id, []string{"lastname"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attrs["lastname"].Text() != "Token" {
+		t.Errorf("read %v", attrs)
+	}
+	_, err = newClient("wrong-secret").Read(context.Background(), "contact", id, []string{"lastname"})
+	if err == nil || !strings.Contains(err.Error(), "app-1") || strings.Contains(err.Error(), "wrong-secret") {
+		t.Errorf("bad secret: %v; want an error naming the app and not the secret", err)
+	}
+}

@@ -80,13 +80,19 @@ const apiPrefix = "/api/data/v9.2/"
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	if !strings.HasPrefix(path, "/api/data/v9.") || len(path) < len(apiPrefix) {
+		if s.serveIdentity(w, r) {
+			return
+		}
 		writeError(w, &apiError{http.StatusNotFound, "0x80060888", "Resource not found for the segment '" + path + "'."})
 		return
 	}
 	auth := r.Header.Get("Authorization")
-	token, isBearer := strings.CutPrefix(auth, "Bearer ")
-	if !isBearer || token == "" || (s.opts.Token != "" && token != s.opts.Token) {
-		w.Header().Set("WWW-Authenticate", `Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, resource_id=https://`+s.opts.Domain+"/")
+	if ok, detail := s.authorized(r); !ok {
+		h := `Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, resource_id=https://` + s.opts.Domain + "/"
+		if detail != "" {
+			h += ", " + detail
+		}
+		w.Header().Set("WWW-Authenticate", h)
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}

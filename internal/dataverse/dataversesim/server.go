@@ -35,9 +35,16 @@ type Options struct {
 	OrgName, OrgID, Domain string
 	Clock                  clock.Clock
 	Logger                 *slog.Logger
-	// Token is the bearer the Web API accepts; empty accepts any bearer,
-	// but a missing Authorization header is always 401.
-	Token string
+	// Token is a static bearer the Web API accepts. TenantID, ClientID and
+	// ClientSecret configure the simulated Entra ID token endpoint
+	// (/{tenant}/oauth2/v2.0/token, client credentials, scope
+	// <url>/.default) whose tokens last TokenLifetime (default 1 h, on
+	// Clock) and are valid only for the host they were asked for. With
+	// neither Token nor ClientID any bearer is accepted; a missing
+	// Authorization header is always 401.
+	Token                            string
+	TenantID, ClientID, ClientSecret string
+	TokenLifetime                    time.Duration
 	// Service protection: RequestsPerWindow requests per Window per caller
 	// (default 6000 per 300 s; negative disables) and MaxConcurrent
 	// requests in flight (default 52; negative disables).
@@ -88,6 +95,7 @@ type Server struct {
 	buID, currencyID string
 
 	throttle throttle
+	tokens   tokens
 	dq       deliveryQueue
 	stats    statsCounters
 }

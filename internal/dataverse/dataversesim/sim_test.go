@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -505,5 +506,62 @@ func TestSyncStepFailureFailsTheWrite(t *testing.T) {
 	}
 	if post, _ := m["PostEntityImages"].([]any); len(post) != 0 {
 		t.Errorf("sync step got images %v", post)
+	}
+}
+
+func TestTokenEndpoint(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC))
+	sim := dataversesim.New(dataversesim.Options{Clock: clk, TenantID: "t1", ClientID: "app", ClientSecret: "sec", TokenLifetime: time.Hour})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	token := func(form url.Values) (int, map[string]any) {
+		res, err := http.PostForm(srv.URL+"/t1/oauth2/v2.0/token", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var m map[string]any
+		json.NewDecoder(res.Body).Decode(&m)
+		return res.StatusCode, m
+	}
+	good := url.Values{"grant_type": {"client_credentials"}, "client_id": {"app"}, "client_secret": {"sec"}, "scope": {srv.URL + "/.default"}}
+	bad := url.Values{"grant_type": {"client_credentials"}, "client_id": {"app"}, "client_secret": {"nope"}, "scope": {srv.URL + "/.default"}}
+	noDefault := url.Values{"grant_type": {"client_credentials"}, "client_id": {"app"}, "client_secret": {"sec"}, "scope": {srv.URL}}
+	if st, m := token(bad); st != 401 || m["error"] != "invalid_client" {
+		t.Errorf("bad secret: %d %v", st, m)
+	}
+	if st, m := token(noDefault); st != 400 || m["error"] != "invalid_scope" {
+		t.Errorf("scope without /.default: %d %v", st, m)
+	}
+	st, m := token(good)
+	if st != 200 || m["token_type"] != "Bearer" || m["expires_in"] != 3600.0 {
+		t.Fatalf("token: %d %v", st, m)
+	}
+	tok := m["access_token"].(string)
+	get := func(tok string) int {
+		req, _ := http.NewRequest("GET", srv.URL+"/api/data/v9.2/WhoAmI", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if s := get(tok); s != 200 {
+		t.Errorf("fresh token: %d", s)
+	}
+	if s := get("made-up"); s != 401 {
+		t.Errorf("unknown token: %d, want 401 once an app is configured", s)
+	}
+	clk.Advance(time.Hour)
+	if s := get(tok); s != 401 {
+		t.Errorf("expired token: %d, want 401", s)
+	}
+	// A token for another environment is refused.
+	other := url.Values{"grant_type": {"client_credentials"}, "client_id": {"app"}, "client_secret": {"sec"}, "scope": {"https://other.crm.dynamics.com/.default"}}
+	_, m = token(other)
+	if s := get(m["access_token"].(string)); s != 401 {
+		t.Errorf("token for another resource: %d, want 401", s)
 	}
 }
