@@ -507,3 +507,28 @@ func TestNewSharesMetricsOnOneRegistry(t *testing.T) {
 }
 
 var _ chi.Router = chi.NewRouter()
+
+func TestTruncatedDelivery(t *testing.T) {
+	hs := newHarness(t, nil)
+	w := hs.do(t, req{path: RouteDataverse, body: fixture(t, "contact_update_truncated.json"),
+		header: withKey(map[string]string{"x-ms-dynamics-msg-size-exceeded": "true"})})
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	sent := hs.q.messages()
+	if len(sent) != 1 {
+		t.Fatalf("sent %d", len(sent))
+	}
+	e, err := event.Decode(sent[0].Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Truncated || e.RecordID != contact || e.Entity != "contact" {
+		t.Errorf("event %+v: the worker must be told to re-read the record", e)
+	}
+	// Without the header the same body is an ordinary (sparse) Update.
+	hs.do(t, req{path: RouteDataverse, body: fixture(t, "contact_update_truncated.json"), header: withKey(nil)})
+	if e, _ := event.Decode(hs.q.messages()[1].Body); e == nil || e.Truncated {
+		t.Errorf("truncated without the header: %+v", e)
+	}
+}
