@@ -357,3 +357,62 @@ func TestClientCredentialsAgainstSimulatedEntraID(t *testing.T) {
 		t.Errorf("bad secret: %v; want an error naming the app and not the secret", err)
 	}
 }
+
+func TestChangeTracking(t *testing.T) {
+	e := newEnv(t, dataversesim.Options{})
+	res, err := e.sim.Seed(dataversesim.SeedOptions{Accounts: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	opts := dataverse.ListOptions{Select: []string{"accountid", "name"}, PageSize: 5, TrackChanges: true}
+	var delta string
+	n := 0
+	for next := ""; ; {
+		p, err := e.client.ListPage(ctx, "account", opts, next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(p.Rows)
+		if p.NextLink == "" {
+			delta = p.DeltaLink
+			break
+		}
+		if p.DeltaLink != "" {
+			t.Error("deltaLink before the last page")
+		}
+		next = p.NextLink
+	}
+	if n != 12 || delta == "" {
+		t.Fatalf("initial sync: %d rows, deltaLink %q", n, delta)
+	}
+	ids := res.IDs["account"]
+	if err := e.client.Update(ctx, "account", ids[3], map[string]any{"name": "Renamed"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sim.Delete("account", ids[5]); err != nil {
+		t.Fatal(err)
+	}
+	added, _ := e.sim.Create("account", map[string]any{"name": "New"})
+	p, err := e.client.ListPage(ctx, "account", opts, delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := map[string]string{}
+	for _, r := range p.Rows {
+		changed[r["accountid"].Text()] = r["name"].Text()
+	}
+	if len(changed) != 2 || changed[ids[3]] != "Renamed" || changed[added] != "New" {
+		t.Errorf("changed rows %v, want the renamed and the new account", changed)
+	}
+	if len(p.Deleted) != 1 || p.Deleted[0] != ids[5] {
+		t.Errorf("deleted %v, want [%s]", p.Deleted, ids[5])
+	}
+	p2, err := e.client.ListPage(ctx, "account", opts, p.DeltaLink)
+	if err != nil || len(p2.Rows)+len(p2.Deleted) != 0 {
+		t.Errorf("second delta: %v, %d rows %d deleted; want nothing new", err, len(p2.Rows), len(p2.Deleted))
+	}
+	if _, err := e.client.ListPage(ctx, "account", dataverse.ListOptions{TrackChanges: true, Filter: "statecode eq 0"}, ""); err == nil {
+		t.Error("change tracking with a filter accepted")
+	}
+}

@@ -297,6 +297,9 @@ func applied(w http.ResponseWriter, p prefs, pageSize int) {
 	if p.representation {
 		parts = append(parts, "return=representation")
 	}
+	if p.trackChanges {
+		parts = append(parts, "odata.track-changes")
+	}
 	if len(parts) > 0 {
 		w.Header().Set("Preference-Applied", strings.Join(parts, ","))
 	}
@@ -350,6 +353,17 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, m *entityMeta
 	if aerr != nil {
 		return aerr
 	}
+	p := parsePrefer(r.Header)
+	if q.Has("$deltatoken") || p.trackChanges {
+		for _, opt := range []string{"$filter", "$orderby", "$top", "$expand"} {
+			if q.Has(opt) {
+				return errBad("%s is not supported with change tracking", opt)
+			}
+		}
+	}
+	if tok := q.Get("$deltatoken"); tok != "" {
+		return s.serveDelta(w, r, m, cols, p, tok)
+	}
 	var filter cond
 	if f := q.Get("$filter"); f != "" {
 		toks, err := tokenize(f)
@@ -395,7 +409,6 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, m *entityMeta
 		}
 		top = n
 	}
-	p := parsePrefer(r.Header)
 	pageSize := 5000
 	if p.maxPageSize > 0 && p.maxPageSize < 5000 {
 		pageSize = p.maxPageSize
@@ -495,6 +508,9 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, m *entityMeta
 		body = append(body, jfield{"@odata.count", min(count, 5000)})
 	}
 	body = append(body, jfield{"value", values})
+	if p.trackChanges && !more {
+		body = append(body, jfield{"@odata.deltaLink", baseURL(r) + m.set + "?" + deltaQuery(q, s.version)})
+	}
 	if more && len(pageRows) > 0 {
 		nq := url.Values{}
 		for k, v := range q {
@@ -506,6 +522,41 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, m *entityMeta
 		body = append(body, jfield{"@odata.nextLink", baseURL(r) + m.set + "?" + nq.Encode()})
 	}
 	applied(w, p, pageSize)
+	writeJSON(w, 200, body)
+	return nil
+}
+
+func deltaQuery(q url.Values, version int64) string {
+	nq := url.Values{}
+	if sel := q.Get("$select"); sel != "" {
+		nq.Set("$select", sel)
+	}
+	nq.Set("$deltatoken", strconv.FormatInt(version, 10))
+	return nq.Encode()
+}
+
+// serveDelta answers a deltaLink: the rows changed and deleted since the
+// token's version, and the next deltaLink.
+func (s *Server) serveDelta(w http.ResponseWriter, r *http.Request, m *entityMeta, cols []string, p prefs, tok string) *apiError {
+	since, err := strconv.ParseInt(tok, 10, 64)
+	if err != nil || since < 0 || since > s.version {
+		return errBad("$deltatoken %q is not valid", tok)
+	}
+	var values []jobj
+	for _, id := range s.sortedIDs(m.logical) {
+		row := s.tables[m.logical][id]
+		if v, _ := row["versionnumber"].(int64); v > since {
+			values = append(values, s.webRow(m, row, cols, p))
+		}
+	}
+	for _, d := range s.deleted[m.logical] {
+		if d.version > since {
+			values = append(values, jobj{{"@odata.context", baseURL(r) + "$metadata#" + m.set + "/$deletedEntity"}, {"id", d.id}, {"reason", "deleted"}})
+		}
+	}
+	body := jobj{{"@odata.context", contextURL(r, m, cols, false) + "/$delta"}, {"value", append([]jobj{}, values...)},
+		{"@odata.deltaLink", baseURL(r) + m.set + "?" + deltaQuery(r.URL.Query(), s.version)}}
+	w.Header().Set("Preference-Applied", "odata.track-changes")
 	writeJSON(w, 200, body)
 	return nil
 }

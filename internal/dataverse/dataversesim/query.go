@@ -418,6 +418,7 @@ type prefs struct {
 	annotations    []string // nil: none
 	representation bool
 	continueOnErr  bool
+	trackChanges   bool
 }
 
 func parsePrefer(h http.Header) prefs {
@@ -451,6 +452,8 @@ func parsePrefer(h http.Header) prefs {
 				p.representation = v == "representation"
 			case "odata.continue-on-error":
 				p.continueOnErr = true
+			case "odata.track-changes":
+				p.trackChanges = true
 			}
 		}
 	}

@@ -84,7 +84,8 @@ type Server struct {
 	tables  map[string]map[string]map[string]any // entity → id → columns
 	extra   map[string]map[string]bool           // entity → columns not in the schema that were written
 	version int64
-	index   map[string][]string // entity → sorted ids, rebuilt lazily after inserts/deletes
+	index   map[string][]string   // entity → sorted ids, rebuilt lazily after inserts/deletes
+	deleted map[string][]deletion // entity → deleted rows, for change tracking
 	inTx    bool
 	mute    int // >0: changes fire no webhooks
 	undo    []func()
@@ -142,7 +143,8 @@ func New(o Options) *Server {
 	o.AppUserID, o.UserID, o.OrgID = normID(o.AppUserID), normID(o.UserID), normID(o.OrgID)
 	s := &Server{opts: o, clk: o.Clock, log: o.Logger, client: o.HTTPClient,
 		tables: map[string]map[string]map[string]any{}, extra: map[string]map[string]bool{}, index: map[string][]string{},
-		buID: newID(), currencyID: newID()}
+		deleted: map[string][]deletion{},
+		buID:    newID(), currencyID: newID()}
 	if s.client == nil {
 		s.client = &http.Client{Timeout: 60 * time.Second}
 	}
@@ -310,9 +312,17 @@ func (s *Server) removeRow(entity, id string) {
 	if !had {
 		return
 	}
-	s.journal(func() { t[id] = old; delete(s.index, entity) })
+	log := s.deleted[entity]
+	s.journal(func() { t[id] = old; delete(s.index, entity); s.deleted[entity] = log })
 	delete(t, id)
 	delete(s.index, entity)
+	s.deleted[entity] = append(log, deletion{id: id, version: s.nextVersion()})
+}
+
+// deletion is an entry of the change-tracking log of deleted rows.
+type deletion struct {
+	id      string
+	version int64
 }
 
 func copyRow(r map[string]any) map[string]any {
