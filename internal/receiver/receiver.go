@@ -89,6 +89,10 @@ type Config struct {
 	// Extra mounts more routes behind the admin token (full paths, e.g.
 	// "/admin/v1/…"); only called when AdminToken is set.
 	Extra func(r chi.Router)
+	// DisableWebhooks leaves out the /webhooks routes (404), for a process
+	// that only works the queue but still serves health, metrics and admin.
+	// Keys and Queue are then optional.
+	DisableWebhooks bool
 }
 
 type server struct {
@@ -102,7 +106,7 @@ type server struct {
 
 // New builds the receiver's HTTP handler.
 func New(cfg Config) (http.Handler, error) {
-	if cfg.Queue == nil {
+	if cfg.Queue == nil && !cfg.DisableWebhooks {
 		return nil, errors.New("receiver: Queue is required")
 	}
 	s := &server{cfg: cfg}
@@ -112,7 +116,7 @@ func New(cfg Config) (http.Handler, error) {
 		}
 		s.keyHashes = append(s.keyHashes, sha256.Sum256([]byte(k)))
 	}
-	if len(s.keyHashes) == 0 {
+	if len(s.keyHashes) == 0 && !cfg.DisableWebhooks {
 		return nil, errors.New("receiver: at least one webhook key is required")
 	}
 	if s.cfg.Header == "" {
@@ -173,8 +177,10 @@ func New(cfg Config) (http.Handler, error) {
 			req.Method+" is not allowed here; use "+strings.Join(allowed, " or "),
 			FieldIssue{Field: "method", Reason: "must be " + strings.Join(allowed, " or ")})
 	})
-	r.Post(RouteDataverse, s.webhook(sourceDataverse))
-	r.Post(RouteEvents, s.webhook(sourceCustom))
+	if !cfg.DisableWebhooks {
+		r.Post(RouteDataverse, s.webhook(sourceDataverse))
+		r.Post(RouteEvents, s.webhook(sourceCustom))
+	}
 	r.Get(RouteHealth, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -532,3 +532,23 @@ func TestTruncatedDelivery(t *testing.T) {
 		t.Errorf("truncated without the header: %+v", e)
 	}
 }
+
+func TestDisableWebhooks(t *testing.T) {
+	q := &recorder{}
+	h, err := New(Config{DisableWebhooks: true, AdminToken: admin, DeadLetters: &fakeDLQ{}, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatalf("New without keys and queue: %v", err)
+	}
+	hs := &harness{h: h, q: q}
+	for _, path := range []string{RouteDataverse + "?code=" + key, RouteEvents} {
+		if w := hs.do(t, req{path: path, body: read(t, exampleU), header: withKey(nil)}); w.Code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, w.Code)
+		}
+	}
+	if w := hs.do(t, req{method: "GET", path: RouteHealth}); w.Code != 200 {
+		t.Errorf("healthz %d", w.Code)
+	}
+	if w := hs.do(t, req{method: "GET", path: RouteDLQ, header: bearer(admin)}); w.Code != 200 {
+		t.Errorf("admin %d", w.Code)
+	}
+}
