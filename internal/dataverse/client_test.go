@@ -220,13 +220,14 @@ func TestUpdateBatchResultsInOrder(t *testing.T) {
 	missing := "11111111-2222-3333-4444-555555555555"
 	ops = append(ops[:700], append([]dataverse.BatchOp{{LogicalName: "contact", ID: missing, Fields: map[string]any{"jobtitle": "x"}}}, ops[700:]...)...)
 	ops = append(ops, dataverse.BatchOp{LogicalName: "lead", ID: res.IDs["lead"][0], Fields: map[string]any{"statuscode": 99}})
+	ops = append(ops, dataverse.BatchOp{LogicalName: "lead", ID: "not-a-guid", Fields: map[string]any{"subject": "x"}})
 	before := e.sim.Stats().Requests
 	results, err := e.client.UpdateBatch(context.Background(), ops)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := e.sim.Stats().Requests - before; got != 2 {
-		t.Errorf("$batch requests = %d, want 2 (1502 ops in chunks of 1000)", got)
+		t.Errorf("$batch requests = %d, want 2 (1503 ops in chunks of 1000)", got)
 	}
 	if len(results) != len(ops) {
 		t.Fatalf("%d results for %d ops", len(results), len(ops))
@@ -238,6 +239,10 @@ func TestUpdateBatchResultsInOrder(t *testing.T) {
 				t.Errorf("op %d (missing row): %+v, want 404 ErrNotFound", i, r)
 			}
 		case i == len(ops)-1:
+			if r.Err == nil || r.Status != 0 || !strings.Contains(r.Err.Error(), "not-a-guid") {
+				t.Errorf("op %d (bad id): %+v, want a local error", i, r)
+			}
+		case i == len(ops)-2:
 			if r.Err == nil || r.Status != 400 {
 				t.Errorf("op %d (bad statuscode): %+v, want 400", i, r)
 			}

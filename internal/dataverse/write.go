@@ -77,19 +77,26 @@ func (c *Client) UpdateBatch(ctx context.Context, ops []BatchOp) ([]BatchResult,
 func (c *Client) updateChunk(ctx context.Context, ops []BatchOp, results []BatchResult) error {
 	boundary := "batch_" + uuid.NewString()
 	var b bytes.Buffer
+	var sent []int // indexes of the ops in the request
 	for i, op := range ops {
 		if !event.IsGUID(op.ID) {
-			return fmt.Errorf("op %d: %s id %q is not a GUID", i, op.LogicalName, op.ID)
+			results[i].Err = fmt.Errorf("dataverse: update %s: id %q is not a GUID", op.LogicalName, op.ID)
+			continue
 		}
 		body, err := json.Marshal(op.Fields)
 		if err != nil {
-			return fmt.Errorf("op %d: encode fields of %s %s: %w", i, op.LogicalName, op.ID, err)
+			results[i].Err = fmt.Errorf("dataverse: update %s %s: encode fields: %w", op.LogicalName, op.ID, err)
+			continue
 		}
 		fmt.Fprintf(&b, "--%s\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n", boundary)
 		fmt.Fprintf(&b, "PATCH %s%s(%s) HTTP/1.1\r\nContent-Type: application/json; charset=utf-8\r\nIf-Match: *\r\n\r\n",
 			c.base, EntitySet(op.LogicalName), event.NormalizeID(op.ID))
 		b.Write(body)
 		b.WriteString("\r\n")
+		sent = append(sent, i)
+	}
+	if len(sent) == 0 {
+		return nil
 	}
 	fmt.Fprintf(&b, "--%s--\r\n", boundary)
 	resp, body, err := c.do(ctx, request{method: http.MethodPost, target: "$batch", body: b.Bytes(), idempotent: true,
@@ -101,16 +108,17 @@ func (c *Client) updateChunk(ctx context.Context, ops []BatchOp, results []Batch
 	if err != nil {
 		return fmt.Errorf("parse $batch response: %w", err)
 	}
-	for i := range ops {
-		if i >= len(statuses) {
-			results[i] = BatchResult{Err: fmt.Errorf("dataverse: update %s %s: not executed (the batch stopped early)", ops[i].LogicalName, ops[i].ID)}
+	for k, i := range sent {
+		op := ops[i]
+		if k >= len(statuses) {
+			results[i] = BatchResult{Err: fmt.Errorf("dataverse: update %s %s: not executed (the batch stopped early)", op.LogicalName, op.ID)}
 			continue
 		}
-		st := statuses[i]
+		st := statuses[k]
 		results[i].Status = st.status
 		if st.status >= 400 {
-			e := parseAPIError(http.MethodPatch, EntitySet(ops[i].LogicalName)+"("+event.NormalizeID(ops[i].ID)+")", st.status, st.body)
-			results[i].Err = fmt.Errorf("dataverse: update %s %s: %w", ops[i].LogicalName, ops[i].ID, e)
+			e := parseAPIError(http.MethodPatch, EntitySet(op.LogicalName)+"("+event.NormalizeID(op.ID)+")", st.status, st.body)
+			results[i].Err = fmt.Errorf("dataverse: update %s %s: %w", op.LogicalName, op.ID, e)
 		}
 	}
 	return nil

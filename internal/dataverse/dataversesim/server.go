@@ -363,7 +363,7 @@ var readOnly = map[string]bool{"createdon": true, "modifiedon": true, "createdby
 
 // checkRefs verifies lookups point to existing rows.
 func (s *Server) checkRefs(m *entityMeta, attrs map[string]any) error {
-	for col, v := range attrs {
+	for _, v := range attrs {
 		r, ok := v.(Ref)
 		if !ok {
 			continue
@@ -373,7 +373,6 @@ func (s *Server) checkRefs(m *entityMeta, attrs map[string]any) error {
 				return errNotFound(r.LogicalName, r.ID)
 			}
 		}
-		_ = col
 	}
 	return nil
 }
