@@ -199,11 +199,11 @@ func (b *batch) run(ctx context.Context) error {
 		return err
 	}
 	defer func() {
-		if len(b.locked) > 0 {
-			// A fresh context: unlocking must happen even when ctx ended.
-			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := b.s.cfg.Store.UnlockRecords(uctx, b.s.cfg.WorkerID, b.locked); err != nil {
+		// When the batch was cut short (shutdown, kill), a Marketo write may
+		// still be in flight: keep the record locks until their TTL so no
+		// other worker writes those records before it lands.
+		if len(b.locked) > 0 && ctx.Err() == nil {
+			if err := b.s.cfg.Store.UnlockRecords(ctx, b.s.cfg.WorkerID, b.locked); err != nil {
 				b.s.log.Warn("syncer: unlock records", "err", err)
 			}
 		}
@@ -1011,7 +1011,7 @@ func (b *batch) write(ctx context.Context) error {
 // syncObjects writes recs of one kind in calls of ≤ 300 and maps results back.
 func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req SyncRequest) error {
 	obj := objectOf[kind]
-	for chunk := range slices.Chunk(recs, 300) {
+	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
 		in := make([]Record, len(chunk))
 		for i, r := range chunk {
 			if kind == store.KindRole {

@@ -122,7 +122,7 @@ func (b *batch) syncLookup(ctx context.Context, recs []*rec, probe bool) (bool, 
 		in[i] = b.record(r)
 	}
 	b.stats.Calls[string(Leads)+" sync"]++
-	res, err := b.s.cfg.Marketo.Sync(ctx, Leads, SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId", Input: in[:min(len(in), 300)]})
+	res, err := b.s.cfg.Marketo.Sync(ctx, Leads, SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId", Input: in[:min(len(in), b.s.cfg.BatchSize)]})
 	unsupported := false
 	if err != nil {
 		if ctx.Err() != nil {
@@ -159,10 +159,10 @@ func (b *batch) syncLookup(ctx context.Context, recs []*rec, probe bool) (bool, 
 		return false, fmt.Errorf("syncer: put meta: %w", err)
 	}
 	b.s.setLeadMode(LeadLookup)
-	first := recs[:min(len(recs), 300)]
+	first := recs[:min(len(recs), b.s.cfg.BatchSize)]
 	b.applyResults(Leads, first, res)
-	if len(recs) > 300 {
-		return true, b.syncObjects(ctx, store.KindPerson, recs[300:], SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
+	if len(recs) > b.s.cfg.BatchSize {
+		return true, b.syncObjects(ctx, store.KindPerson, recs[b.s.cfg.BatchSize:], SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
 	}
 	return true, nil
 }

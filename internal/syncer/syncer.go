@@ -73,7 +73,11 @@ type Config struct {
 	ParseNative func(body []byte, props map[string]string) (*event.Event, error)
 	Mapping     *mapping.Mapping // default mapping.Default()
 
-	BatchSize   int           // messages per batch, 1..300 (default 300)
+	BatchSize int // records per Marketo call and messages per receive, 1..300 (default 300)
+	// ReceiveMax is how many messages one batch takes (default BatchSize).
+	// A mixed backlog fills Marketo calls better with more: up to
+	// BatchSize × 5 gives each object type up to BatchSize records per call.
+	ReceiveMax  int
 	BatchWait   time.Duration // how long to wait to fill a batch after the first message
 	IdleWait    time.Duration // how long one receive waits for a first message (default 1 s)
 	Concurrency int           // batches in flight in Run (default 1)
@@ -121,6 +125,9 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	if cfg.BatchSize < 1 || cfg.BatchSize > 300 {
 		return nil, fmt.Errorf("syncer: BatchSize %d out of range 1..300", cfg.BatchSize)
+	}
+	if cfg.ReceiveMax <= 0 {
+		cfg.ReceiveMax = cfg.BatchSize
 	}
 	if cfg.Mapping == nil {
 		cfg.Mapping = mapping.Default()
@@ -288,7 +295,7 @@ func (s *Syncer) ProcessBatch(ctx context.Context) (Stats, error) {
 }
 
 func (s *Syncer) receive(ctx context.Context) ([]*queue.Delivery, error) {
-	ds, err := s.cfg.Queue.Receive(ctx, s.cfg.BatchSize, s.cfg.IdleWait)
+	ds, err := s.cfg.Queue.Receive(ctx, s.cfg.ReceiveMax, s.cfg.IdleWait)
 	if err != nil {
 		return nil, fmt.Errorf("syncer: receive: %w", err)
 	}
@@ -297,12 +304,12 @@ func (s *Syncer) receive(ctx context.Context) ([]*queue.Delivery, error) {
 	}
 	// Fill the batch for a short while: fewer, fuller Marketo calls.
 	deadline := time.Now().Add(s.cfg.BatchWait)
-	for len(ds) < s.cfg.BatchSize {
+	for len(ds) < s.cfg.ReceiveMax {
 		left := time.Until(deadline)
 		if left <= 0 {
 			break
 		}
-		more, err := s.cfg.Queue.Receive(ctx, s.cfg.BatchSize-len(ds), left)
+		more, err := s.cfg.Queue.Receive(ctx, s.cfg.ReceiveMax-len(ds), left)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
