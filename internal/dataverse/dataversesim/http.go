@@ -19,10 +19,17 @@ import (
 type throttle struct {
 	mu       sync.Mutex
 	hits     map[string][]time.Time
+	exec     map[string][]execCost
 	inflight int
 }
 
-func (t *throttle) init() { t.hits = map[string][]time.Time{} }
+// execCost is the execution time a request was charged.
+type execCost struct {
+	at   time.Time
+	cost time.Duration
+}
+
+func (t *throttle) init() { t.hits = map[string][]time.Time{}; t.exec = map[string][]execCost{} }
 
 // admit counts a request; it returns the seconds to wait when over a limit.
 func (s *Server) admit(caller string) (release func(), retryAfter int, code, msg string) {
@@ -47,10 +54,41 @@ func (s *Server) admit(caller string) (release func(), retryAfter int, code, msg
 		}
 		t.hits[caller] = append(hits, now)
 	}
+	if limit := s.opts.ExecutionTimePerWindow; limit > 0 {
+		now := s.clk.Now()
+		costs := t.exec[caller]
+		cut := 0
+		for cut < len(costs) && !costs[cut].at.After(now.Add(-s.opts.Window)) {
+			cut++
+		}
+		costs = costs[cut:]
+		t.exec[caller] = costs
+		var sum time.Duration
+		for _, c := range costs {
+			sum += c.cost
+		}
+		if sum >= limit {
+			// Wait until enough charged time leaves the window.
+			wait := 0
+			for _, c := range costs {
+				sum -= c.cost
+				wait = int(math.Ceil(c.at.Add(s.opts.Window).Sub(now).Seconds()))
+				if sum < limit {
+					break
+				}
+			}
+			return nil, max(wait, 1), "0x80072321", fmt.Sprintf("Combined execution time of incoming requests exceeded limit of %d milliseconds over time window of %d seconds.",
+				limit.Milliseconds(), int(s.opts.Window.Seconds()))
+		}
+	}
 	t.inflight++
+	start := time.Now()
 	return func() {
 		t.mu.Lock()
 		t.inflight--
+		if s.opts.ExecutionTimePerWindow > 0 {
+			t.exec[caller] = append(t.exec[caller], execCost{at: s.clk.Now(), cost: time.Since(start) + s.opts.ExecutionTimePerRequest})
+		}
 		t.mu.Unlock()
 	}, 0, "", ""
 }
@@ -288,7 +326,7 @@ func contextURL(r *http.Request, m *entityMeta, cols []string, single bool) stri
 
 func applied(w http.ResponseWriter, p prefs, pageSize int) {
 	var parts []string
-	if pageSize > 0 {
+	if pageSize > 0 && p.maxPageSize > 0 {
 		parts = append(parts, "odata.maxpagesize="+strconv.Itoa(pageSize))
 	}
 	if len(p.annotations) > 0 {

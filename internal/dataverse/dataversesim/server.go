@@ -51,6 +51,12 @@ type Options struct {
 	RequestsPerWindow int
 	Window            time.Duration
 	MaxConcurrent     int
+	// ExecutionTimePerWindow is the execution time a caller may use per
+	// Window (default 1,200,000 ms; negative disables). Each request is
+	// charged its real handling time plus ExecutionTimePerRequest, which
+	// tests set to make the limit bite deterministically.
+	ExecutionTimePerWindow  time.Duration
+	ExecutionTimePerRequest time.Duration
 	// TruncateOver is the payload size above which a webhook body loses
 	// ParentContext, InputParameters and images (default 256 KB).
 	TruncateOver int
@@ -127,6 +133,9 @@ func New(o Options) *Server {
 	}
 	if o.MaxConcurrent == 0 {
 		o.MaxConcurrent = 52
+	}
+	if o.ExecutionTimePerWindow == 0 {
+		o.ExecutionTimePerWindow = 1200 * time.Second
 	}
 	if o.TruncateOver == 0 {
 		o.TruncateOver = 256 * 1024

@@ -565,3 +565,21 @@ func TestTokenEndpoint(t *testing.T) {
 		t.Errorf("token for another resource: %d, want 401", s)
 	}
 }
+
+func TestExecutionTimeLimit(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC))
+	a := newAPI(t, dataversesim.Options{Clock: clk, Window: 100 * time.Second, ExecutionTimePerWindow: 3 * time.Second,
+		ExecutionTimePerRequest: time.Second})
+	for i := 0; i < 3; i++ {
+		expect(t, "within execution time", a.do("GET", "contacts", nil), 200)
+		clk.Advance(10 * time.Second)
+	}
+	r := a.do("GET", "contacts", nil)
+	expect(t, "over execution time", r, 429)
+	// The first request's second leaves the window at +100 s; it is now +30 s.
+	if r.header.Get("Retry-After") != "70" || !strings.Contains(string(r.body), "0x80072321") {
+		t.Errorf("Retry-After %q body %s", r.header.Get("Retry-After"), r.body)
+	}
+	clk.Advance(70 * time.Second)
+	expect(t, "after Retry-After", a.do("GET", "contacts", nil), 200)
+}
