@@ -421,3 +421,26 @@ func TestChangeTracking(t *testing.T) {
 		t.Error("change tracking with a filter accepted")
 	}
 }
+
+func TestCustomColumnsReadBeforeWritten(t *testing.T) {
+	e := newEnv(t, dataversesim.Options{})
+	con, _ := e.sim.Create("contact", map[string]any{"lastname": "L"})
+	ctx := context.Background()
+	attrs, err := e.client.Read(ctx, "contact", con, []string{"msi_priority", "lastname"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !attrs["msi_priority"].IsNull() {
+		t.Errorf("unwritten custom column = %+v, want null", attrs["msi_priority"])
+	}
+	if err := e.client.Update(ctx, "contact", con, map[string]any{"msi_priority": 4}); err != nil {
+		t.Fatal(err)
+	}
+	attrs, _ = e.client.Read(ctx, "contact", con, []string{"msi_priority"})
+	if n, _ := attrs["msi_priority"].Int(); n != 4 {
+		t.Errorf("msi_priority = %+v, want 4", attrs["msi_priority"])
+	}
+	if _, err := e.client.Read(ctx, "contact", con, []string{"nosuchcolumn"}); err == nil {
+		t.Error("unknown column without a prefix accepted")
+	}
+}

@@ -641,7 +641,7 @@ func (s *Server) parseBody(r *http.Request, m *entityMeta) (map[string]any, *api
 			if strings.HasPrefix(k, "_") && strings.HasSuffix(k, "_value") {
 				return nil, errBad("The property '%s' cannot be set; use %s@odata.bind.", k, strings.TrimSuffix(strings.TrimPrefix(k, "_"), "_value"))
 			}
-			if !strings.Contains(k, "_") {
+			if !isCustomColumn(k) {
 				return nil, errBad("The property '%s' does not exist on type 'Microsoft.Dynamics.CRM.%s'.", k, m.logical)
 			}
 		}

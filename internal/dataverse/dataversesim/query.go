@@ -405,10 +405,18 @@ func (s *Server) queryColumn(m *entityMeta, name string) (string, colKind, error
 		}
 	} else if c, ok := m.cols[name]; ok && c.kind != kLookup {
 		return name, c.kind, nil
-	} else if !ok && s.extra[m.logical][name] {
+	} else if !ok && (s.extra[m.logical][name] || isCustomColumn(name)) {
 		return name, -1, nil
 	}
 	return "", 0, fmt.Errorf("Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.", name, m.logical)
+}
+
+// isCustomColumn reports whether a name looks like a publisher-prefixed
+// custom column (msi_priority): the simulator accepts those on every table,
+// as if the solution defining them were installed.
+func isCustomColumn(name string) bool {
+	i := strings.IndexByte(name, '_')
+	return i > 0 && i < len(name)-1 && !strings.HasPrefix(name, "_")
 }
 
 // ---- request preferences ----
