@@ -1,0 +1,406 @@
+// Package syncbench measures how fast the syncer drains a backlog into the
+// Marketo simulator running at Marketo's real limits (100 calls per 20 s,
+// 10 concurrent calls, 300 records per call). It wires real adapters (the
+// SQLite queue and store, the Marketo client and simulator), so it lives
+// beside the syncer rather than in it; `msisync bench sync` runs it.
+package syncbench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/queue"
+	"github.com/msisync/msisync/internal/queue/sqlitequeue"
+	"github.com/msisync/msisync/internal/store/sqlitestore"
+	"github.com/msisync/msisync/internal/syncer"
+)
+
+// Options configures a run. Zero values take the defaults noted.
+type Options struct {
+	Events         int           // backlog size (default 30,000)
+	CallsPerWindow int           // Marketo rate limit (default 100)
+	Window         time.Duration // rate window (default 20 s)
+	MaxConcurrent  int           // concurrent calls (default 10)
+	BatchSize      int           // records per Marketo call (default 300)
+	ReceiveMax     int           // messages per syncer batch (default 10 × BatchSize)
+	Concurrency    int           // syncer batches in flight (default 1)
+	// LookupExternalPersonID makes the simulator accept
+	// lookupField=externalPersonId (one lead call instead of query + sync).
+	LookupExternalPersonID bool
+	Seed                   uint64
+	Dir                    string        // directory for the SQLite files (default: a temporary one, removed)
+	Timeout                time.Duration // give up after (default 15 min)
+	Logger                 *slog.Logger
+	// Progress, when set, is called about once a second with the messages settled so far.
+	Progress func(settled, total int)
+}
+
+// Report is what a run measured.
+type Report struct {
+	Events       int
+	Strategy     string // lead strategy the syncer detected
+	Drain        time.Duration
+	Calls        map[string]int // simulator requests by endpoint (identity excluded)
+	TotalCalls   int
+	Records      map[string]int     // distinct records per Marketo object in the backlog
+	Written      map[string]int     // records the syncer wrote per object (a record may be written more than once)
+	SyncCalls    map[string]int     // sync calls per object
+	PerCall      map[string]float64 // records per sync call per object
+	IdealCalls   int                // Σ ceil(distinct records / BatchSize) over objects: writes only
+	IdealLookups int                // lead lookups the split strategy needs on top (0 with lookupField)
+	IdealDrain   time.Duration      // time the ideal calls take at the configured rate
+	Ratio        float64            // IdealDrain / Drain
+	Throttled606 int
+	Throttled615 int
+	DeadLettered int
+	Limits       string
+}
+
+// String renders the report for the terminal.
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sync benchmark: %d events, Marketo limits %s, lead strategy %s\n", r.Events, r.Limits, r.Strategy)
+	fmt.Fprintf(&b, "drain time        %v\n", r.Drain.Round(time.Millisecond))
+	fmt.Fprintf(&b, "ideal drain time  %v (%d write calls", r.IdealDrain.Round(time.Millisecond), r.IdealCalls)
+	if r.IdealLookups > 0 {
+		fmt.Fprintf(&b, " + %d lead lookups", r.IdealLookups)
+	}
+	fmt.Fprintf(&b, " at the configured rate)\n")
+	fmt.Fprintf(&b, "ideal / measured  %.2f\n", r.Ratio)
+	fmt.Fprintf(&b, "calls             %d (606: %d, 615: %d), dead letters %d\n", r.TotalCalls, r.Throttled606, r.Throttled615, r.DeadLettered)
+	b.WriteString("records per call by object:\n")
+	for _, o := range objects {
+		if r.SyncCalls[o] == 0 && r.Records[o] == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "  %-20s %6d records, %6d written in %4d calls: %6.1f per call\n", o, r.Records[o], r.Written[o], r.SyncCalls[o], r.PerCall[o])
+	}
+	b.WriteString("calls by endpoint:\n")
+	for _, ep := range slices.Sorted(mapsKeys(r.Calls)) {
+		fmt.Fprintf(&b, "  %-40s %6d\n", ep, r.Calls[ep])
+	}
+	return b.String()
+}
+
+var objects = []string{string(marketo.SalesPersons), string(marketo.Companies), string(marketo.Leads), string(marketo.Opportunities), string(marketo.Roles)}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func (o *Options) defaults() {
+	if o.Events <= 0 {
+		o.Events = 30000
+	}
+	if o.CallsPerWindow <= 0 {
+		o.CallsPerWindow = 100
+	}
+	if o.Window <= 0 {
+		o.Window = 20 * time.Second
+	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 10
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 300
+	}
+	if o.ReceiveMax <= 0 {
+		o.ReceiveMax = 10 * o.BatchSize
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 15 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
+}
+
+// Bench generates a backlog, enqueues it, and measures how long the syncer
+// takes to drain it into the simulator.
+func Bench(ctx context.Context, opts Options) (Report, error) {
+	opts.defaults()
+	dir := opts.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "msisync-bench-")
+		if err != nil {
+			return Report{}, fmt.Errorf("bench: temp dir: %w", err)
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	sim := marketosim.New(marketosim.Options{ClientID: "bench", ClientSecret: "bench-secret", CallsPerWindow: opts.CallsPerWindow,
+		Window: opts.Window, MaxConcurrent: opts.MaxConcurrent, LookupExternalPersonID: opts.LookupExternalPersonID, Seed: int64(opts.Seed)})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	q, err := sqlitequeue.Open(ctx, filepath.Join(dir, "queue.db"), sqlitequeue.Options{Logger: opts.Logger})
+	if err != nil {
+		return Report{}, fmt.Errorf("bench: %w", err)
+	}
+	defer q.Close()
+	st, err := sqlitestore.Open(ctx, filepath.Join(dir, "store.db"), sqlitestore.Options{Logger: opts.Logger})
+	if err != nil {
+		return Report{}, fmt.Errorf("bench: %w", err)
+	}
+	defer st.Close()
+	mk, err := marketo.New(marketo.Config{BaseURL: srv.URL, ClientID: "bench", ClientSecret: "bench-secret", CallsPerWindow: opts.CallsPerWindow,
+		Window: opts.Window, MaxConcurrent: opts.MaxConcurrent, Logger: opts.Logger, HTTPClient: srv.Client()})
+	if err != nil {
+		return Report{}, fmt.Errorf("bench: %w", err)
+	}
+
+	g := newBacklog(opts.Seed, opts.Events)
+	for chunk := range slices.Chunk(g.events, 1000) {
+		msgs := make([]queue.Message, len(chunk))
+		for i, ev := range chunk {
+			b, err := event.Encode(ev)
+			if err != nil {
+				return Report{}, fmt.Errorf("bench: %w", err)
+			}
+			msgs[i] = queue.Message{ID: ev.ID, Body: b, Properties: map[string]string{queue.PropEntity: ev.Entity}}
+		}
+		if err := q.Send(ctx, msgs...); err != nil {
+			return Report{}, fmt.Errorf("bench: enqueue backlog: %w", err)
+		}
+	}
+
+	s, err := syncer.New(syncer.Config{Queue: q, Store: st, Marketo: mk, BatchSize: opts.BatchSize, ReceiveMax: opts.ReceiveMax,
+		Concurrency: opts.Concurrency, IdleWait: 200 * time.Millisecond, Logger: opts.Logger, WorkerID: "bench"})
+	if err != nil {
+		return Report{}, fmt.Errorf("bench: %w", err)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	start := time.Now()
+	total := syncer.Stats{}
+	settled := 0
+	lastProgress := time.Now()
+	// One batch at a time (or Concurrency in flight via Run) until the queue
+	// stays empty: ProcessBatch returns an empty batch after IdleWait.
+	idle := 0
+	var lastWork time.Time
+	for idle < 3 {
+		if runCtx.Err() != nil {
+			return Report{}, fmt.Errorf("bench: not drained after %v (%d of %d messages settled)", opts.Timeout, settled, len(g.events))
+		}
+		stats, err := processConcurrently(runCtx, s, opts.Concurrency)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return Report{}, fmt.Errorf("bench: %w", err)
+		}
+		if stats.Received == 0 {
+			idle++
+			continue
+		}
+		idle = 0
+		lastWork = time.Now()
+		total = addStats(total, stats)
+		settled += stats.Completed + stats.DeadLettered
+		if opts.Progress != nil && time.Since(lastProgress) > time.Second {
+			opts.Progress(settled, len(g.events))
+			lastProgress = time.Now()
+		}
+	}
+	drain := lastWork.Sub(start)
+
+	simStats := sim.Stats()
+	r := Report{Events: len(g.events), Drain: drain, Calls: map[string]int{}, Records: g.records, Written: map[string]int{},
+		SyncCalls: map[string]int{}, PerCall: map[string]float64{}, Throttled606: simStats.Throttled606, Throttled615: simStats.Throttled615,
+		DeadLettered: total.DeadLettered,
+		Limits:       fmt.Sprintf("%d calls / %v, %d concurrent, %d per call", opts.CallsPerWindow, opts.Window, opts.MaxConcurrent, opts.BatchSize)}
+	for ep, n := range simStats.Requests {
+		if ep == "identity" {
+			continue
+		}
+		r.Calls[ep] = n
+		r.TotalCalls += n
+	}
+	for o, n := range total.Written {
+		r.Written[string(o)] = n
+	}
+	for k, n := range total.Calls {
+		if obj, ok := strings.CutSuffix(k, " sync"); ok {
+			r.SyncCalls[obj] += n
+		}
+	}
+	for _, o := range objects {
+		if r.SyncCalls[o] > 0 {
+			r.PerCall[o] = float64(r.Written[o]) / float64(r.SyncCalls[o])
+		}
+		r.IdealCalls += (r.Records[o] + opts.BatchSize - 1) / opts.BatchSize
+	}
+	r.Strategy = syncer.LeadLookup
+	if v, ok, _ := st.GetMeta(ctx, "marketo.leads.lookupExternalPersonId"); ok && v == "false" {
+		r.Strategy = syncer.LeadSplit
+		r.IdealLookups = (r.Records[string(marketo.Leads)] + opts.BatchSize - 1) / opts.BatchSize
+	}
+	// The last of C calls can start once (C-1)/limit windows have passed.
+	calls := r.IdealCalls + r.IdealLookups
+	r.IdealDrain = time.Duration((calls-1)/opts.CallsPerWindow) * opts.Window
+	if r.IdealDrain == 0 {
+		r.IdealDrain = time.Millisecond
+	}
+	if drain > 0 {
+		r.Ratio = float64(r.IdealDrain) / float64(drain)
+	}
+	return r, nil
+}
+
+func processConcurrently(ctx context.Context, s *syncer.Syncer, n int) (syncer.Stats, error) {
+	type res struct {
+		st  syncer.Stats
+		err error
+	}
+	ch := make(chan res, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			st, err := s.ProcessBatch(ctx)
+			ch <- res{st, err}
+		}()
+	}
+	var total syncer.Stats
+	var first error
+	for i := 0; i < n; i++ {
+		r := <-ch
+		total = addStats(total, r.st)
+		if r.err != nil && first == nil {
+			first = r.err
+		}
+	}
+	return total, first
+}
+
+func addStats(a, b syncer.Stats) syncer.Stats {
+	a.Received += b.Received
+	a.Completed += b.Completed
+	a.DeadLettered += b.DeadLettered
+	a.Requeued += b.Requeued
+	for k, v := range b.Written {
+		if a.Written == nil {
+			a.Written = map[marketo.Object]int{}
+		}
+		a.Written[k] += v
+	}
+	for k, v := range b.Calls {
+		if a.Calls == nil {
+			a.Calls = map[string]int{}
+		}
+		a.Calls[k] += v
+	}
+	return a
+}
+
+// backlog is a chronological Dataverse history: each record's dependencies
+// were created before it, as a backfill or a busy day produces them.
+type backlog struct {
+	rnd     *rand.Rand
+	n       int
+	ver     int64
+	events  []*event.Event
+	records map[string]int
+}
+
+func (g *backlog) id() string {
+	g.n++
+	x := g.rnd.Uint64()
+	return fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", uint32(x), uint16(x>>32), g.n%4096, uint16(x>>48)%4096, g.n)
+}
+
+func (g *backlog) emit(entity, id, msg string, attrs event.Attributes) {
+	g.ver++
+	ev := &event.Event{Schema: event.SchemaVersion, Source: event.SourceBackfill, Entity: entity, RecordID: id, Message: msg,
+		Attributes: attrs, Version: g.ver, OccurredAt: time.Unix(1_790_000_000+g.ver, 0).UTC()}
+	ev.ID = ev.DeriveID()
+	g.events = append(g.events, ev)
+}
+
+func newBacklog(seed uint64, n int) *backlog {
+	g := &backlog{rnd: rand.New(rand.NewPCG(seed, seed*7919+1)), records: map[string]int{}}
+	users := make([]string, max(5, n/600))
+	for i := range users {
+		users[i] = g.id()
+		g.emit(event.EntitySystemUser, users[i], event.MessageCreate, event.Attributes{
+			"internalemailaddress": event.String(fmt.Sprintf("rep%d@example.com", i)), "lastname": event.String(fmt.Sprint("Rep ", i))})
+	}
+	g.records[string(marketo.SalesPersons)] = len(users)
+	owner := func() event.Value { return event.Reference(event.EntitySystemUser, users[g.rnd.IntN(len(users))], "") }
+	var accounts, contacts, opps []string
+	for len(accounts) < 3 {
+		id := g.id()
+		accounts = append(accounts, id)
+		g.emit(event.EntityAccount, id, event.MessageCreate, event.Attributes{"name": event.String("Account " + id[:8]), "ownerid": owner()})
+	}
+	roles := []string{"Stakeholder", "Champion", "Decision Maker", "End User", "Economic Buyer", "Influencer", "Technical Buyer"}
+	for len(g.events) < n {
+		switch k := g.rnd.IntN(100); {
+		case k < 10: // account
+			id := g.id()
+			accounts = append(accounts, id)
+			g.emit(event.EntityAccount, id, event.MessageCreate, event.Attributes{"name": event.String("Account " + id[:8]), "ownerid": owner(),
+				"websiteurl": event.String("https://" + id[:8] + ".example.com")})
+		case k < 50: // contact
+			id := g.id()
+			contacts = append(contacts, id)
+			g.emit(event.EntityContact, id, event.MessageCreate, event.Attributes{"emailaddress1": event.String("c" + id[:8] + fmt.Sprint(g.n) + "@example.com"),
+				"firstname": event.String("Pat"), "lastname": event.String("Lee " + id[:4]), "ownerid": owner(),
+				"parentcustomerid": event.Reference(event.EntityAccount, accounts[g.rnd.IntN(len(accounts))], "")})
+		case k < 60: // lead
+			id := g.id()
+			g.emit(event.EntityLead, id, event.MessageCreate, event.Attributes{"emailaddress1": event.String("l" + id[:8] + fmt.Sprint(g.n) + "@example.com"),
+				"lastname": event.String("Lead " + id[:4]), "companyname": event.String("Prospect"), "ownerid": owner()})
+			g.records[string(marketo.Leads)]++
+		case k < 70: // opportunity
+			id := g.id()
+			opps = append(opps, id)
+			g.emit(event.EntityOpportunity, id, event.MessageCreate, event.Attributes{"name": event.String("Deal " + id[:6]), "ownerid": owner(),
+				"parentaccountid": event.Reference(event.EntityAccount, accounts[g.rnd.IntN(len(accounts))], ""), "estimatedvalue": event.Money("25000"),
+				"statecode": event.Option(0)})
+		case k < 80: // stakeholder connection
+			if len(opps) == 0 || len(contacts) == 0 {
+				continue
+			}
+			id := g.id()
+			g.emit(event.EntityConnection, id, event.MessageCreate, event.Attributes{
+				"record1id": event.Reference(event.EntityOpportunity, opps[g.rnd.IntN(len(opps))], ""),
+				"record2id": event.Reference(event.EntityContact, contacts[g.rnd.IntN(len(contacts))], ""),
+				"record2roleid": event.Reference("connectionrole", "00000000-0000-4000-8000-000000000001", roles[g.rnd.IntN(len(roles))])})
+			g.records[string(marketo.Roles)]++
+		default: // partial update of an earlier record
+			switch {
+			case k < 90 && len(contacts) > 0:
+				g.emit(event.EntityContact, contacts[g.rnd.IntN(len(contacts))], event.MessageUpdate, event.Attributes{"jobtitle": event.String(fmt.Sprint("Title ", g.n))})
+			case k < 95 && len(opps) > 0:
+				g.emit(event.EntityOpportunity, opps[g.rnd.IntN(len(opps))], event.MessageUpdate, event.Attributes{"estimatedvalue": event.Money(json.Number(fmt.Sprint(1000 * g.rnd.IntN(100))))})
+			default:
+				g.emit(event.EntityAccount, accounts[g.rnd.IntN(len(accounts))], event.MessageAssign, event.Attributes{"ownerid": owner()})
+			}
+		}
+	}
+	g.records[string(marketo.Companies)] = len(accounts)
+	g.records[string(marketo.Leads)] += len(contacts)
+	g.records[string(marketo.Opportunities)] = len(opps)
+	return g
+}
