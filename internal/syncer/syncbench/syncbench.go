@@ -384,8 +384,8 @@ func newBacklog(seed uint64, n int) *backlog {
 			}
 			id := g.id()
 			g.emit(event.EntityConnection, id, event.MessageCreate, event.Attributes{
-				"record1id": event.Reference(event.EntityOpportunity, opps[g.rnd.IntN(len(opps))], ""),
-				"record2id": event.Reference(event.EntityContact, contacts[g.rnd.IntN(len(contacts))], ""),
+				"record1id":     event.Reference(event.EntityOpportunity, opps[g.rnd.IntN(len(opps))], ""),
+				"record2id":     event.Reference(event.EntityContact, contacts[g.rnd.IntN(len(contacts))], ""),
 				"record2roleid": event.Reference("connectionrole", "00000000-0000-4000-8000-000000000001", roles[g.rnd.IntN(len(roles))])})
 			g.records[string(marketo.Roles)]++
 		default: // partial update of an earlier record
