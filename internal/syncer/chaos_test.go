@@ -1,12 +1,15 @@
 package syncer_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	encjson "encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -22,8 +25,10 @@ import (
 	"github.com/msisync/msisync/internal/marketo/marketosim"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/queue/sqlitequeue"
+	"github.com/msisync/msisync/internal/receiver"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
 	"github.com/msisync/msisync/internal/syncer"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // history is a generated Dataverse history: the events, the final state
@@ -35,7 +40,7 @@ type history struct {
 	events  []*event.Event
 	users   []string
 	team    string
-	invalid map[string][2]string // event id → (reason, description)
+	invalid map[string][2]string // record key of an invalid event → (reason, description)
 
 	accounts map[string]*hAccount
 	persons  map[string]*hPerson // contacts and leads
@@ -294,17 +299,17 @@ func generate(seed uint64, scale int) *history {
 		ghost, cid := h.id(), h.id()
 		ev := h.emit(event.EntityContact, cid, event.MessageCreate, event.Attributes{"emailaddress1": event.String(fmt.Sprintf("orphan%d@example.com", i)),
 			"ownerid": h.ownerRef(h.users[0]), "parentcustomerid": event.Reference(event.EntityAccount, ghost, "")})
-		h.invalid[ev.ID] = [2]string{syncer.ReasonMissingDependency, "missing dependency: account " + ghost + " (company of contact " + cid + ")"}
+		h.invalid[ev.Key()] = [2]string{syncer.ReasonMissingDependency, "missing dependency: account " + ghost + " (company of contact " + cid + ")"}
 	}
 	for i := 0; i < 3; i++ {
 		cid := h.id()
 		ev := h.emit(event.EntityContact, cid, event.MessageUpdate, event.Attributes{"jobtitle": event.String("CFO")})
-		h.invalid[ev.ID] = [2]string{syncer.ReasonMissingData, "update of contact " + cid + " carries only jobtitle and the record is not in Marketo yet (missing ownerid, emailaddress1): register a post image on the Dataverse Update step or set MSISYNC_DATAVERSE_URL so the worker can re-read it"}
+		h.invalid[ev.Key()] = [2]string{syncer.ReasonMissingData, "update of contact " + cid + " carries only jobtitle and the record is not in Marketo yet (missing ownerid, emailaddress1): register a post image on the Dataverse Update step or set MSISYNC_DATAVERSE_URL so the worker can re-read it"}
 	}
 	for i := 0; i < 2; i++ {
 		aid := h.id()
 		ev := h.emit(event.EntityAccount, aid, event.MessageCreate, event.Attributes{"name": event.String(strings.Repeat("X", 300)), "ownerid": h.ownerRef(h.users[1])})
-		h.invalid[ev.ID] = [2]string{syncer.ReasonRejected, "marketo 1003: Value for field 'company' exceeds max length 255 (companies account " + aid + ")"}
+		h.invalid[ev.Key()] = [2]string{syncer.ReasonRejected, "marketo 1003: Value for field 'company' exceeds max length 255 (companies account " + aid + ")"}
 	}
 	return h
 }
@@ -312,6 +317,32 @@ func generate(seed uint64, scale int) *history {
 func json(n int) jsonNumber { return jsonNumber(fmt.Sprint(n)) }
 
 type jsonNumber = encjson.Number
+
+// envelope renders an event as the simple envelope /webhooks/events takes.
+func envelope(ev *event.Event) []byte {
+	attrs := map[string]any{}
+	for k, v := range ev.Attributes {
+		switch v.Kind {
+		case event.KindRef:
+			attrs[k] = map[string]any{"logicalName": v.Ref.LogicalName, "id": v.Ref.ID, "name": v.Ref.Name}
+		case event.KindNumber, event.KindOption, event.KindMoney:
+			attrs[k] = v.Num
+		case event.KindNull:
+			attrs[k] = nil
+		default:
+			attrs[k] = v.Text()
+		}
+	}
+	env := map[string]any{"entity": ev.Entity, "id": ev.RecordID, "message": ev.Message, "attributes": attrs}
+	if ev.Version > 0 {
+		env["version"] = ev.Version
+	}
+	b, err := encjson.Marshal(env)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
 
 // deliveries shuffles the events and duplicates about 10% of them.
 func (h *history) deliveries() []*event.Event {
@@ -452,30 +483,49 @@ func TestChaos(t *testing.T) {
 		return s
 	}
 
-	// Deliver the whole history first, so which events end up dead-lettered
-	// does not depend on how fast delivery is compared with the requeue
-	// bound; the worker then drains the backlog and is killed twice.
+	// Deliver the whole history first, through the HTTP receiver (the simple
+	// envelope), so which events end up dead-lettered does not depend on how
+	// fast delivery is compared with the requeue bound; the worker then
+	// drains the backlog and is killed twice.
+	recv, err := receiver.New(receiver.Config{Keys: []string{"chaos-key"}, Queue: q, MaxMessageBytes: sq.MaxMessageBytes(),
+		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsrv := httptest.NewServer(recv)
+	defer rsrv.Close()
 	deliveries := h.deliveries()
-	var sendWG sync.WaitGroup
-	sendWG.Add(1)
-	func() {
-		defer sendWG.Done()
-		for chunk := range slices.Chunk(deliveries, 50) {
-			msgs := make([]queue.Message, len(chunk))
-			for i, ev := range chunk {
-				b, err := event.Encode(ev)
+	post := make(chan *event.Event)
+	var postWG sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		postWG.Add(1)
+		go func() {
+			defer postWG.Done()
+			for ev := range post {
+				req, _ := http.NewRequest(http.MethodPost, rsrv.URL+receiver.RouteEvents, bytes.NewReader(envelope(ev)))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set(receiver.DefaultHeader, "chaos-key")
+				resp, err := rsrv.Client().Do(req)
 				if err != nil {
 					t.Error(err)
-					return
+					continue
 				}
-				msgs[i] = queue.Message{ID: ev.ID, Body: b, Properties: map[string]string{queue.PropEntity: ev.Entity}}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode/100 != 2 {
+					t.Errorf("POST %s %s: %d %s", ev.Entity, ev.RecordID, resp.StatusCode, body)
+				}
 			}
-			if err := q.Send(ctx, msgs...); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
+		}()
+	}
+	for _, ev := range deliveries {
+		post <- ev
+	}
+	close(post)
+	postWG.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 
 	deadline := time.Now().Add(110 * time.Second)
 	wait := func(cond func() bool) bool {
@@ -506,7 +556,6 @@ func TestChaos(t *testing.T) {
 			}
 			continue
 		}
-		sendWG.Wait()
 		// The queue file is the truth: a Complete cut short by a kill may
 		// have committed even though it returned an error.
 		ok := wait(func() bool {
@@ -535,20 +584,24 @@ func TestChaos(t *testing.T) {
 	}
 	got := map[string][2]string{}
 	for _, d := range dead {
-		base, _, _ := strings.Cut(d.MessageID, "~")
-		if prev, dup := got[base]; dup {
-			t.Errorf("event %s dead-lettered twice: %q and %q", base, prev, [2]string{d.Reason, d.Description})
+		ev, err := event.Decode(d.Body)
+		if err != nil {
+			t.Errorf("dead letter %s: %v", d.MessageID, err)
+			continue
 		}
-		got[base] = [2]string{d.Reason, d.Description}
+		if prev, dup := got[ev.Key()]; dup {
+			t.Errorf("event for %s dead-lettered twice: %q and %q", ev.Key(), prev, [2]string{d.Reason, d.Description})
+		}
+		got[ev.Key()] = [2]string{d.Reason, d.Description}
 	}
-	for id, want := range h.invalid {
-		if got[id] != want {
-			t.Errorf("dead letter %s = %q, want %q", id, got[id], want)
+	for key, want := range h.invalid {
+		if got[key] != want {
+			t.Errorf("dead letter for %s = %q, want %q", key, got[key], want)
 		}
 	}
-	for id, g := range got {
-		if _, ok := h.invalid[id]; !ok {
-			t.Errorf("unexpected dead letter %s: %q", id, g)
+	for key, g := range got {
+		if _, ok := h.invalid[key]; !ok {
+			t.Errorf("unexpected dead letter for %s: %q", key, g)
 		}
 	}
 	s := sim.Stats()
