@@ -19,8 +19,10 @@ import (
 
 // fakeQueue is an in-memory queue: scheduled delivery, locks, dead letters.
 type fakeQueue struct {
-	mu    sync.Mutex
-	clk   clock.Clock
+	mu     sync.Mutex
+	clk    clock.Clock
+	lock   time.Duration // lock duration (default 1 min)
+	renews int
 	seq   int64
 	items []*fqItem
 	dead  []queue.DeadLetter
@@ -63,7 +65,7 @@ func (q *fakeQueue) Receive(_ context.Context, max int, _ time.Duration) ([]*que
 			continue
 		}
 		it.count++
-		it.locked = now.Add(time.Minute)
+		it.locked = now.Add(q.lockFor())
 		it.token = fmt.Sprintf("%d/%d", it.seq, it.count)
 		out = append(out, &queue.Delivery{Message: it.m, DeliveryCount: it.count, EnqueuedAt: it.enq,
 			LockedUntil: it.locked, LockToken: it.token, SequenceNumber: it.seq})
@@ -80,6 +82,19 @@ func (q *fakeQueue) find(d *queue.Delivery) (*fqItem, error) {
 	return nil, queue.ErrLockLost
 }
 
+func (q *fakeQueue) lockFor() time.Duration {
+	if q.lock > 0 {
+		return q.lock
+	}
+	return time.Minute
+}
+
+func (q *fakeQueue) renewCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.renews
+}
+
 func (q *fakeQueue) Renew(_ context.Context, d *queue.Delivery) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -87,8 +102,9 @@ func (q *fakeQueue) Renew(_ context.Context, d *queue.Delivery) error {
 	if err != nil {
 		return err
 	}
-	it.locked = q.clk.Now().Add(time.Minute)
+	it.locked = q.clk.Now().Add(q.lockFor())
 	d.LockedUntil = it.locked
+	q.renews++
 	return nil
 }
 
@@ -339,6 +355,7 @@ type fakeMarketo struct {
 	roles           map[string]Record // opp|leadId|role
 	calls           []string          // "leads sync createOrUpdate/email" ...
 	failNext        []error
+	beforeSync      func() // called (unlocked) at the start of every Sync
 	skipCode        map[string]string // externalId → reason code to skip with
 }
 
@@ -364,6 +381,9 @@ func upsertInto(m map[string]Record, key string, r Record) string {
 }
 
 func (f *fakeMarketo) Sync(_ context.Context, obj Object, req SyncRequest) ([]Result, error) {
+	if f.beforeSync != nil {
+		f.beforeSync()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("%s sync %s/%s", obj, req.Action, req.LookupField))

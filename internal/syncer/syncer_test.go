@@ -583,3 +583,57 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+func TestNativeServiceBusMessagesUseParseNative(t *testing.T) {
+	var got []string
+	e := newEnv(t, func(c *Config) {
+		c.ParseNative = func(body []byte, props map[string]string) (*event.Event, error) {
+			got = append(got, props["http://schemas.microsoft.com/xrm/2011/Claims/EntityLogicalName"])
+			if string(body) != "<native>" {
+				return nil, errors.New("not native")
+			}
+			return userEv(strings.ToUpper(userID), "native@example.com"), nil
+		}
+	})
+	err := e.q.Send(context.Background(), queue.Message{ID: "n1", Body: []byte("<native>"),
+		Properties: map[string]string{"http://schemas.microsoft.com/xrm/2011/Claims/EntityLogicalName": "systemuser"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.drain()
+	if len(got) != 1 || got[0] != "systemuser" || e.mk.salesPersons[userID]["email"] != "native@example.com" {
+		t.Fatalf("parsed %v, sales persons %v", got, e.mk.salesPersons)
+	}
+}
+
+func TestUndecodableMessageIsDeadLettered(t *testing.T) {
+	e := newEnv(t, nil)
+	if err := e.q.Send(context.Background(), queue.Message{ID: "bad", Body: []byte(`{"schema":1,"entity":"contact","recordId":"nope","message":"Create"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	e.drain()
+	dl := e.q.deadLetters()
+	if len(dl) != 1 || dl[0].Reason != ReasonUndecodable || !strings.Contains(dl[0].Description, `recordId "nope" is not a GUID`) {
+		t.Fatalf("dead letters %+v", dl)
+	}
+}
+
+func TestLocksAreRenewedWhileMarketoIsSlow(t *testing.T) {
+	e := newEnv(t, nil)
+	e.q.lock = 400 * time.Millisecond
+	e.mk.beforeSync = func() {
+		// Hold the call until the syncer has renewed the batch's locks.
+		deadline := time.Now().Add(5 * time.Second)
+		for e.q.renewCount() == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	e.send(userEv(userID, "a@example.com"))
+	st, err := e.s.ProcessBatch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.q.renewCount() == 0 || st.Completed != 1 {
+		t.Fatalf("renews %d, stats %+v", e.q.renewCount(), st)
+	}
+}
