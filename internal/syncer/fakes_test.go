@@ -23,10 +23,10 @@ type fakeQueue struct {
 	clk    clock.Clock
 	lock   time.Duration // lock duration (default 1 min)
 	renews int
-	seq   int64
-	items []*fqItem
-	dead  []queue.DeadLetter
-	sent  []queue.Message // every Send, for assertions
+	seq    int64
+	items  []*fqItem
+	dead   []queue.DeadLetter
+	sent   []queue.Message // every Send, for assertions
 }
 
 type fqItem struct {
@@ -355,7 +355,7 @@ type fakeMarketo struct {
 	roles           map[string]Record // opp|leadId|role
 	calls           []string          // "leads sync createOrUpdate/email" ...
 	failNext        []error
-	beforeSync      func() // called (unlocked) at the start of every Sync
+	beforeSync      func()            // called (unlocked) at the start of every Sync
 	skipCode        map[string]string // externalId → reason code to skip with
 }
 

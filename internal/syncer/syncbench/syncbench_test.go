@@ -10,7 +10,7 @@ import (
 )
 
 func TestBenchSmallBacklogDrainsCompletely(t *testing.T) {
-	r, err := Bench(context.Background(), Options{Events: 3000, CallsPerWindow: 100, Window: time.Second, Dir: t.TempDir()})
+	r, err := Bench(context.Background(), Options{Events: 3000, CallsPerWindow: 100, Window: time.Second, Dir: t.TempDir(), ReceiveMax: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestBenchSmallBacklogDrainsCompletely(t *testing.T) {
 			t.Errorf("%s: %d written, want at least %d", obj, r.Written[obj], n)
 		}
 	}
-	if r.TotalCalls < r.IdealCalls || r.Ratio <= 0 {
+	if r.TotalCalls < r.IdealCalls || r.Ratio <= 0 || r.Ratio > 1.05 || r.CallEfficiency <= 0 || r.CallEfficiency > 1 {
 		t.Errorf("calls %d, ideal %d, ratio %.2f", r.TotalCalls, r.IdealCalls, r.Ratio)
 	}
 	if !strings.Contains(r.String(), "ideal / measured") {
@@ -39,9 +39,10 @@ func TestBenchReal(t *testing.T) {
 		t.Skip("set MSISYNC_BENCH_EVENTS=30000 to run the real-limits benchmark")
 	}
 	lookup := os.Getenv("MSISYNC_BENCH_LOOKUP") == "1"
+	cold := os.Getenv("MSISYNC_BENCH_COLD") == "1"
 	conc, _ := strconv.Atoi(os.Getenv("MSISYNC_BENCH_CONCURRENCY"))
 	recv, _ := strconv.Atoi(os.Getenv("MSISYNC_BENCH_RECEIVE"))
-	r, err := Bench(context.Background(), Options{Events: n, LookupExternalPersonID: lookup, Concurrency: conc, ReceiveMax: recv, Dir: t.TempDir(),
+	r, err := Bench(context.Background(), Options{Events: n, LookupExternalPersonID: lookup, Concurrency: conc, ReceiveMax: recv, Cold: cold, Dir: t.TempDir(),
 		Progress: func(done, total int) { t.Logf("%d/%d settled", done, total) }})
 	if err != nil {
 		t.Fatal(err)
