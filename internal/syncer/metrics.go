@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,15 +33,31 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.records, m.batch} {
+	// A second Syncer on the same registry (several workers in one process)
+	// shares the series already registered.
+	register := func(c prometheus.Collector) (prometheus.Collector, error) {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
-				continue
+				return are.ExistingCollector, nil
 			}
-			return nil, err
+			return nil, fmt.Errorf("syncer: register metrics: %w", err)
 		}
+		return c, nil
 	}
+	c, err := register(m.messages)
+	if err != nil {
+		return nil, err
+	}
+	m.messages = c.(*prometheus.CounterVec)
+	if c, err = register(m.records); err != nil {
+		return nil, err
+	}
+	m.records = c.(*prometheus.CounterVec)
+	if c, err = register(m.batch); err != nil {
+		return nil, err
+	}
+	m.batch = c.(prometheus.Histogram)
 	return m, nil
 }
 

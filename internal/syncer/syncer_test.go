@@ -12,6 +12,7 @@ import (
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func gid(prefix string, n int) string {
@@ -635,5 +636,32 @@ func TestLocksAreRenewedWhileMarketoIsSlow(t *testing.T) {
 	}
 	if e.q.renewCount() == 0 || st.Completed != 1 {
 		t.Fatalf("renews %d, stats %+v", e.q.renewCount(), st)
+	}
+}
+
+func TestMetricsCountOutcomesAcrossSyncersOnOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, func(c *Config) { c.Registerer = reg })
+	if _, err := New(Config{Queue: e.q, Store: e.st, Marketo: e.mk, Registerer: reg}); err != nil {
+		t.Fatalf("second syncer on one registry: %v", err)
+	}
+	e.send(userEv(userID, "a@example.com"), contactEv(contactID, accountID, userID, "joe@example.com"))
+	e.drain()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "msisync_syncer_messages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	// The contact's account never comes: requeued 3 times, then dead-lettered.
+	if got["completed"] != 1 || got["requeued"] != 3 || got["deadlettered"] != 1 {
+		t.Fatalf("messages_total = %v", got)
 	}
 }
