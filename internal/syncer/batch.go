@@ -139,9 +139,10 @@ type rec struct {
 func (r *rec) name() string { return r.entity + " " + r.id }
 
 type batch struct {
-	s     *Syncer
-	ds    []*queue.Delivery
-	stats Stats
+	s       *Syncer
+	ds      []*queue.Delivery
+	stats   Stats
+	started time.Time
 
 	mu      sync.Mutex
 	settled map[*queue.Delivery]bool
@@ -177,7 +178,10 @@ func (b *batch) unsettled() []*queue.Delivery {
 	return out
 }
 
-func (b *batch) run(ctx context.Context) error {
+// process does everything but settling the messages: decode, coalesce,
+// lock, resolve, write and persist. Record locks are released at the end,
+// since what the store says is now what Marketo has.
+func (b *batch) process(ctx context.Context) error {
 	b.stats.Received = len(b.ds)
 	var msgs []*msg
 	for _, d := range b.ds {
@@ -217,7 +221,7 @@ func (b *batch) run(ctx context.Context) error {
 			return err
 		}
 	}
-	return b.settle(ctx)
+	return nil
 }
 
 // decode reads our envelope, or Dataverse's native Service Bus message.
@@ -1256,55 +1260,109 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 	return nil
 }
 
-// settle completes, requeues or dead-letters every message.
+// settle completes, requeues or dead-letters every message. Settlements run
+// concurrently so the queue can commit them in groups.
 func (b *batch) settle(ctx context.Context) error {
+	const (
+		opComplete = iota
+		opSkip
+		opDead
+		opRequeued
+		opRescheduled
+	)
+	type op struct {
+		m            *msg
+		kind         int
+		reason, desc string
+	}
+	var ops []op
 	for _, m := range b.early {
-		if err := b.complete(ctx, m); err != nil {
-			return err
-		}
-		b.stats.Skipped++
+		ops = append(ops, op{m: m, kind: opSkip})
 	}
 	var resend []queue.Message
-	var resendMsgs []*msg
 	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
 		r := b.recs[k]
 		for _, m := range r.msgs {
 			f := r.fail
 			switch {
-			case f == nil || f.act == actSkip:
-				if err := b.complete(ctx, m); err != nil {
-					return err
-				}
-				if f != nil {
-					b.stats.Skipped++
-				}
+			case f == nil:
+				ops = append(ops, op{m: m, kind: opComplete})
+			case f.act == actSkip:
+				ops = append(ops, op{m: m, kind: opSkip})
 			case f.act == actDead || (f.act == actRequeue && m.attempt+1 > b.s.cfg.MaxAttempts):
-				reason, desc := f.reason, f.desc
-				if f.act == actRequeue && reason == ReasonGaveUp {
+				desc := f.desc
+				if f.act == actRequeue && f.reason == ReasonGaveUp {
 					desc = fmt.Sprintf("gave up after %d attempts: %s", m.attempt+1, desc)
 				}
-				if err := b.deadLetter(ctx, m, reason, desc); err != nil {
-					return err
-				}
+				ops = append(ops, op{m: m, kind: opDead, reason: f.reason, desc: desc})
 			default:
-				resend = append(resend, b.resendMessage(m, f))
-				resendMsgs = append(resendMsgs, m)
+				msg := b.resendMessage(m, f)
+				resend = append(resend, msg)
+				kind := opRescheduled
+				if msg.Properties[queue.PropAttempt] != strconv.Itoa(m.attempt) {
+					kind = opRequeued
+				}
+				ops = append(ops, op{m: m, kind: kind})
 			}
 		}
 	}
+	// Re-sends are durable before their originals are completed.
 	if len(resend) > 0 {
 		if err := b.s.cfg.Queue.Send(ctx, resend...); err != nil {
 			return fmt.Errorf("syncer: requeue %d messages: %w", len(resend), err)
 		}
-		for i, m := range resendMsgs {
-			if err := b.settleWith(ctx, m, nil); err != nil {
-				return err
-			}
-			if resend[i].Properties[queue.PropAttempt] != strconv.Itoa(m.attempt) {
-				b.stats.Requeued++
+	}
+	done := make([]bool, len(ops))
+	errs := make([]error, len(ops))
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i, o := range ops {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var err error
+			if o.kind == opDead {
+				err = b.s.cfg.Queue.DeadLetter(ctx, o.m.d, o.reason, o.desc)
 			} else {
-				b.stats.Rescheduled++
+				err = b.s.cfg.Queue.Complete(ctx, o.m.d)
 			}
+			b.markSettled(o.m.d)
+			switch {
+			case err == nil:
+				done[i] = true
+			case ctx.Err() != nil:
+				errs[i] = ctx.Err()
+			case errors.Is(err, queue.ErrLockLost):
+				b.s.log.Warn("syncer: lock lost before settling; the message will be redelivered", "message", o.m.d.ID)
+			default:
+				errs[i] = fmt.Errorf("syncer: settle %s: %w", o.m.d.ID, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, o := range ops {
+		if !done[i] {
+			continue
+		}
+		switch o.kind {
+		case opComplete:
+			b.stats.Completed++
+		case opSkip:
+			b.stats.Completed++
+			b.stats.Skipped++
+		case opDead:
+			b.stats.DeadLettered++
+			b.s.log.Warn("syncer: dead-lettered", "message", o.m.d.ID, "reason", o.reason, "description", o.desc)
+		case opRequeued:
+			b.stats.Requeued++
+		case opRescheduled:
+			b.stats.Rescheduled++
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -1343,30 +1401,6 @@ func (b *batch) resendMessage(m *msg, f *failure) queue.Message {
 		Properties:  props,
 		ScheduledAt: now.Add(delay),
 	}
-}
-
-func (b *batch) complete(ctx context.Context, m *msg) error {
-	return b.settleWith(ctx, m, &b.stats.Completed)
-}
-
-// settleWith completes a delivery and counts it in counter when it worked.
-func (b *batch) settleWith(ctx context.Context, m *msg, counter *int) error {
-	err := b.s.cfg.Queue.Complete(ctx, m.d)
-	b.markSettled(m.d)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if errors.Is(err, queue.ErrLockLost) {
-			b.s.log.Warn("syncer: lock lost before complete; the message will be redelivered", "message", m.d.ID)
-			return nil
-		}
-		return fmt.Errorf("syncer: complete %s: %w", m.d.ID, err)
-	}
-	if counter != nil {
-		*counter++
-	}
-	return nil
 }
 
 func (b *batch) deadLetter(ctx context.Context, m *msg, reason, desc string) error {

@@ -97,6 +97,9 @@ type Config struct {
 	Clock      clock.Clock
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// OnBatch, when set, is called with the stats of every settled batch
+	// (progress bars, benchmarks). It must not block for long.
+	OnBatch func(Stats)
 }
 
 // Syncer consumes change events and writes them to Marketo.
@@ -240,39 +243,94 @@ func (s *Stats) add(o Stats) {
 	}
 }
 
-// Run processes batches until ctx is done. Messages of an interrupted batch
-// are left unsettled: their locks expire and they are redelivered.
+// Run processes batches until ctx is done. Each of Concurrency loops
+// settles a batch's messages while it processes the next one. Messages of an
+// interrupted batch are left unsettled: their locks expire and they are
+// redelivered.
 func (s *Syncer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i := 0; i < s.cfg.Concurrency; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			failures := 0
-			for ctx.Err() == nil {
-				_, err := s.ProcessBatch(ctx)
-				if err == nil || ctx.Err() != nil {
-					failures = 0
-					continue
-				}
-				failures++
-				delay := min(time.Duration(1<<min(failures, 6))*100*time.Millisecond, 5*time.Second)
-				s.log.Error("syncer: batch failed", "err", err, "retryIn", delay)
-				t := time.NewTimer(delay)
-				select {
-				case <-ctx.Done():
-				case <-t.C:
-				}
-				t.Stop()
-			}
+			s.loop(ctx)
 		}()
 	}
 	wg.Wait()
 	return ctx.Err()
 }
 
+func (s *Syncer) loop(ctx context.Context) {
+	failures := 0
+	var settling chan struct{} // closed when the previous batch is settled
+	defer func() {
+		if settling != nil {
+			<-settling
+		}
+	}()
+	for ctx.Err() == nil {
+		ds, err := s.receive(ctx)
+		var b *batch
+		var stop func()
+		if err == nil && len(ds) > 0 {
+			b, stop = s.start(ds)
+			err = b.process(ctx)
+		}
+		if settling != nil {
+			<-settling
+			settling = nil
+		}
+		if b != nil {
+			done := make(chan struct{})
+			settling = done
+			go func(b *batch, perr error, started time.Time) {
+				defer close(done)
+				if perr == nil {
+					perr = b.settle(ctx)
+				}
+				stop()
+				s.finish(b, started)
+				if perr != nil && ctx.Err() == nil {
+					s.log.Error("syncer: batch failed", "err", perr)
+				}
+			}(b, err, time.Now())
+		}
+		if err == nil || ctx.Err() != nil {
+			failures = 0
+			continue
+		}
+		failures++
+		delay := min(time.Duration(1<<min(failures, 6))*100*time.Millisecond, 5*time.Second)
+		s.log.Error("syncer: batch failed", "err", err, "retryIn", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// start begins a batch: its locks are renewed until stop is called.
+func (s *Syncer) start(ds []*queue.Delivery) (*batch, func()) {
+	b := newBatch(s, ds)
+	b.started = time.Now()
+	renewCtx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.renewLoop(renewCtx, b.unsettled) }()
+	return b, func() { cancel(); wg.Wait() }
+}
+
+func (s *Syncer) finish(b *batch, _ time.Time) {
+	s.metrics.observe(b.stats, time.Since(b.started))
+	if s.cfg.OnBatch != nil {
+		s.cfg.OnBatch(b.stats)
+	}
+}
+
 // ProcessBatch receives one batch (waiting up to IdleWait for a first
-// message) and processes it. It returns what it did.
+// message), processes and settles it, and returns what it did.
 func (s *Syncer) ProcessBatch(ctx context.Context) (Stats, error) {
 	ds, err := s.receive(ctx)
 	if err != nil {
@@ -281,16 +339,13 @@ func (s *Syncer) ProcessBatch(ctx context.Context) (Stats, error) {
 	if len(ds) == 0 {
 		return Stats{}, nil
 	}
-	start := time.Now()
-	renewCtx, stopRenew := context.WithCancel(ctx)
-	var renewWG sync.WaitGroup
-	b := newBatch(s, ds)
-	renewWG.Add(1)
-	go func() { defer renewWG.Done(); s.renewLoop(renewCtx, b.unsettled) }()
-	err = b.run(ctx)
-	stopRenew()
-	renewWG.Wait()
-	s.metrics.observe(b.stats, time.Since(start))
+	b, stop := s.start(ds)
+	err = b.process(ctx)
+	if err == nil {
+		err = b.settle(ctx)
+	}
+	stop()
+	s.finish(b, b.started)
 	return b.stats, err
 }
 

@@ -8,7 +8,6 @@ package syncbench
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -17,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/msisync/msisync/internal/event"
@@ -65,7 +65,8 @@ type Report struct {
 	PerCall      map[string]float64 // records per sync call per object
 	IdealCalls   int                // Σ ceil(distinct records / BatchSize) over objects: writes only
 	IdealLookups int                // lead lookups the split strategy needs on top (0 with lookupField)
-	IdealDrain   time.Duration      // (IdealCalls + IdealLookups) at the configured rate (CallsPerWindow / Window)
+	IdealDrain   time.Duration      // the ideal calls under the sliding-window limiter, no processing time
+	RateDrain    time.Duration      // the ideal calls at the average rate CallsPerWindow / Window
 	Ratio        float64            // IdealDrain / Drain
 	// CallEfficiency is (IdealCalls + IdealLookups) / TotalCalls: the share
 	// of the calls made that a perfect batcher would also have made.
@@ -90,7 +91,7 @@ func (r Report) String() string {
 	if r.IdealLookups > 0 {
 		fmt.Fprintf(&b, " + %d lead lookups", r.IdealLookups)
 	}
-	fmt.Fprintf(&b, " at the configured rate)\n")
+	fmt.Fprintf(&b, " under the %s limiter; %v at the average rate)\n", r.Limits[:strings.Index(r.Limits, ",")], r.RateDrain.Round(time.Millisecond))
 	fmt.Fprintf(&b, "ideal / measured  %.2f\n", r.Ratio)
 	fmt.Fprintf(&b, "call efficiency   %.2f (ideal calls / calls made)\n", r.CallEfficiency)
 	fmt.Fprintf(&b, "calls             %d (606: %d, 615: %d), dead letters %d\n", r.TotalCalls, r.Throttled606, r.Throttled615, r.DeadLettered)
@@ -208,41 +209,51 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 	}
 	before := sim.Stats()
 
+	var (
+		mu       sync.Mutex
+		total    syncer.Stats
+		settled  int
+		lastWork time.Time
+		lastLog  = time.Now()
+		drained  = make(chan struct{})
+	)
+	start := time.Now()
 	s, err := syncer.New(syncer.Config{Queue: q, Store: st, Marketo: mk, BatchSize: opts.BatchSize, ReceiveMax: opts.ReceiveMax,
-		Concurrency: opts.Concurrency, IdleWait: 200 * time.Millisecond, Logger: opts.Logger, WorkerID: "bench"})
+		Concurrency: opts.Concurrency, IdleWait: 200 * time.Millisecond, Logger: opts.Logger, WorkerID: "bench",
+		OnBatch: func(b syncer.Stats) {
+			mu.Lock()
+			defer mu.Unlock()
+			total = addStats(total, b)
+			// Every event ends completed (written or skipped) or dead-lettered
+			// exactly once; requeued copies count when they end.
+			before := settled
+			settled += b.Completed + b.DeadLettered
+			lastWork = time.Now()
+			if opts.Progress != nil && time.Since(lastLog) > time.Second {
+				opts.Progress(settled, len(g.events))
+				lastLog = time.Now()
+			}
+			if before < len(g.events) && settled >= len(g.events) {
+				close(drained)
+			}
+		}})
 	if err != nil {
 		return Report{}, fmt.Errorf("bench: %w", err)
 	}
 	runCtx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	start := time.Now()
-	total := syncer.Stats{}
-	settled := 0
-	lastProgress := time.Now()
-	// One batch at a time (or Concurrency in flight via Run) until the queue
-	// stays empty: ProcessBatch returns an empty batch after IdleWait.
-	idle := 0
-	var lastWork time.Time
-	for idle < 3 {
-		if runCtx.Err() != nil {
-			return Report{}, fmt.Errorf("bench: not drained after %v (%d of %d messages settled)", opts.Timeout, settled, len(g.events))
-		}
-		stats, err := processConcurrently(runCtx, s, opts.Concurrency)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return Report{}, fmt.Errorf("bench: %w", err)
-		}
-		if stats.Received == 0 {
-			idle++
-			continue
-		}
-		idle = 0
-		lastWork = time.Now()
-		total = addStats(total, stats)
-		settled += stats.Completed + stats.DeadLettered
-		if opts.Progress != nil && time.Since(lastProgress) > time.Second {
-			opts.Progress(settled, len(g.events))
-			lastProgress = time.Now()
-		}
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(runCtx) }()
+	select {
+	case <-drained:
+	case <-runCtx.Done():
+	}
+	cancel()
+	<-ran
+	mu.Lock()
+	defer mu.Unlock()
+	if settled < len(g.events) {
+		return Report{}, fmt.Errorf("bench: not drained after %v (%d of %d messages settled)", opts.Timeout, settled, len(g.events))
 	}
 	drain := lastWork.Sub(start)
 
@@ -281,11 +292,18 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 		r.Strategy = syncer.LeadSplit
 		r.IdealLookups = (r.Records[string(marketo.Leads)] + opts.BatchSize - 1) / opts.BatchSize
 	}
-	// The minimum number of calls at the configured steady rate. Marketo's
-	// window starts empty, so a backlog of a few windows can beat this by up
-	// to one window's burst: read Ratio with CallEfficiency.
+	// The ideal: the minimum number of calls, made with no processing time
+	// under the same sliding-window limiter. From a full window each block
+	// of CallsPerWindow calls waits for one window; from an empty one the
+	// first block is free. RateDrain is the same count at the average rate.
 	calls := r.IdealCalls + r.IdealLookups
-	r.IdealDrain = time.Duration(calls) * opts.Window / time.Duration(opts.CallsPerWindow)
+	L := opts.CallsPerWindow
+	if opts.Cold {
+		r.IdealDrain = time.Duration((calls-1)/L) * opts.Window
+	} else {
+		r.IdealDrain = time.Duration((calls+L-1)/L) * opts.Window
+	}
+	r.RateDrain = time.Duration(calls) * opts.Window / time.Duration(L)
 	if r.TotalCalls > 0 {
 		r.CallEfficiency = float64(calls) / float64(r.TotalCalls)
 	}
@@ -314,30 +332,6 @@ func warmUp(ctx context.Context, mk *marketo.Client, calls, concurrent int) erro
 		}
 	}
 	return nil
-}
-
-func processConcurrently(ctx context.Context, s *syncer.Syncer, n int) (syncer.Stats, error) {
-	type res struct {
-		st  syncer.Stats
-		err error
-	}
-	ch := make(chan res, n)
-	for i := 0; i < n; i++ {
-		go func() {
-			st, err := s.ProcessBatch(ctx)
-			ch <- res{st, err}
-		}()
-	}
-	var total syncer.Stats
-	var first error
-	for i := 0; i < n; i++ {
-		r := <-ch
-		total = addStats(total, r.st)
-		if r.err != nil && first == nil {
-			first = r.err
-		}
-	}
-	return total, first
 }
 
 func addStats(a, b syncer.Stats) syncer.Stats {

@@ -40,9 +40,10 @@ func TestBenchReal(t *testing.T) {
 	}
 	lookup := os.Getenv("MSISYNC_BENCH_LOOKUP") == "1"
 	cold := os.Getenv("MSISYNC_BENCH_COLD") == "1"
+	window, _ := time.ParseDuration(os.Getenv("MSISYNC_BENCH_WINDOW"))
 	conc, _ := strconv.Atoi(os.Getenv("MSISYNC_BENCH_CONCURRENCY"))
 	recv, _ := strconv.Atoi(os.Getenv("MSISYNC_BENCH_RECEIVE"))
-	r, err := Bench(context.Background(), Options{Events: n, LookupExternalPersonID: lookup, Concurrency: conc, ReceiveMax: recv, Cold: cold, Dir: t.TempDir(),
+	r, err := Bench(context.Background(), Options{Events: n, LookupExternalPersonID: lookup, Concurrency: conc, ReceiveMax: recv, Cold: cold, Window: window, Dir: t.TempDir(),
 		Progress: func(done, total int) { t.Logf("%d/%d settled", done, total) }})
 	if err != nil {
 		t.Fatal(err)
