@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
@@ -122,6 +123,9 @@ func New(cfg Config) (*Syncer, error) {
 		return nil, errors.New("syncer: Config.Store is required")
 	case cfg.Marketo == nil:
 		return nil, errors.New("syncer: Config.Marketo is required")
+	}
+	if v := reflect.ValueOf(cfg.Dataverse); cfg.Dataverse != nil && v.Kind() == reflect.Pointer && v.IsNil() {
+		cfg.Dataverse = nil // a nil *dataverse.Client: Dataverse is not configured
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 300
@@ -283,17 +287,17 @@ func (s *Syncer) loop(ctx context.Context) {
 		if b != nil {
 			done := make(chan struct{})
 			settling = done
-			go func(b *batch, perr error, started time.Time) {
+			go func(b *batch, perr error) {
 				defer close(done)
 				if perr == nil {
 					perr = b.settle(ctx)
 				}
 				stop()
-				s.finish(b, started)
+				s.finish(b)
 				if perr != nil && ctx.Err() == nil {
 					s.log.Error("syncer: batch failed", "err", perr)
 				}
-			}(b, err, time.Now())
+			}(b, err)
 		}
 		if err == nil || ctx.Err() != nil {
 			failures = 0
@@ -322,7 +326,7 @@ func (s *Syncer) start(ds []*queue.Delivery) (*batch, func()) {
 	return b, func() { cancel(); wg.Wait() }
 }
 
-func (s *Syncer) finish(b *batch, _ time.Time) {
+func (s *Syncer) finish(b *batch) {
 	s.metrics.observe(b.stats, time.Since(b.started))
 	if s.cfg.OnBatch != nil {
 		s.cfg.OnBatch(b.stats)
@@ -345,7 +349,7 @@ func (s *Syncer) ProcessBatch(ctx context.Context) (Stats, error) {
 		err = b.settle(ctx)
 	}
 	stop()
-	s.finish(b, b.started)
+	s.finish(b)
 	return b.stats, err
 }
 

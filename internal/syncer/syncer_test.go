@@ -570,6 +570,16 @@ func Test600ContactsInAHandfulOfCalls(t *testing.T) {
 	}
 }
 
+func TestNilDataverseClientMeansNotConfigured(t *testing.T) {
+	var dv *fakeDataverse
+	e := newEnv(t, func(c *Config) { c.Dataverse = dv })
+	e.send(ev(event.EntityContact, contactID, event.MessageUpdate, event.Attributes{"jobtitle": event.String("CTO")}))
+	e.drain() // would panic reading through a nil client
+	if dl := e.q.deadLetters(); len(dl) != 1 || dl[0].Reason != ReasonMissingData {
+		t.Fatalf("dead letters %+v", dl)
+	}
+}
+
 func TestNewValidates(t *testing.T) {
 	q, st, mk := newFakeQueue(clock.System{}), newFakeStore(), newFakeMarketo()
 	for name, c := range map[string]Config{
