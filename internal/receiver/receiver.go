@@ -89,6 +89,8 @@ type Config struct {
 	// Extra mounts more routes behind the admin token (full paths, e.g.
 	// "/admin/v1/…"); only called when AdminToken is set.
 	Extra func(r chi.Router)
+	// Public mounts more routes with no auth (the local sandbox's state).
+	Public func(r chi.Router)
 	// DisableWebhooks leaves out the /webhooks routes (404), for a process
 	// that only works the queue but still serves health, metrics and admin.
 	// Keys and Queue are then optional.
@@ -190,6 +192,9 @@ func New(cfg Config) (http.Handler, error) {
 		_, _ = w.Write(api.OpenAPI)
 	})
 	r.Method(http.MethodGet, RouteMetrics, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
+	if cfg.Public != nil {
+		cfg.Public(r)
+	}
 	if cfg.AdminToken != "" {
 		r.Group(func(ar chi.Router) {
 			ar.Use(s.adminAuth)

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/msisync/msisync/internal/config"
+	"github.com/msisync/msisync/internal/dataverse"
+	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/queue"
+	"github.com/msisync/msisync/internal/queue/servicebus"
+	"github.com/msisync/msisync/internal/queue/sqlitequeue"
+	"github.com/msisync/msisync/internal/store"
+	"github.com/msisync/msisync/internal/store/pgstore"
+	"github.com/msisync/msisync/internal/store/sqlitestore"
+	"github.com/msisync/msisync/internal/syncer/mapping"
+)
+
+// app holds the adapters the settings select. Fields are nil when the
+// command did not ask for them.
+type app struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	registry *prometheus.Registry
+
+	queue     queue.Queue
+	store     store.Store
+	marketo   *marketo.Client
+	sandbox   *marketosim.Server // non-nil when Marketo is the built-in sandbox
+	dataverse *dataverse.Client  // nil when MSISYNC_DATAVERSE_URL is unset
+	mapping   *mapping.Mapping
+
+	closers []func() error
+}
+
+type needs struct{ queue, store, marketo, dataverse bool }
+
+func openApp(ctx context.Context, n needs) (*app, error) {
+	cfg, log, err := loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	a := &app{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fail := func(err error) (*app, error) { a.Close(); return nil, err }
+
+	if n.queue || n.store {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil && (cfg.ServiceBus == "" || cfg.DatabaseURL == "") {
+			return fail(fmt.Errorf("create data folder %s (MSISYNC_DATA_DIR): %w", cfg.DataDir, err))
+		}
+	}
+	if n.queue {
+		if err := a.openQueue(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if n.store {
+		if err := a.openStore(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if n.marketo {
+		if a.mapping, err = loadMapping(cfg); err != nil {
+			return fail(err)
+		}
+		if err := a.openMarketo(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if n.dataverse && cfg.DataverseURL != "" {
+		dv, err := dataverse.New(dataverse.Config{
+			URL: cfg.DataverseURL, Token: cfg.DataverseToken, TenantID: cfg.AzureTenantID,
+			ClientID: cfg.AzureClientID, ClientSecret: cfg.AzureClientSecret, Logger: log,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("dataverse client (MSISYNC_DATAVERSE_URL): %w", err))
+		}
+		a.dataverse = dv
+	}
+	return a, nil
+}
+
+func loadMapping(cfg *config.Config) (*mapping.Mapping, error) {
+	if cfg.MappingPath == "" {
+		return mapping.Default(), nil
+	}
+	m, err := mapping.Load(cfg.MappingPath)
+	if err != nil {
+		return nil, fmt.Errorf("MSISYNC_MAPPING: %w", err)
+	}
+	return m, nil
+}
+
+func (a *app) openQueue(ctx context.Context) error {
+	if a.cfg.ServiceBus != "" {
+		q, err := servicebus.New(ctx, servicebus.Options{Connection: a.cfg.ServiceBus, QueueName: a.cfg.ServiceBusQueue, Logger: a.log})
+		if err != nil {
+			return fmt.Errorf("open Service Bus queue %q (MSISYNC_SERVICEBUS): %w", a.cfg.ServiceBusQueue, err)
+		}
+		a.queue = q
+	} else {
+		q, err := sqlitequeue.Open(ctx, a.cfg.QueuePath(), sqlitequeue.Options{Logger: a.log})
+		if err != nil {
+			return fmt.Errorf("open embedded queue %s: %w", a.cfg.QueuePath(), err)
+		}
+		a.queue = q
+	}
+	a.closers = append(a.closers, a.queue.Close)
+	return nil
+}
+
+func (a *app) openStore(ctx context.Context) error {
+	if a.cfg.DatabaseURL != "" {
+		s, err := pgstore.Open(ctx, a.cfg.DatabaseURL, pgstore.Options{Logger: a.log})
+		if err != nil {
+			return fmt.Errorf("open PostgreSQL store (MSISYNC_DATABASE_URL): %w", err)
+		}
+		a.store = s
+	} else {
+		s, err := sqlitestore.Open(ctx, a.cfg.StorePath(), sqlitestore.Options{Logger: a.log})
+		if err != nil {
+			return fmt.Errorf("open embedded store %s: %w", a.cfg.StorePath(), err)
+		}
+		a.store = s
+	}
+	a.closers = append(a.closers, a.store.Close)
+	return nil
+}
+
+// openMarketo builds the client; without credentials it starts the built-in
+// sandbox (the Marketo simulator) on a loopback port and points the client at it.
+func (a *app) openMarketo(ctx context.Context) error {
+	cfg := a.cfg
+	base, id, secret := cfg.MarketoURL, cfg.MarketoClientID, cfg.MarketoClientSecret
+	if cfg.Sandbox() {
+		id, secret = "sandbox-"+randomHex(4), randomHex(16)
+		a.sandbox = marketosim.New(marketosim.Options{ClientID: id, ClientSecret: secret, ScoreField: cfg.ScoreField})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("start Marketo sandbox: %w", err)
+		}
+		srv := &http.Server{Handler: a.sandbox}
+		go func() { _ = srv.Serve(ln) }()
+		a.closers = append(a.closers, func() error { return srv.Close() })
+		base = "http://" + ln.Addr().String()
+	}
+	c, err := marketo.New(marketo.Config{
+		BaseURL: base, ClientID: id, ClientSecret: secret,
+		CallsPerWindow: cfg.MarketoCallsPer20s, MaxConcurrent: cfg.MarketoConcurrency, DailyQuota: cfg.MarketoDailyQuota,
+		Logger: a.log, Registerer: a.registry,
+	})
+	if err != nil {
+		return fmt.Errorf("marketo client: %w", err)
+	}
+	a.marketo = c
+	return nil
+}
+
+// Close releases everything in reverse order of opening.
+func (a *app) Close() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}
+
+// openQueueOnly is for the dlq and queue commands.
+func openQueueOnly(ctx context.Context) (queue.Queue, func(), error) {
+	a, err := openApp(ctx, needs{queue: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	return a.queue, func() { _ = a.Close() }, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

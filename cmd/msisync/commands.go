@@ -1,0 +1,382 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/msisync/msisync/internal/backfill"
+	"github.com/msisync/msisync/internal/dataverse"
+	"github.com/msisync/msisync/internal/dataverse/dataversesim"
+	"github.com/msisync/msisync/internal/doctor"
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/msi"
+	"github.com/msisync/msisync/internal/queue/servicebus"
+	"github.com/msisync/msisync/internal/syncer/mapping"
+	"github.com/msisync/msisync/internal/syncer/syncbench"
+)
+
+func jsonTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newQueueCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "queue", Short: "Manage the Azure Service Bus queue"}
+	var dryRun bool
+	var want servicebus.QueueSettings
+	setup := &cobra.Command{
+		Use:   "setup",
+		Short: "Create or update the Service Bus queue (lock duration, max deliveries, duplicate detection, dead-lettering on expiry)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, _, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			if cfg.ServiceBus == "" {
+				return usagef("queue setup needs MSISYNC_SERVICEBUS (the embedded queue needs no setup)")
+			}
+			plan, err := servicebus.Setup(c.Context(), cfg.ServiceBus, cfg.ServiceBusQueue, want, dryRun)
+			if err != nil {
+				return err
+			}
+			fmt.Println(plan.String())
+			return nil
+		},
+	}
+	d := servicebus.DefaultQueueSettings()
+	setup.Flags().DurationVar(&want.LockDuration, "lock-duration", d.LockDuration, "peek-lock duration (≤ 5m)")
+	setup.Flags().IntVar(&want.MaxDeliveryCount, "max-delivery-count", d.MaxDeliveryCount, "deliveries before Service Bus dead-letters a message")
+	setup.Flags().DurationVar(&want.DuplicateDetectionWindow, "duplicate-window", d.DuplicateDetectionWindow, "duplicate detection window")
+	setup.Flags().DurationVar(&want.DefaultTTL, "ttl", d.DefaultTTL, "message time to live")
+	setup.Flags().BoolVar(&want.DeadLetterOnExpiry, "dead-letter-on-expiry", d.DeadLetterOnExpiry, "dead-letter expired messages")
+	setup.Flags().BoolVar(&dryRun, "dry-run", false, "show the difference, change nothing")
+	cmd.AddCommand(setup)
+	return cmd
+}
+
+func needDataverse(a *app) error {
+	if a.dataverse == nil {
+		return usagef("this command needs MSISYNC_DATAVERSE_URL (and MSISYNC_DATAVERSE_TOKEN or AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET)")
+	}
+	return nil
+}
+
+func newDataverseCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "dataverse", Short: "Register the msisync webhook in Dynamics, remove it, or show its status"}
+	var url, auth, name string
+	var dryRun bool
+	register := &cobra.Command{
+		Use:   "register --url https://<public host>/webhooks/dataverse",
+		Short: "Create or update the webhook and its steps (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://") {
+				return usagef("--url must be the public http(s) URL of /webhooks/dataverse, got %q", url)
+			}
+			if auth != "WebhookKey" && auth != "HttpHeader" {
+				return usagef("--auth must be WebhookKey or HttpHeader, got %q", auth)
+			}
+			a, err := openApp(c.Context(), needs{dataverse: true})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			if err := needDataverse(a); err != nil {
+				return err
+			}
+			if _, err := a.cfg.EnsureWebhookKey(); err != nil {
+				return err
+			}
+			m, err := loadMapping(a.cfg)
+			if err != nil {
+				return err
+			}
+			plan, err := a.dataverse.Register(c.Context(), dataverse.RegisterOptions{
+				URL: url, AuthType: auth, Key: a.cfg.WebhookKeys[0], Header: a.cfg.WebhookHeader, Name: name,
+				Steps: stepSpecs(m), DryRun: dryRun,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Println(plan.String())
+			return nil
+		},
+	}
+	register.Flags().StringVar(&url, "url", "", "public URL Dataverse posts to (…/webhooks/dataverse)")
+	register.Flags().StringVar(&auth, "auth", "WebhookKey", "WebhookKey (?code=) or HttpHeader (MSISYNC_WEBHOOK_HEADER)")
+	register.Flags().StringVar(&name, "name", "msisync", "service endpoint name")
+	register.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan, change nothing")
+
+	unregister := &cobra.Command{
+		Use:   "unregister",
+		Short: "Remove the webhook and the steps msisync created",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			a, err := openApp(c.Context(), needs{dataverse: true})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			if err := needDataverse(a); err != nil {
+				return err
+			}
+			plan, err := a.dataverse.Unregister(c.Context(), name, dryRun)
+			if err != nil {
+				return err
+			}
+			fmt.Println(plan.String())
+			return nil
+		},
+	}
+	unregister.Flags().StringVar(&name, "name", "msisync", "service endpoint name")
+	unregister.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan, change nothing")
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the webhook, its steps, and recent failed system jobs of those steps",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			a, err := openApp(c.Context(), needs{dataverse: true})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			if err := needDataverse(a); err != nil {
+				return err
+			}
+			st, err := a.dataverse.Status(c.Context(), name)
+			if err != nil {
+				return err
+			}
+			fmt.Println(st.String())
+			return nil
+		},
+	}
+	status.Flags().StringVar(&name, "name", "msisync", "service endpoint name")
+	cmd.AddCommand(register, unregister, status)
+	return cmd
+}
+
+func newBackfillCmd() *cobra.Command {
+	var entities string
+	var since time.Duration
+	var sinceDate string
+	var pageSize int
+	cmd := &cobra.Command{
+		Use:   "backfill [--entities systemuser,account,…] [--since 720h | --since-date 2026-01-01]",
+		Short: "Page through Dataverse in dependency order and enqueue every record (resumes where an interrupted run stopped)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var list []string
+			for _, e := range strings.Split(entities, ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					if !event.IsSyncedEntity(e) {
+						return usagef("--entities: %q is not one of %s", e, strings.Join(event.SyncedEntities, ", "))
+					}
+					list = append(list, e)
+				}
+			}
+			var from time.Time
+			if since > 0 {
+				from = time.Now().Add(-since)
+			}
+			if sinceDate != "" {
+				t, err := time.Parse("2006-01-02", sinceDate)
+				if err != nil {
+					return usagef("--since-date must be YYYY-MM-DD, got %q", sinceDate)
+				}
+				from = t
+			}
+			a, err := openApp(c.Context(), needs{queue: true, store: true, dataverse: true})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			if err := needDataverse(a); err != nil {
+				return err
+			}
+			m, err := loadMapping(a.cfg)
+			if err != nil {
+				return err
+			}
+			rep, err := backfill.Run(c.Context(), backfill.Config{
+				Dataverse: a.dataverse, Sender: a.queue, Store: a.store, Entities: list, Since: from,
+				PageSize: pageSize, Columns: m.Columns, Progress: os.Stderr, Logger: a.log,
+			})
+			fmt.Println(rep.String())
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&entities, "entities", "", "comma-separated entities (default: all, in dependency order: "+strings.Join(event.SyncedEntities, ",")+")")
+	cmd.Flags().DurationVar(&since, "since", 0, "only records modified in the last DURATION")
+	cmd.Flags().StringVar(&sinceDate, "since-date", "", "only records modified on or after this date (YYYY-MM-DD)")
+	cmd.Flags().IntVar(&pageSize, "page-size", 1000, "Dataverse page size (≤ 5000)")
+	return cmd
+}
+
+func msiFields(a *app) []msi.FieldMap {
+	return msi.DefaultFields(a.cfg.ScoreField)
+}
+
+func newMSICmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "msi", Short: "MSI write-back (Marketo → Dataverse)"}
+	var once bool
+	sync := &cobra.Command{
+		Use:   "sync --once",
+		Short: "Copy MSI fields from Marketo onto the Dynamics leads/contacts that changed",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			a, err := openApp(c.Context(), needs{store: true, marketo: true, dataverse: true})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			if err := needDataverse(a); err != nil {
+				return err
+			}
+			w, err := newMSIWriter(a)
+			if err != nil {
+				return err
+			}
+			if !once {
+				return w.Run(c.Context())
+			}
+			rep, err := w.RunOnce(c.Context())
+			fmt.Println(rep.String())
+			return err
+		},
+	}
+	sync.Flags().BoolVar(&once, "once", false, "run one cycle and exit (default: loop every MSISYNC_MSI_INTERVAL)")
+	cmd.AddCommand(sync)
+	return cmd
+}
+
+func newDoctorCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "doctor ENTITY ID",
+		Short: "Diagnose one record's linkage in Marketo (lead ↔ company ↔ sales person, email match, MSI fields)",
+		Args:  exactArgs(2, "ENTITY (contact, lead, account, systemuser, opportunity) and a record GUID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			a, err := openApp(c.Context(), needs{store: true, marketo: true, dataverse: true})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			d := &doctor.Doctor{Marketo: a.marketo, Store: a.store, ScoreField: a.cfg.ScoreField}
+			if a.dataverse != nil {
+				d.Dataverse = a.dataverse
+			}
+			rep, err := d.Diagnose(c.Context(), strings.ToLower(args[0]), args[1])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				err = jsonTo(os.Stdout, rep)
+			} else {
+				fmt.Print(rep.String())
+			}
+			if err == nil && !rep.Healthy() {
+				os.Exit(3)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newSimCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "sim", Short: "Run a simulator (for demos, tests and benchmarks)"}
+	var addr, clientID, clientSecret, scoreField string
+	var lookup, crm bool
+	mk := &cobra.Command{
+		Use:   "marketo --addr :9090",
+		Short: "Run the Marketo simulator",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if scoreField != "relativeScore" && scoreField != "relativeScoring" {
+				return usagef("--score-field must be relativeScore or relativeScoring, got %q", scoreField)
+			}
+			return marketosim.ListenAndServe(c.Context(), addr, marketosim.Options{
+				ClientID: clientID, ClientSecret: clientSecret, ScoreField: scoreField,
+				LookupExternalPersonID: lookup, CRMEnabled: crm,
+			}, newLogger("info"))
+		},
+	}
+	mk.Flags().StringVar(&addr, "addr", "127.0.0.1:9090", "listen address")
+	mk.Flags().StringVar(&clientID, "client-id", "msisync", "client id the identity endpoint accepts")
+	mk.Flags().StringVar(&clientSecret, "client-secret", "secret", "client secret the identity endpoint accepts")
+	mk.Flags().StringVar(&scoreField, "score-field", "relativeScore", "relativeScore or relativeScoring")
+	mk.Flags().BoolVar(&lookup, "lookup-external-person-id", false, "accept lookupField=externalPersonId on Sync Leads (else 1011)")
+	mk.Flags().BoolVar(&crm, "crm-enabled", false, "behave as an instance with native CRM sync on (1018)")
+
+	var dvAddr, token string
+	dv := &cobra.Command{
+		Use:   "dataverse --addr :9091",
+		Short: "Run the Dataverse simulator (Web API, registration tables, webhook delivery)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return dataversesim.ListenAndServe(c.Context(), dvAddr, dataversesim.Options{Token: token}, newLogger("info"))
+		},
+	}
+	dv.Flags().StringVar(&dvAddr, "addr", "127.0.0.1:9091", "listen address")
+	dv.Flags().StringVar(&token, "token", "dev-token", "bearer token the Web API accepts (set MSISYNC_DATAVERSE_TOKEN to the same)")
+	cmd.AddCommand(mk, dv)
+	return cmd
+}
+
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks against the simulators"}
+	var o syncbench.Options
+	sync := &cobra.Command{
+		Use:   "sync [--events 30000]",
+		Short: "Drain a backlog of mixed events into the Marketo simulator at Marketo's real limits and report efficiency",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.Events < 1 {
+				return usagef("--events must be at least 1, got %d", o.Events)
+			}
+			if o.CallsPerWindow < 1 || o.CallsPerWindow > 100 {
+				return usagef("--calls-per-20s must be from 1 to 100, got %d", o.CallsPerWindow)
+			}
+			if o.MaxConcurrent < 1 || o.MaxConcurrent > 10 {
+				return usagef("--concurrency must be from 1 to 10, got %d", o.MaxConcurrent)
+			}
+			bar := progressbar.NewOptions(o.Events, progressbar.OptionSetDescription("drain"), progressbar.OptionSetWriter(os.Stderr),
+				progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
+			o.Progress = func(settled, _ int) { _ = bar.Set(settled) }
+			o.Logger = newLogger("warn")
+			rep, err := syncbench.Bench(c.Context(), o)
+			_ = bar.Finish()
+			if err != nil {
+				return err
+			}
+			fmt.Println(rep.String())
+			return nil
+		},
+	}
+	sync.Flags().IntVar(&o.Events, "events", 30000, "events in the backlog")
+	sync.Flags().IntVar(&o.CallsPerWindow, "calls-per-20s", 100, "Marketo calls per 20 s (simulator limit and client governor)")
+	sync.Flags().IntVar(&o.MaxConcurrent, "concurrency", 10, "concurrent Marketo calls (simulator limit and client governor)")
+	sync.Flags().BoolVar(&o.LookupExternalPersonID, "lookup-external-person-id", false, "simulate a Marketo that accepts lookupField=externalPersonId")
+	sync.Flags().BoolVar(&o.Cold, "cold", false, "start with an empty rate window (measures the initial burst too)")
+	cmd.AddCommand(sync)
+	return cmd
+}
+
+// stepSpecs are the webhook steps for the mapping in use: filtering on the
+// mapped columns and never on the MSI write-back columns.
+func stepSpecs(m *mapping.Mapping) []dataverse.StepSpec {
+	return dataverse.StepsFor(m.Columns, m.WriteBack())
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/msisync/msisync/internal/dataverse/remotecontext"
+	"github.com/msisync/msisync/internal/doctor"
+	"github.com/msisync/msisync/internal/msi"
+	"github.com/msisync/msisync/internal/receiver"
+	"github.com/msisync/msisync/internal/syncer"
+)
+
+// newServeCmd builds serve (both roles), receiver and worker.
+func newServeCmd(use, short string, runReceiver, runWorker bool) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  short + "\n" + settingsHelp(),
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return serve(c.Context(), use, runReceiver, runWorker)
+		},
+	}
+}
+
+func serve(ctx context.Context, role string, runReceiver, runWorker bool) error {
+	a, err := openApp(ctx, needs{queue: true, store: runWorker, marketo: runWorker, dataverse: runWorker})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	cfg, log := a.cfg, a.log
+	log.Info("msisync starting", "role", role, "version", version, "addr", cfg.Addr,
+		"queue", map[bool]string{true: "servicebus:" + cfg.ServiceBusQueue, false: "sqlite:" + cfg.QueuePath()}[cfg.ServiceBus != ""],
+		"store", map[bool]string{true: "postgres", false: "sqlite:" + cfg.StorePath()}[cfg.DatabaseURL != ""])
+	if runWorker && a.sandbox != nil {
+		log.Warn("MARKETO SANDBOX: no Marketo credentials are set, so events sync into the built-in Marketo simulator; see its state at /sandbox/marketo/state. Set MSISYNC_MARKETO_URL, MSISYNC_MARKETO_CLIENT_ID and MSISYNC_MARKETO_CLIENT_SECRET to sync into your Marketo.")
+	}
+	if runWorker && a.dataverse == nil {
+		log.Info("Dataverse access not configured (MSISYNC_DATAVERSE_URL): no re-reads of partial events and no MSI write-back")
+	}
+	if runWorker && cfg.ServiceBus == "" && !runReceiver {
+		log.Info("worker on the embedded queue: run the receiver against the same MSISYNC_DATA_DIR on this machine")
+	}
+
+	if runReceiver {
+		created, err := cfg.EnsureWebhookKey()
+		if err != nil {
+			return err
+		}
+		if created {
+			// Printed once, on the run that generated it; never logged.
+			fmt.Fprintf(os.Stderr, "\nGenerated a webhook key (saved in %s/webhook.key; shown only now):\n\n  %s\n\n"+
+				"Register the webhook in Dynamics with:\n  msisync dataverse register --url https://<public host>/webhooks/dataverse\n"+
+				"or by hand (Plugin Registration Tool, WebhookKey auth) with the URL\n  http://%s/webhooks/dataverse  and the key above.\n\n",
+				cfg.DataDir, cfg.WebhookKeys[0], hostPort(cfg.Addr))
+		} else if os.Getenv("MSISYNC_WEBHOOK_KEY") == "" {
+			log.Info("using the webhook key saved in the data folder", "file", cfg.DataDir+"/webhook.key")
+		}
+	}
+
+	ready := func(ctx context.Context) error {
+		if err := a.queue.Ping(ctx); err != nil {
+			return fmt.Errorf("queue: %w", err)
+		}
+		if a.store != nil {
+			if err := a.store.Ping(ctx); err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+		}
+		return nil
+	}
+	public := func(r chi.Router) {
+		if a.sandbox != nil {
+			r.Get("/sandbox/marketo/state", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_ = jsonTo(w, a.sandbox.Dump())
+			})
+		}
+	}
+	admin := func(r chi.Router) {
+		if a.marketo == nil || a.store == nil {
+			return
+		}
+		d := &doctor.Doctor{Marketo: a.marketo, Store: a.store, ScoreField: cfg.ScoreField}
+		if a.dataverse != nil {
+			d.Dataverse = a.dataverse
+		}
+		// The doctor over HTTP, for operators without shell access.
+		r.Get("/admin/v1/records/{entity}/{id}/diagnosis", func(w http.ResponseWriter, req *http.Request) {
+			rep, err := d.Diagnose(req.Context(), chi.URLParam(req, "entity"), chi.URLParam(req, "id"))
+			w.Header().Set("Content-Type", "application/json")
+			if err != nil {
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(http.StatusUnprocessableEntity)
+				_ = jsonTo(w, map[string]any{"type": "urn:msisync:problem:diagnosis", "title": "Cannot diagnose", "status": 422, "detail": err.Error()})
+				return
+			}
+			_ = jsonTo(w, rep)
+		})
+	}
+	h, err := receiver.New(receiver.Config{
+		Keys: cfg.WebhookKeys, Header: cfg.WebhookHeader, Orgs: cfg.Orgs, AdminToken: cfg.AdminToken,
+		MaxBodyBytes: cfg.MaxBodyBytes, Queue: a.queue, MaxMessageBytes: a.queue.MaxMessageBytes(),
+		DeadLetters: a.queue, Ready: ready, Logger: log, Registerer: a.registry, Gatherer: a.registry,
+		Public: public, Extra: admin, DisableWebhooks: !runReceiver,
+	})
+	if err != nil {
+		return fmt.Errorf("receiver: %w", err)
+	}
+	srv := &http.Server{Addr: cfg.Addr, Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (MSISYNC_ADDR): %w", cfg.Addr, err)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		// SIGTERM: stop accepting, let in-flight requests finish, then the
+		// deferred Close closes the queue.
+		sctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	log.Info("listening", "addr", ln.Addr().String())
+
+	if runWorker {
+		s, err := newSyncer(a)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return s.Run(gctx) })
+		if a.sandbox != nil {
+			// Let the sandbox's MSI scores move, as Marketo's do, so the
+			// write-back has something to copy.
+			g.Go(func() error {
+				t := time.NewTicker(time.Minute)
+				defer t.Stop()
+				for {
+					select {
+					case <-gctx.Done():
+						return nil
+					case <-t.C:
+						a.sandbox.TickMSI(5)
+					}
+				}
+			})
+		}
+		if a.dataverse != nil && cfg.MSIInterval > 0 {
+			w, err := newMSIWriter(a)
+			if err != nil {
+				return err
+			}
+			g.Go(func() error { return w.Run(gctx) })
+		}
+	}
+	err = g.Wait()
+	log.Info("msisync stopped", "role", role)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func newSyncer(a *app) (*syncer.Syncer, error) {
+	cfg := a.cfg
+	var reader syncer.RecordReader
+	if a.dataverse != nil {
+		reader = a.dataverse
+	}
+	host, _ := os.Hostname()
+	s, err := syncer.New(syncer.Config{
+		Queue: a.queue, Store: a.store, Marketo: a.marketo, Dataverse: reader,
+		ParseNative: remotecontext.ParseServiceBus, Mapping: a.mapping,
+		BatchSize: cfg.BatchSize, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
+		DeletePolicy: cfg.DeletePolicy, AppUserID: cfg.DataverseAppUserID, DefaultSalesPersonID: cfg.DefaultSalesPersonID,
+		WorkerID: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("syncer: %w", err)
+	}
+	return s, nil
+}
+
+func newMSIWriter(a *app) (*msi.Writer, error) {
+	host, _ := os.Hostname()
+	w, err := msi.New(msi.Config{
+		Store: a.store, Marketo: a.marketo, Dataverse: a.dataverse, Fields: msiFields(a),
+		Interval: a.cfg.MSIInterval, Holder: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("msi write-back: %w", err)
+	}
+	return w, nil
+}
+
+func hostPort(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "localhost" + addr
+	}
+	return addr
+}

@@ -1,0 +1,327 @@
+// Package doctor diagnoses one Dataverse record's linkage in Marketo, the way
+// Adobe's MSI troubleshooting page tells a person to do it by hand: is the
+// record in Marketo, is the person linked to a company and a sales person
+// that exist, and does the sales person's email equal the Dynamics user's.
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/store"
+)
+
+// Marketo is the part of the Marketo client the doctor uses.
+type Marketo interface {
+	Query(ctx context.Context, obj marketo.Object, filterType string, values []string, fields []string) ([]marketo.Record, error)
+}
+
+// Dataverse reads a record (optional: nil when Dataverse is not configured).
+type Dataverse interface {
+	Read(ctx context.Context, logicalName, id string, columns []string) (event.Attributes, error)
+}
+
+// Links reads what the store knows.
+type Links interface {
+	GetLinks(ctx context.Context, kind string, externalIDs []string) (map[string]store.Link, error)
+}
+
+// Doctor runs the checks.
+type Doctor struct {
+	Marketo    Marketo
+	Dataverse  Dataverse // may be nil
+	Store      Links
+	ScoreField string // MSI relative score field name in Marketo
+}
+
+// Status of a check.
+type Status string
+
+// Check statuses.
+const (
+	OK   Status = "ok"
+	Fail Status = "fail"
+	Warn Status = "warn"
+	Info Status = "info"
+)
+
+// Check is one finding.
+type Check struct {
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	Detail string `json:"detail"`
+	// Fix tells a person what to do about a failed check.
+	Fix string `json:"fix,omitempty"`
+}
+
+// Report is the diagnosis of one record.
+type Report struct {
+	Entity   string  `json:"entity"`
+	RecordID string  `json:"recordId"`
+	Checks   []Check `json:"checks"`
+}
+
+// Healthy reports whether no check failed.
+func (r *Report) Healthy() bool {
+	for _, c := range r.Checks {
+		if c.Status == Fail {
+			return false
+		}
+	}
+	return true
+}
+
+// String renders the report for a terminal.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s\n", r.Entity, r.RecordID)
+	for _, c := range r.Checks {
+		fmt.Fprintf(&b, "  [%-4s] %s: %s\n", c.Status, c.Name, c.Detail)
+		if c.Fix != "" && c.Status != OK {
+			fmt.Fprintf(&b, "         fix: %s\n", c.Fix)
+		}
+	}
+	return b.String()
+}
+
+func (r *Report) add(name string, st Status, fix string, format string, args ...any) {
+	r.Checks = append(r.Checks, Check{Name: name, Status: st, Detail: fmt.Sprintf(format, args...), Fix: fix})
+}
+
+// Diagnose checks one record. entity is a Dataverse logical name.
+func (d *Doctor) Diagnose(ctx context.Context, entity, id string) (*Report, error) {
+	if !event.IsGUID(id) {
+		return nil, fmt.Errorf("doctor: record id %q is not a GUID", id)
+	}
+	id = event.NormalizeID(id)
+	r := &Report{Entity: entity, RecordID: id}
+	var err error
+	switch entity {
+	case event.EntityContact, event.EntityLead:
+		err = d.person(ctx, r, entity, id)
+	case event.EntityAccount:
+		err = d.company(ctx, r, id)
+	case event.EntitySystemUser:
+		_, err = d.salesPerson(ctx, r, id)
+	case event.EntityOpportunity:
+		err = d.opportunity(ctx, r, id)
+	default:
+		return nil, fmt.Errorf("doctor: entity %q is not one of contact, lead, account, systemuser, opportunity", entity)
+	}
+	return r, err
+}
+
+var personFields = []string{"id", "email", "externalPersonId", "externalCompanyId", "externalSalesPersonId",
+	"msiLastInterestingMomentType", "msiLastInterestingMomentDate", "priority", "relativeUrgency"}
+
+func (d *Doctor) person(ctx context.Context, r *Report, entity, id string) error {
+	links, err := d.Store.GetLinks(ctx, store.KindPerson, []string{id})
+	if err != nil {
+		return fmt.Errorf("doctor: read store: %w", err)
+	}
+	if l, ok := links[id]; ok {
+		r.add("store", OK, "", "synced as Marketo lead %s (%s)", l.MarketoID, l.Entity)
+	} else {
+		r.add("store", Warn, "check `msisync dlq list` for this record, or run `msisync backfill --entities "+entity+"`",
+			"msisync has not recorded this %s as synced", entity)
+	}
+	fields := append(append([]string{}, personFields...), d.scoreField())
+	leads, err := d.Marketo.Query(ctx, marketo.Leads, "externalPersonId", []string{id}, fields)
+	if err != nil {
+		return fmt.Errorf("doctor: query Marketo lead by externalPersonId %s: %w", id, err)
+	}
+	switch len(leads) {
+	case 0:
+		r.add("marketo lead", Fail, "sync the record (check the dead-letter queue: `msisync dlq list --entity "+entity+"`)",
+			"no Marketo lead has externalPersonId %s", id)
+		return nil
+	case 1:
+		r.add("marketo lead", OK, "", "Marketo lead %v (%v)", leads[0]["id"], leads[0]["email"])
+	default:
+		r.add("marketo lead", Fail, "merge the duplicate leads in Marketo", "%d Marketo leads share externalPersonId %s", len(leads), id)
+	}
+	lead := leads[0]
+	var dv event.Attributes
+	if d.Dataverse != nil {
+		cols := []string{"ownerid", "emailaddress1"}
+		if entity == event.EntityContact {
+			cols = append(cols, "parentcustomerid")
+		} else {
+			cols = append(cols, "parentaccountid")
+		}
+		dv, err = d.Dataverse.Read(ctx, entity, id, cols)
+		if err != nil {
+			r.add("dataverse", Warn, "", "cannot read the %s from Dataverse: %v", entity, err)
+			dv = nil
+		}
+	}
+
+	companyID := event.NormalizeID(text(lead["externalCompanyId"]))
+	if companyID == "" {
+		r.add("company link", Fail, "set the contact's account in Dynamics (parentcustomerid) and let it sync; MSI shows a lead's activities under its account only when linked",
+			"the Marketo lead has no externalCompanyId")
+	} else {
+		if dv != nil {
+			want := refID(dv, "parentcustomerid", "parentaccountid")
+			if want != "" && !strings.EqualFold(want, companyID) {
+				r.add("company link", Fail, "the Dynamics account changed and the change did not reach Marketo: replay dead letters or backfill the "+entity,
+					"Marketo says company %s, Dynamics says account %s", companyID, want)
+			}
+		}
+		if err := d.companyExists(ctx, r, companyID); err != nil {
+			return err
+		}
+	}
+	spID := event.NormalizeID(text(lead["externalSalesPersonId"]))
+	if spID == "" {
+		r.add("sales person link", Warn, "set an owner user (not a team) or MSISYNC_DEFAULT_SALES_PERSON_ID", "the Marketo lead has no externalSalesPersonId")
+	} else {
+		if dv != nil {
+			if want := refID(dv, "ownerid"); want != "" && !strings.EqualFold(want, spID) {
+				r.add("sales person link", Fail, "the owner change did not reach Marketo: replay dead letters or backfill",
+					"Marketo says sales person %s, Dynamics says owner %s", spID, want)
+			}
+		}
+		if _, err := d.salesPerson(ctx, r, spID); err != nil {
+			return err
+		}
+	}
+	var msi []string
+	for _, f := range []string{"msiLastInterestingMomentType", "msiLastInterestingMomentDate", "priority", "relativeUrgency", d.scoreField()} {
+		if v := text(lead[f]); v != "" {
+			msi = append(msi, f+"="+v)
+		}
+	}
+	if len(msi) == 0 {
+		r.add("msi fields", Info, "", "no MSI values on the lead yet (Marketo computes them from activity)")
+	} else {
+		r.add("msi fields", Info, "", "%s", strings.Join(msi, ", "))
+	}
+	return nil
+}
+
+func (d *Doctor) companyExists(ctx context.Context, r *Report, companyID string) error {
+	cs, err := d.Marketo.Query(ctx, marketo.Companies, "externalCompanyId", []string{companyID}, []string{"id", "company", "externalCompanyId", "externalSalesPersonId"})
+	if err != nil {
+		return fmt.Errorf("doctor: query Marketo company %s: %w", companyID, err)
+	}
+	if len(cs) == 0 {
+		r.add("company", Fail, "sync the account: `msisync backfill --entities account` or replay its dead letters",
+			"no Marketo company has externalCompanyId %s", companyID)
+		return nil
+	}
+	r.add("company", OK, "", "Marketo company %v (%v)", cs[0]["id"], cs[0]["company"])
+	return nil
+}
+
+func (d *Doctor) company(ctx context.Context, r *Report, id string) error {
+	cs, err := d.Marketo.Query(ctx, marketo.Companies, "externalCompanyId", []string{id}, []string{"id", "company", "externalCompanyId", "externalSalesPersonId"})
+	if err != nil {
+		return fmt.Errorf("doctor: query Marketo company %s: %w", id, err)
+	}
+	if len(cs) == 0 {
+		r.add("company", Fail, "sync the account (see `msisync dlq list --entity account`)", "no Marketo company has externalCompanyId %s", id)
+		return nil
+	}
+	r.add("company", OK, "", "Marketo company %v (%v)", cs[0]["id"], cs[0]["company"])
+	if sp := text(cs[0]["externalSalesPersonId"]); sp != "" {
+		_, err = d.salesPerson(ctx, r, event.NormalizeID(sp))
+	} else {
+		r.add("sales person link", Warn, "MSI needs externalSalesPersonId on companies: give the account a user owner", "the company has no externalSalesPersonId")
+	}
+	return err
+}
+
+func (d *Doctor) opportunity(ctx context.Context, r *Report, id string) error {
+	opps, err := d.Marketo.Query(ctx, marketo.Opportunities, "externalOpportunityId", []string{id}, []string{"marketoGUID", "name", "externalCompanyId", "externalSalesPersonId"})
+	if err != nil {
+		return fmt.Errorf("doctor: query Marketo opportunity %s: %w", id, err)
+	}
+	if len(opps) == 0 {
+		r.add("opportunity", Fail, "sync the opportunity (see `msisync dlq list --entity opportunity`)", "no Marketo opportunity has externalOpportunityId %s", id)
+		return nil
+	}
+	r.add("opportunity", OK, "", "Marketo opportunity %v (%v)", opps[0]["marketoGUID"], opps[0]["name"])
+	if c := event.NormalizeID(text(opps[0]["externalCompanyId"])); c != "" {
+		if err := d.companyExists(ctx, r, c); err != nil {
+			return err
+		}
+	} else {
+		r.add("company link", Fail, "set the opportunity's account in Dynamics", "the opportunity has no externalCompanyId")
+	}
+	roles, err := d.Marketo.Query(ctx, marketo.Roles, "externalOpportunityId", []string{id}, []string{"marketoGUID", "leadId", "role"})
+	if err != nil {
+		return fmt.Errorf("doctor: query Marketo roles of opportunity %s: %w", id, err)
+	}
+	var rs []string
+	for _, ro := range roles {
+		rs = append(rs, fmt.Sprintf("lead %v as %v", ro["leadId"], ro["role"]))
+	}
+	sort.Strings(rs)
+	r.add("roles", Info, "", "%d role(s): %s", len(roles), strings.Join(rs, "; "))
+	return nil
+}
+
+// salesPerson checks the sales person exists and, with Dataverse, that its
+// email equals the Dynamics user's (else MSI shows nothing in Dynamics).
+func (d *Doctor) salesPerson(ctx context.Context, r *Report, id string) (bool, error) {
+	sps, err := d.Marketo.Query(ctx, marketo.SalesPersons, "externalSalesPersonId", []string{id}, []string{"id", "email", "externalSalesPersonId"})
+	if err != nil {
+		return false, fmt.Errorf("doctor: query Marketo sales person %s: %w", id, err)
+	}
+	if len(sps) == 0 {
+		r.add("sales person", Fail, "sync the user: `msisync backfill --entities systemuser`", "no Marketo sales person has externalSalesPersonId %s", id)
+		return false, nil
+	}
+	email := text(sps[0]["email"])
+	r.add("sales person", OK, "", "Marketo sales person %v (%s)", sps[0]["id"], email)
+	if d.Dataverse == nil {
+		return true, nil
+	}
+	u, err := d.Dataverse.Read(ctx, event.EntitySystemUser, id, []string{"internalemailaddress"})
+	if err != nil {
+		r.add("sales person email", Warn, "", "cannot read user %s from Dataverse: %v", id, errors.Unwrap(err))
+		return true, nil
+	}
+	want := u["internalemailaddress"].Text()
+	if !strings.EqualFold(want, email) {
+		r.add("sales person email", Fail, "the emails must be equal or MSI data does not show in the Marketo tab in Dynamics: update the user and let it sync",
+			"Marketo %q differs from Dynamics %q", email, want)
+	} else {
+		r.add("sales person email", OK, "", "matches the Dynamics user")
+	}
+	return true, nil
+}
+
+func (d *Doctor) scoreField() string {
+	if d.ScoreField != "" {
+		return d.ScoreField
+	}
+	return "relativeScore"
+}
+
+func text(v any) string {
+	if v == nil {
+		return ""
+	}
+	return strings.TrimSpace(fmt.Sprint(v))
+}
+
+func refID(a event.Attributes, names ...string) string {
+	for _, n := range names {
+		if v, ok := a[n]; ok {
+			if ref, ok := v.Reference(); ok {
+				return ref.ID
+			}
+			if s := v.Text(); event.IsGUID(s) {
+				return event.NormalizeID(s)
+			}
+		}
+	}
+	return ""
+}

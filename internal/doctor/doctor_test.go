@@ -1,0 +1,132 @@
+package doctor
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/store"
+)
+
+type fakeMarketo map[marketo.Object][]marketo.Record
+
+func (f fakeMarketo) Query(_ context.Context, obj marketo.Object, filterType string, values []string, _ []string) ([]marketo.Record, error) {
+	var out []marketo.Record
+	for _, r := range f[obj] {
+		for _, v := range values {
+			if strings.EqualFold(text(r[filterType]), v) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+type fakeDV map[string]event.Attributes
+
+func (f fakeDV) Read(_ context.Context, logicalName, id string, _ []string) (event.Attributes, error) {
+	return f[logicalName+"/"+id], nil
+}
+
+type fakeLinks map[string]store.Link
+
+func (f fakeLinks) GetLinks(_ context.Context, kind string, ids []string) (map[string]store.Link, error) {
+	out := map[string]store.Link{}
+	for _, id := range ids {
+		if l, ok := f[kind+"/"+id]; ok {
+			out[id] = l
+		}
+	}
+	return out, nil
+}
+
+const (
+	contact = "9a100000-0000-0000-0000-000000000001"
+	account = "3f200000-0000-0000-0000-000000000002"
+	user    = "5e300000-0000-0000-0000-000000000003"
+)
+
+func healthyWorld() (fakeMarketo, fakeDV, fakeLinks) {
+	m := fakeMarketo{
+		marketo.Leads:        {{"id": 11, "email": "p@example.com", "externalPersonId": contact, "externalCompanyId": account, "externalSalesPersonId": user, "priority": 3}},
+		marketo.Companies:    {{"id": 21, "company": "Contoso", "externalCompanyId": account, "externalSalesPersonId": user}},
+		marketo.SalesPersons: {{"id": 31, "email": "Owner@Example.com", "externalSalesPersonId": user}},
+	}
+	dv := fakeDV{
+		"contact/" + contact: {"parentcustomerid": event.Reference("account", account, ""), "ownerid": event.Reference("systemuser", user, "")},
+		"systemuser/" + user: {"internalemailaddress": event.String("owner@example.com")},
+	}
+	links := fakeLinks{"person/" + contact: {Kind: store.KindPerson, ExternalID: contact, MarketoID: "11", Entity: "contact"}}
+	return m, dv, links
+}
+
+func status(r *Report, name string) Status {
+	for _, c := range r.Checks {
+		if c.Name == name {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+func TestHealthyContactPasses(t *testing.T) {
+	m, dv, links := healthyWorld()
+	d := &Doctor{Marketo: m, Dataverse: dv, Store: links}
+	r, err := d.Diagnose(context.Background(), "contact", strings.ToUpper(contact))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Healthy() {
+		t.Fatalf("expected healthy:\n%s", r)
+	}
+	for _, n := range []string{"store", "marketo lead", "company", "sales person", "sales person email"} {
+		if status(r, n) != OK {
+			t.Errorf("check %q = %q\n%s", n, status(r, n), r)
+		}
+	}
+}
+
+func TestMissingCompanyAndEmailMismatchAreReportedWithFixes(t *testing.T) {
+	m, dv, links := healthyWorld()
+	m[marketo.Companies] = nil
+	m[marketo.SalesPersons][0]["email"] = "someone.else@example.com"
+	d := &Doctor{Marketo: m, Dataverse: dv, Store: links}
+	r, err := d.Diagnose(context.Background(), "contact", contact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Healthy() || status(r, "company") != Fail || status(r, "sales person email") != Fail {
+		t.Fatalf("expected company and email failures:\n%s", r)
+	}
+	if !strings.Contains(r.String(), "fix:") {
+		t.Errorf("failures should carry a fix:\n%s", r)
+	}
+}
+
+func TestUnsyncedLeadAndAccountDrift(t *testing.T) {
+	m, dv, links := healthyWorld()
+	other := "3f200000-0000-0000-0000-0000000000ff"
+	dv["contact/"+contact]["parentcustomerid"] = event.Reference("account", other, "")
+	d := &Doctor{Marketo: m, Dataverse: dv, Store: links}
+	r, _ := d.Diagnose(context.Background(), "contact", contact)
+	if status(r, "company link") != Fail || !strings.Contains(r.String(), other) {
+		t.Fatalf("account drift not reported:\n%s", r)
+	}
+	m[marketo.Leads] = nil
+	r, _ = d.Diagnose(context.Background(), "contact", contact)
+	if status(r, "marketo lead") != Fail {
+		t.Fatalf("missing lead not reported:\n%s", r)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	d := &Doctor{Marketo: fakeMarketo{}, Store: fakeLinks{}}
+	if _, err := d.Diagnose(context.Background(), "contact", "nope"); err == nil || !strings.Contains(err.Error(), "not a GUID") {
+		t.Errorf("bad id: %v", err)
+	}
+	if _, err := d.Diagnose(context.Background(), "invoice", contact); err == nil || !strings.Contains(err.Error(), "contact, lead, account") {
+		t.Errorf("bad entity: %v", err)
+	}
+}
