@@ -75,9 +75,10 @@ type Config struct {
 	Mapping     *mapping.Mapping // default mapping.Default()
 
 	BatchSize int // records per Marketo call and messages per receive, 1..300 (default 300)
-	// ReceiveMax is how many messages one batch takes (default BatchSize).
-	// A mixed backlog fills Marketo calls better with more: up to
-	// BatchSize × 5 gives each object type up to BatchSize records per call.
+	// ReceiveMax is how many messages one batch takes (default 5 ×
+	// BatchSize: a mixed batch then gives each of the five object types up to
+	// BatchSize records per call). A backlog drains in fuller calls with more
+	// (the sync benchmark uses 20 × BatchSize).
 	ReceiveMax  int
 	BatchWait   time.Duration // how long to wait to fill a batch after the first message
 	IdleWait    time.Duration // how long one receive waits for a first message (default 1 s)
@@ -134,7 +135,7 @@ func New(cfg Config) (*Syncer, error) {
 		return nil, fmt.Errorf("syncer: BatchSize %d out of range 1..300", cfg.BatchSize)
 	}
 	if cfg.ReceiveMax <= 0 {
-		cfg.ReceiveMax = cfg.BatchSize
+		cfg.ReceiveMax = 5 * cfg.BatchSize
 	}
 	if cfg.Mapping == nil {
 		cfg.Mapping = mapping.Default()
