@@ -194,8 +194,7 @@ func Entities(names []string) ([]string, error) {
 // Run backfills the configured entities one after another. On error (or
 // cancellation) it returns what was done so far; checkpoints make a rerun
 // continue from the last completed page.
-func Run(ctx context.Context, cfg Config) (Report, error) {
-	var rep Report
+func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	entities, err := Entities(cfg.Entities)
 	if err != nil {
 		return rep, err

@@ -349,8 +349,15 @@ func TestProgressLinesWhenNotATerminal(t *testing.T) {
 		fc.Advance(time.Second) // each page takes a second
 		return s.Send(ctx, msgs...)
 	})
-	if _, err := Run(context.Background(), cfg); err != nil {
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if er := rep.Entities[0]; rep.Duration != 2*time.Second || er.Duration != 2*time.Second || er.Rate != 2.5 {
+		t.Fatalf("durations: run %s, entity %s at %v rows/s; want 2s and 2.5 rows/s", rep.Duration, er.Duration, er.Rate)
+	}
+	if !strings.HasSuffix(rep.String(), "backfill: 5 rows in 2s (2 rows/s)") {
+		t.Fatalf("report = %q", rep.String())
 	}
 	want := "backfill systemuser: 3/5 rows, 3 rows/s, ETA 1s\nbackfill systemuser: 5/5 rows, 2 rows/s\n"
 	if buf.String() != want {
