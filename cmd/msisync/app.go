@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -146,6 +149,12 @@ func (a *app) openMarketo(ctx context.Context) error {
 	if cfg.Sandbox() {
 		id, secret = "sandbox-"+randomHex(4), randomHex(16)
 		a.sandbox = marketosim.New(marketosim.Options{ClientID: id, ClientSecret: secret, ScoreField: cfg.ScoreField})
+		// The sandbox keeps its records in the data folder, so the store's
+		// links stay true across restarts.
+		if err := loadSandbox(a.sandbox, a.sandboxPath()); err != nil {
+			return err
+		}
+		a.closers = append(a.closers, func() error { return saveSandbox(a.sandbox, a.sandboxPath()) })
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return fmt.Errorf("start Marketo sandbox: %w", err)
@@ -190,4 +199,40 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+func (a *app) sandboxPath() string { return filepath.Join(a.cfg.DataDir, "marketo-sandbox.json") }
+
+func loadSandbox(sim *marketosim.Server, path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read Marketo sandbox state %s: %w", path, err)
+	}
+	var st marketosim.State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("read Marketo sandbox state %s: %w (delete the file to start the sandbox empty)", path, err)
+	}
+	if err := sim.Restore(st); err != nil {
+		return fmt.Errorf("restore Marketo sandbox from %s: %w", path, err)
+	}
+	return nil
+}
+
+// saveSandbox writes the sandbox state atomically (temp file + rename).
+func saveSandbox(sim *marketosim.Server, path string) error {
+	b, err := json.Marshal(sim.Dump())
+	if err != nil {
+		return fmt.Errorf("save Marketo sandbox: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("save Marketo sandbox %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save Marketo sandbox %s: %w", path, err)
+	}
+	return nil
 }

@@ -160,6 +160,9 @@ func serve(ctx context.Context, role string, runReceiver, runWorker bool) error 
 						return nil
 					case <-t.C:
 						a.sandbox.TickMSI(5)
+						if err := saveSandbox(a.sandbox, a.sandboxPath()); err != nil {
+							log.Warn("cannot save the Marketo sandbox", "error", err)
+						}
 					}
 				}
 			})

@@ -1,6 +1,7 @@
 package marketosim
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -121,4 +122,49 @@ func (s *Server) SetRaceGate(gate func()) {
 	s.mu.Lock()
 	s.raceGate = gate
 	s.mu.Unlock()
+}
+
+// Restore replaces the simulator's records with a State (as Dump returns it,
+// possibly after a JSON round trip), so a sandbox can keep its data across
+// restarts. Integer ids continue after the highest restored one.
+func (s *Server) Restore(st State) error {
+	s.Reset()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for obj, recs := range map[string][]map[string]any{objSalesPersons: st.SalesPersons, objCompanies: st.Companies,
+		objLeads: st.Leads, objOpportunities: st.Opportunities, objRoles: st.Roles} {
+		t := s.tables[obj]
+		for i, fields := range recs {
+			r := &record{fields: make(map[string]any, len(fields))}
+			for k, v := range fields {
+				if n, ok := v.(float64); ok && n == float64(int64(n)) {
+					v = int64(n) // JSON numbers come back as float64; the simulator keeps integers
+				}
+				if n, ok := v.(json.Number); ok {
+					if iv, err := n.Int64(); err == nil {
+						v = iv
+					}
+				}
+				r.fields[k] = v
+			}
+			if t.spec.idField == "marketoGUID" {
+				g, _ := r.fields["marketoGUID"].(string)
+				if g == "" {
+					return fmt.Errorf("marketosim: restore %s record %d: no marketoGUID", obj, i)
+				}
+				r.guid = g
+			} else {
+				id, ok := r.fields["id"].(int64)
+				if !ok || id <= 0 {
+					return fmt.Errorf("marketosim: restore %s record %d: no integer id", obj, i)
+				}
+				r.id = id
+				if id >= t.nextID {
+					t.nextID = id + 1
+				}
+			}
+			t.insert(r)
+		}
+	}
+	return nil
 }
