@@ -49,7 +49,7 @@ func newQueueCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println(plan.String())
+			fmt.Fprintln(c.OutOrStdout(), plan.String())
 			return nil
 		},
 	}
@@ -108,7 +108,7 @@ func newDataverseCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println(plan.String())
+			fmt.Fprintln(c.OutOrStdout(), plan.String())
 			return nil
 		},
 	}
@@ -134,7 +134,7 @@ func newDataverseCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println(plan.String())
+			fmt.Fprintln(c.OutOrStdout(), plan.String())
 			return nil
 		},
 	}
@@ -158,7 +158,7 @@ func newDataverseCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println(st.String())
+			fmt.Fprintln(c.OutOrStdout(), st.String())
 			return nil
 		},
 	}
@@ -211,9 +211,9 @@ func newBackfillCmd() *cobra.Command {
 			}
 			rep, err := backfill.Run(c.Context(), backfill.Config{
 				Dataverse: a.dataverse, Sender: a.queue, Store: a.store, Entities: list, Since: from,
-				PageSize: pageSize, Columns: m.Columns, Progress: os.Stderr, Logger: a.log,
+				PageSize: pageSize, Columns: m.Columns, Progress: c.ErrOrStderr(), Logger: a.log,
 			})
-			fmt.Println(rep.String())
+			fmt.Fprintln(c.OutOrStdout(), rep.String())
 			return err
 		},
 	}
@@ -252,7 +252,7 @@ func newMSICmd() *cobra.Command {
 				return w.Run(c.Context())
 			}
 			rep, err := w.RunOnce(c.Context())
-			fmt.Println(rep.String())
+			fmt.Fprintln(c.OutOrStdout(), rep.String())
 			return err
 		},
 	}
@@ -282,9 +282,9 @@ func newDoctorCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				err = jsonTo(os.Stdout, rep)
+				err = jsonTo(c.OutOrStdout(), rep)
 			} else {
-				fmt.Print(rep.String())
+				fmt.Fprint(c.OutOrStdout(), rep.String())
 			}
 			if err == nil && !rep.Healthy() {
 				os.Exit(3)
@@ -362,7 +362,7 @@ func newBenchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println(rep.String())
+			fmt.Fprintln(c.OutOrStdout(), rep.String())
 			return nil
 		},
 	}

@@ -3,7 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -72,16 +72,16 @@ func newDLQCmd() *cobra.Command {
 				return fmt.Errorf("list dead letters: %w", err)
 			}
 			if f.json {
-				return writeJSON(deadViews(items))
+				return writeJSON(c.OutOrStdout(), deadViews(items))
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(c.OutOrStdout(), 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tENTITY\tRECORD\tMESSAGE\tDELIVERIES\tFIRST FAILURE\tLAST FAILURE\tREASON")
 			for _, v := range deadViews(items) {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", v.ID, v.Entity, v.RecordID, v.Message, v.DeliveryCount,
 					v.FirstFailureAt.Format(time.RFC3339), v.LastFailureAt.Format(time.RFC3339), oneLine(v.Reason+": "+v.Description, 100))
 			}
 			tw.Flush()
-			fmt.Fprintf(os.Stderr, "%d dead letter(s)\n", len(items))
+			fmt.Fprintf(c.ErrOrStderr(), "%d dead letter(s)\n", len(items))
 			return nil
 		},
 	}
@@ -103,7 +103,7 @@ func newDLQCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("show dead letter %s: %w", args[0], err)
 			}
-			return writeJSON(deadDetail(d))
+			return writeJSON(c.OutOrStdout(), deadDetail(d))
 		},
 	}
 
@@ -177,12 +177,12 @@ func replayOrPurge(c *cobra.Command, flt queue.Filter, f dlqFlags, replay bool) 
 	}
 	if f.dryRun {
 		for _, v := range deadViews(matched) {
-			fmt.Printf("would %s %s %s %s/%s: %s\n", verb, v.ID, v.Message, v.Entity, v.RecordID, oneLine(v.Reason, 80))
+			fmt.Fprintf(c.OutOrStdout(), "would %s %s %s %s/%s: %s\n", verb, v.ID, v.Message, v.Entity, v.RecordID, oneLine(v.Reason, 80))
 		}
-		fmt.Printf("%d dead letter(s) would be %sd\n", len(matched), verb)
+		fmt.Fprintf(c.OutOrStdout(), "%d dead letter(s) would be %sd\n", len(matched), verb)
 		return nil
 	}
-	bar := progressbar.NewOptions(len(matched), progressbar.OptionSetDescription(verb), progressbar.OptionSetWriter(os.Stderr),
+	bar := progressbar.NewOptions(len(matched), progressbar.OptionSetDescription(verb), progressbar.OptionSetWriter(c.ErrOrStderr()),
 		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
 	done := 0
 	const chunk = 100
@@ -204,7 +204,7 @@ func replayOrPurge(c *cobra.Command, flt queue.Filter, f dlqFlags, replay bool) 
 		}
 	}
 	_ = bar.Finish()
-	fmt.Printf("%sd %d dead letter(s)\n", verb, done)
+	fmt.Fprintf(c.OutOrStdout(), "%sd %d dead letter(s)\n", verb, done)
 	return nil
 }
 
@@ -247,8 +247,8 @@ func deadDetail(d queue.DeadLetter) any {
 	}{v, d.Properties, body}
 }
 
-func writeJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
