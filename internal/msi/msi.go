@@ -179,9 +179,22 @@ type change struct {
 	update dataverse.BatchOp // only the changed columns
 }
 
-// RunOnce runs one cycle. It returns a Report with Skipped set, and no
-// error, when another replica holds the lease.
+// RunOnce runs one cycle (`msisync msi sync --once`) and then releases the
+// lease, so that the loop of a running serve or worker need not wait for it
+// to expire. It returns a Report with Skipped set, and no error, when
+// another replica holds the lease.
 func (w *Writer) RunOnce(ctx context.Context) (Report, error) {
+	rep, err := w.runCycle(ctx)
+	if !rep.Skipped {
+		if rerr := w.Release(context.WithoutCancel(ctx)); rerr != nil {
+			w.cfg.Logger.Warn("msi: release lease after a single cycle", "err", rerr)
+		}
+	}
+	return rep, err
+}
+
+// runCycle runs one cycle and keeps the lease (Run renews it every tick).
+func (w *Writer) runCycle(ctx context.Context) (Report, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	start := w.cfg.Clock.Now()
@@ -403,7 +416,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 	}()
 	for {
-		rep, err := w.RunOnce(ctx)
+		rep, err := w.runCycle(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -423,8 +436,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
-// Release gives up the lease (for `msi sync --once`, so that serve's loop
-// need not wait for it to expire).
+// Release gives up the lease if this writer holds it.
 func (w *Writer) Release(ctx context.Context) error {
 	if err := w.cfg.Store.ReleaseLease(ctx, w.cfg.LeaseName, w.cfg.Holder); err != nil {
 		return fmt.Errorf("msi: release lease %q: %w", w.cfg.LeaseName, err)

@@ -200,8 +200,9 @@ func TestLeaseHeldElsewhereSkips(t *testing.T) {
 	if rep.Skipped || rep.Written != 10 {
 		t.Fatalf("after expiry: %v; want the cycle to run", rep)
 	}
-	if h := e.store.leaseHolder(DefaultLeaseName); h != "replica-a" {
-		t.Fatalf("lease holder = %q, want replica-a", h)
+	// A single cycle gives the lease back, for the loop of another replica.
+	if h := e.store.leaseHolder(DefaultLeaseName); h != "" {
+		t.Fatalf("lease holder after RunOnce = %q, want none", h)
 	}
 }
 

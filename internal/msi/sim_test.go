@@ -239,24 +239,49 @@ func TestSimulatorsSingleChangeAndDeletedRow(t *testing.T) {
 
 func TestSimulatorsLeaseAcrossReplicas(t *testing.T) {
 	e := newSimEnv(t, 2, 0)
-	other, err := New(Config{Store: e.st, Marketo: e.w.cfg.Marketo, Dataverse: e.w.cfg.Dataverse, Holder: "replica-b",
+	// Replica A runs its loop (a tick channel we never fire) and keeps the lease.
+	waiting := make(chan struct{})
+	a, err := New(Config{Store: e.st, Marketo: e.w.cfg.Marketo, Dataverse: e.w.cfg.Dataverse, Holder: "replica-a",
+		Clock: e.clk, Logger: quietLogger(),
+		After: func(time.Duration) <-chan time.Time { close(waiting); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	<-waiting
+	q0 := e.leadQueries()
+	if q0 != 1 {
+		t.Fatalf("replica A made %d queries, want 1", q0)
+	}
+
+	// Replica B's single cycle (msi sync --once) is skipped while A holds it.
+	b, err := New(Config{Store: e.st, Marketo: e.w.cfg.Marketo, Dataverse: e.w.cfg.Dataverse, Holder: "replica-b",
 		Clock: e.clk, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep, _, _ := e.cycle(t); rep.Skipped {
-		t.Fatal("first replica skipped")
-	}
-	q0 := e.leadQueries()
-	rep, err := other.RunOnce(context.Background())
+	rep, err := b.RunOnce(context.Background())
 	if err != nil || !rep.Skipped || e.leadQueries() != q0 {
-		t.Fatalf("second replica: %v %v, %d queries; want skipped", rep, err, e.leadQueries()-q0)
+		t.Fatalf("replica B: %v %v, %d queries; want skipped", rep, err, e.leadQueries()-q0)
 	}
-	if err := e.w.Release(context.Background()); err != nil {
+	// B's skipped cycle did not take A's lease away.
+	if ok, _ := e.st.AcquireLease(context.Background(), DefaultLeaseName, "replica-c", time.Minute); ok {
+		t.Fatal("lease free while replica A runs")
+	}
+
+	// A stops and releases: B runs at once, without waiting for expiry.
+	cancel()
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if rep, err = other.RunOnce(context.Background()); err != nil || rep.Skipped {
-		t.Fatalf("after release: %v %v; want the second replica to run", rep, err)
+	if rep, err = b.RunOnce(context.Background()); err != nil || rep.Skipped {
+		t.Fatalf("after A stopped: %v %v; want replica B to run", rep, err)
+	}
+	// And B's single cycle gave the lease back.
+	if ok, _ := e.st.AcquireLease(context.Background(), DefaultLeaseName, "replica-c", time.Minute); !ok {
+		t.Fatal("lease still held after a single cycle")
 	}
 }
 
