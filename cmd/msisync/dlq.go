@@ -160,6 +160,7 @@ func replayOrPurge(c *cobra.Command, flt queue.Filter, f dlqFlags, replay bool) 
 	}
 	defer closeQ()
 	verb := map[bool]string{true: "replay", false: "purge"}[replay]
+	past := map[bool]string{true: "replayed", false: "purged"}[replay]
 	matched, err := q.ListDead(c.Context(), flt)
 	if err != nil {
 		return fmt.Errorf("%s dead letters: list: %w", verb, err)
@@ -179,7 +180,7 @@ func replayOrPurge(c *cobra.Command, flt queue.Filter, f dlqFlags, replay bool) 
 		for _, v := range deadViews(matched) {
 			fmt.Fprintf(c.OutOrStdout(), "would %s %s %s %s/%s: %s\n", verb, v.ID, v.Message, v.Entity, v.RecordID, oneLine(v.Reason, 80))
 		}
-		fmt.Fprintf(c.OutOrStdout(), "%d dead letter(s) would be %sd\n", len(matched), verb)
+		fmt.Fprintf(c.OutOrStdout(), "%d dead letter(s) would be %s\n", len(matched), past)
 		return nil
 	}
 	bar := progressbar.NewOptions(len(matched), progressbar.OptionSetDescription(verb), progressbar.OptionSetWriter(c.ErrOrStderr()),
@@ -204,7 +205,7 @@ func replayOrPurge(c *cobra.Command, flt queue.Filter, f dlqFlags, replay bool) 
 		}
 	}
 	_ = bar.Finish()
-	fmt.Fprintf(c.OutOrStdout(), "%sd %d dead letter(s)\n", verb, done)
+	fmt.Fprintf(c.OutOrStdout(), "%s %d dead letter(s)\n", past, done)
 	return nil
 }
 

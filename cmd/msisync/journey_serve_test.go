@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Demo record ids of api/examples/demo-*.json.
+const (
+	demoUser    = "5e300000-0000-4000-8000-000000000001"
+	demoAccount = "3f200000-0000-4000-8000-000000000002"
+	demoContact = "9a100000-0000-4000-8000-000000000003"
+)
+
+// Journey (issue 2 and 6): a newcomer runs `msisync serve` with no settings,
+// posts the demo events in reverse dependency order and sees them linked in
+// the Marketo sandbox; a real Dataverse payload is accepted; bad keys and
+// bad ids are refused; health, readiness and metrics answer.
+func TestJourneyZeroConfigServe(t *testing.T) {
+	dataDir, base := cleanEnv(t)
+	startServe(t, base, "serve")
+
+	key := webhookKey(t, dataDir) // generated on first start, saved in the data folder
+
+	// Reverse dependency order: contact, then account, then user.
+	for _, name := range []string{"demo-3-contact.json", "demo-2-account.json", "demo-1-user.json"} {
+		code, _, body := post(t, base+"/webhooks/events?code="+key, readExample(t, name))
+		if code != http.StatusAccepted {
+			t.Fatalf("POST /webhooks/events %s: status %d, want 202; body %s", name, code, body)
+		}
+	}
+
+	eventually(t, "sales person, company and lead linked in the sandbox", func() (bool, string) {
+		st := sandboxState(t, base)
+		sp := find(st.SalesPersons, "externalSalesPersonId", demoUser)
+		co := find(st.Companies, "externalCompanyId", demoAccount)
+		ld := find(st.Leads, "externalPersonId", demoContact)
+		ok := sp != nil && co != nil && ld != nil &&
+			strings.EqualFold(str(co, "externalSalesPersonId"), demoUser) &&
+			strings.EqualFold(str(ld, "externalCompanyId"), demoAccount) &&
+			strings.EqualFold(str(ld, "externalSalesPersonId"), demoUser)
+		return ok, st.String()
+	})
+	st := sandboxState(t, base)
+	if sp := find(st.SalesPersons, "externalSalesPersonId", demoUser); str(sp, "email") != "grace.hopper@contoso.example" {
+		t.Errorf("sales person email = %q, want grace.hopper@contoso.example (from internalemailaddress)", str(sp, "email"))
+	}
+	if ld := find(st.Leads, "externalPersonId", demoContact); str(ld, "email") != "ada.lovelace@contoso.example" {
+		t.Errorf("lead email = %q, want ada.lovelace@contoso.example", str(ld, "email"))
+	}
+	if co := find(st.Companies, "externalCompanyId", demoAccount); str(co, "company") != "Contoso Ltd" {
+		t.Errorf("company name = %q, want Contoso Ltd", str(co, "company"))
+	}
+	if n := len(st.Leads); n != 1 {
+		t.Errorf("sandbox has %d leads, want 1 (no duplicates from requeues)", n)
+	}
+
+	// A real Dataverse RemoteExecutionContext, WebhookKey auth.
+	dv := readExample(t, "dataverse-update-contact.json")
+	if code, _, body := post(t, base+"/webhooks/dataverse?code="+key, dv); code != http.StatusAccepted {
+		t.Fatalf("POST /webhooks/dataverse: status %d, want 202; body %s", code, body)
+	}
+	// The same key in the HttpHeader mode's header.
+	if code, _, body := post(t, base+"/webhooks/dataverse", dv, "x-msisync-key", key); code != http.StatusAccepted {
+		t.Errorf("POST /webhooks/dataverse with x-msisync-key: status %d, want 202; body %s", code, body)
+	}
+	// A wrong key: 401 without saying which part was wrong.
+	code, _, body := post(t, base+"/webhooks/dataverse?code=not-the-key-0123456789", dv)
+	if code != http.StatusUnauthorized {
+		t.Errorf("wrong key: status %d, want 401; body %s", code, body)
+	}
+	if strings.Contains(body, key) {
+		t.Errorf("401 body leaks the key: %s", body)
+	}
+	// A bad GUID: 422 problem+json naming the field.
+	bad := strings.ReplaceAll(string(dv), `"PrimaryEntityId":"c0ffee00-1234-4567-89ab-cdef01234567"`, `"PrimaryEntityId":"not-a-guid"`)
+	if bad == string(dv) {
+		t.Fatal("example payload changed: PrimaryEntityId not found")
+	}
+	code, hdr, body := post(t, base+"/webhooks/dataverse?code="+key, []byte(bad))
+	if code != http.StatusUnprocessableEntity {
+		t.Errorf("bad GUID: status %d, want 422; body %s", code, body)
+	}
+	if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+		t.Errorf("bad GUID: Content-Type %q, want application/problem+json", ct)
+	}
+	var problem map[string]any
+	if err := json.Unmarshal([]byte(body), &problem); err != nil {
+		t.Errorf("bad GUID: body is not JSON: %v\n%s", err, body)
+	} else if problem["status"] != float64(422) || !strings.Contains(body, "PrimaryEntityId") {
+		t.Errorf("bad GUID: problem %s does not name PrimaryEntityId with status 422", body)
+	}
+
+	if code, body := get(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	code, metrics := get(t, base+"/metrics")
+	if code != http.StatusOK || !strings.Contains(metrics, "msisync_receiver_requests_total") {
+		t.Errorf("/metrics: status %d, msisync_receiver_requests_total present: %v", code, strings.Contains(metrics, "msisync_receiver_requests_total"))
+	}
+	// The refused requests are counted by status.
+	for _, want := range []string{`code="401"`, `code="422"`, `code="202"`} {
+		if !strings.Contains(metrics, "msisync_receiver_requests_total{code="+strings.TrimPrefix(want, "code=")) {
+			t.Errorf("/metrics has no receiver series with %s", want)
+		}
+	}
+}
