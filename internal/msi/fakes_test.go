@@ -2,6 +2,7 @@ package msi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -120,6 +121,7 @@ type fakeMarketo struct {
 	maxValues int
 	fields    []string
 	err       error
+	failAfter int // calls after this number fail (0: never)
 }
 
 func newFakeMarketo() *fakeMarketo { return &fakeMarketo{leads: map[string]map[string]any{}} }
@@ -147,6 +149,9 @@ func (m *fakeMarketo) Query(_ context.Context, obj marketo.Object, filterType st
 	m.fields = fields
 	if m.err != nil {
 		return nil, m.err
+	}
+	if m.failAfter > 0 && m.calls > m.failAfter {
+		return nil, errors.New("marketo: 607 daily quota reached")
 	}
 	if filterType != "externalPersonId" {
 		return nil, fmt.Errorf("fake marketo: unexpected filterType %q", filterType)

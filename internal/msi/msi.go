@@ -230,6 +230,13 @@ func (w *Writer) cycle(ctx context.Context) (Report, error) {
 		after = links[len(links)-1].ExternalID
 		changes, err := w.compare(ctx, links, &rep)
 		if err != nil {
+			// Still write what earlier chunks found (e.g. when the daily
+			// Marketo quota runs out mid-cycle).
+			if len(pending) > 0 && ctx.Err() == nil {
+				if werr := w.write(ctx, pending, &rep); werr != nil {
+					return rep, errors.Join(err, werr)
+				}
+			}
 			return rep, err
 		}
 		pending = append(pending, changes...)

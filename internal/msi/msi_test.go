@@ -320,12 +320,29 @@ func TestBadLinksAndMarketoErrors(t *testing.T) {
 	if rep.Invalid != 2 || rep.NotInMarketo != 1 || rep.Written != 2 {
 		t.Fatalf("report %v; want 2 invalid, 1 not in Marketo, 2 written", rep)
 	}
+	// The quota runs out on the second call of a cycle: the changes the
+	// first call found are still written (batch size 1000 holds them back
+	// until the end of the cycle otherwise).
+	for i := range 400 {
+		e.store.addPerson("contact", guid(1000+i))
+		e.dv.add("contact", guid(1000+i))
+		e.mkto.set(guid(1000+i), map[string]any{"priority": 1})
+	}
+	e.w.cfg.BatchSize = 1000
+	e.mkto.failAfter = e.mkto.callCount() + 1
+	rep, err := e.w.RunOnce(context.Background())
+	// First chunk: guid 0, 1 (unchanged), 8 (not in Marketo), 9 (account)
+	// and 296 new persons.
+	if err == nil || rep.MarketoCalls != 2 || rep.Written != 296 {
+		t.Fatalf("quota mid-cycle: %v, %v; want the first chunk's changes written and the error returned", rep, err)
+	}
+	e.mkto.failAfter = 0
 	e.mkto.err = errors.New("marketo: 607 daily quota reached")
-	_, err := e.w.RunOnce(context.Background())
+	_, err = e.w.RunOnce(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "607") || !strings.Contains(err.Error(), "query marketo leads") {
 		t.Fatalf("RunOnce error = %v; want the Marketo error wrapped", err)
 	}
-	if got := counterValue(t, e.reg, "msisync_msi_cycles_total", "error"); got != 1 {
+	if got := counterValue(t, e.reg, "msisync_msi_cycles_total", "error"); got != 2 {
 		t.Errorf("error cycles metric = %v", got)
 	}
 }
