@@ -133,6 +133,7 @@ type rec struct {
 	// persons: Marketo id the record is updated by (split strategy, qualification)
 	byID      string
 	staleLink bool   // byID was not found in Marketo
+	noCompany bool   // leave company fields out (the person is linked to a company: 1021)
 	movedFrom string // lead GUID whose Marketo person this contact takes over
 }
 
@@ -1022,6 +1023,11 @@ func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req S
 				in[i] = b.roleRecord(r)
 			} else {
 				in[i] = b.record(r)
+				if r.noCompany {
+					for _, f := range leadCompanyFields {
+						delete(in[i], f)
+					}
+				}
 				if r.byID != "" {
 					delete(in[i], externalField[kind])
 					if kind == store.KindPerson {
@@ -1047,9 +1053,27 @@ func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req S
 			continue
 		}
 		b.applyResults(obj, chunk, res)
+		// 1021: the person is linked to a company in Marketo, which owns the
+		// company fields: send the record again without them.
+		var again []*rec
+		for i, r := range chunk {
+			if obj == Leads && !r.noCompany && i < len(res) && res[i].Status == "skipped" && len(res[i].Reasons) > 0 && res[i].Reasons[0].Code == "1021" {
+				r.fail, r.noCompany = nil, true
+				again = append(again, r)
+			}
+		}
+		if len(again) > 0 {
+			if err := b.syncObjects(ctx, kind, again, req); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
+
+// leadCompanyFields are the lead fields a linked company owns (1021).
+var leadCompanyFields = []string{"company", "site", "billingStreet", "billingCity", "billingState", "billingCountry",
+	"billingPostalCode", "website", "mainPhone", "annualRevenue", "numberOfEmployees", "industry", "sicCode"}
 
 func (b *batch) applyResults(obj Object, recs []*rec, res []Result) {
 	for i, r := range recs {

@@ -458,6 +458,11 @@ func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
 	case len(match) > 1:
 		return skipped("1007", "Multiple leads match the lookup criteria")
 	case len(match) == 1:
+		if _, linked := f.leads[match[0]]["externalCompanyId"]; linked {
+			if _, ok := r["company"]; ok {
+				return skipped("1021", "Company update not allowed during syncLead")
+			}
+		}
 		if req.Action == "createOnly" {
 			return skipped("1005", "Lead already exists")
 		}

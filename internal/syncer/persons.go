@@ -74,6 +74,18 @@ func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
 			return nil
 		}
 	}
+	// Mark qualified leads before writing: if this worker dies after the
+	// write, a later event of the lead must still not pull the person back.
+	for _, r := range recs {
+		if r.entity != event.EntityContact {
+			continue
+		}
+		if ref, ok := refOf(r.attrs, "originatingleadid"); ok && ref.LogicalName == event.EntityLead {
+			if err := b.s.cfg.Store.PutMeta(ctx, metaQualified(ref.ID), r.id); err != nil {
+				return fmt.Errorf("syncer: put meta: %w", err)
+			}
+		}
+	}
 	var moved, rest []*rec
 	for _, r := range recs {
 		if r.entity == event.EntityContact {

@@ -501,6 +501,26 @@ func TestLeadQualificationMovesThePerson(t *testing.T) {
 	}
 }
 
+func TestCompanyFieldsOfALinkedPersonAreLeftOutOn1021(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.LeadStrategy = LeadSplit })
+	e.send(userEv(userID, "a@example.com"), accountEv(accountID, userID), contactEv(contactID, accountID, userID, "joe@example.com"))
+	e.drain()
+	e.send(ev(event.EntityLead, leadID, event.MessageCreate, event.Attributes{"emailaddress1": event.String("joe@example.com"),
+		"ownerid": owner(userID), "companyname": event.String("Other Inc"), "jobtitle": event.String("VP")}))
+	calls := e.mk.callCount("leads sync")
+	e.drain()
+	if dl := e.q.deadLetters(); len(dl) != 0 {
+		t.Fatalf("dead letters %+v", dl)
+	}
+	id, l := e.mk.leadByExt(leadID)
+	if id == 0 || l["title"] != "VP" || l["company"] != nil {
+		t.Fatalf("lead = %v", l)
+	}
+	if n := e.mk.callCount("leads sync") - calls; n != 2 {
+		t.Fatalf("%d lead sync calls, want the write and one retry without company fields", n)
+	}
+}
+
 func TestMarketoRejectionIsDeadLetteredWithCode(t *testing.T) {
 	e := newEnv(t, nil)
 	e.mk.skipCode[accountID] = "1003"
