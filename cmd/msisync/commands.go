@@ -19,6 +19,7 @@ import (
 	"github.com/msisync/msisync/internal/marketo/marketosim"
 	"github.com/msisync/msisync/internal/msi"
 	"github.com/msisync/msisync/internal/queue/servicebus"
+	"github.com/msisync/msisync/internal/receiver/receiverbench"
 	"github.com/msisync/msisync/internal/syncer/mapping"
 	"github.com/msisync/msisync/internal/syncer/syncbench"
 )
@@ -371,7 +372,59 @@ func newBenchCmd() *cobra.Command {
 	sync.Flags().IntVar(&o.MaxConcurrent, "concurrency", 10, "concurrent Marketo calls (simulator limit and client governor)")
 	sync.Flags().BoolVar(&o.LookupExternalPersonID, "lookup-external-person-id", false, "simulate a Marketo that accepts lookupField=externalPersonId")
 	sync.Flags().BoolVar(&o.Cold, "cold", false, "start with an empty rate window (measures the initial burst too)")
-	cmd.AddCommand(sync)
+	cmd.AddCommand(sync, newBenchReceiverCmd())
+	return cmd
+}
+
+// newBenchReceiverCmd measures POST /webhooks/dataverse on the embedded
+// durable queue against a bare chi handler, over loopback.
+func newBenchReceiverCmd() *cobra.Command {
+	var o receiverbench.Options
+	var payload, cpuprofile string
+	cmd := &cobra.Command{
+		Use:   "receiver [--requests 20000] [--concurrency 32]",
+		Short: "Measure the webhook receiver on the embedded durable queue against a bare chi handler (req/s, latency percentiles)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.Requests < 1 {
+				return usagef("--requests must be at least 1, got %d", o.Requests)
+			}
+			if o.Concurrency < 1 || o.Concurrency > 4096 {
+				return usagef("--concurrency must be from 1 to 4096, got %d", o.Concurrency)
+			}
+			if o.Duration <= 0 {
+				return usagef("--duration must be positive, got %s", o.Duration)
+			}
+			if payload != "" {
+				b, err := os.ReadFile(payload)
+				if err != nil {
+					return usagef("--payload: %v", err)
+				}
+				o.Payload = b
+			}
+			if cpuprofile != "" {
+				f, err := os.Create(cpuprofile)
+				if err != nil {
+					return usagef("--cpuprofile: %v", err)
+				}
+				defer f.Close()
+				o.CPUProfile = f
+			}
+			rep, err := receiverbench.Run(c.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Println(rep.String())
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&o.Requests, "requests", receiverbench.DefaultRequests, "requests per target")
+	cmd.Flags().IntVar(&o.Concurrency, "concurrency", receiverbench.DefaultConcurrency, "keep-alive clients")
+	cmd.Flags().DurationVar(&o.Duration, "duration", receiverbench.DefaultDuration, "time limit per target (stops early)")
+	cmd.Flags().StringVar(&payload, "payload", "", "RemoteExecutionContext JSON file (default: api/examples/dataverse-update-contact.json); its OperationId is varied per request")
+	cmd.Flags().StringVar(&o.Dir, "dir", "", "directory for the queue database (default: a temporary directory; must be on a real disk)")
+	cmd.Flags().DurationVar(&o.CommitWindow, "commit-window", 0, "queue group-commit window (0: the queue's default)")
+	cmd.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the receiver phase to this file")
 	return cmd
 }
 
