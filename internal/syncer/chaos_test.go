@@ -418,7 +418,11 @@ func TestChaos(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("MSISYNC_CHAOS_SCALE")); err == nil && v > 0 {
 		scale = v
 	}
-	h := generate(20261129, scale)
+	seed := uint64(20261129)
+	if v, err := strconv.ParseUint(os.Getenv("MSISYNC_CHAOS_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	h := generate(seed, scale)
 	if len(h.events) < 2000 {
 		t.Fatalf("history has %d events, want ≥ 2,000", len(h.events))
 	}

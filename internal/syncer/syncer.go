@@ -1,9 +1,3 @@
-// Package syncer is msisync's consumer pipeline: it takes change events from
-// the queue in batches, coalesces them per record, resolves dependencies in
-// MSI's order (sales person → company → person → opportunity → role), writes
-// each object type to Marketo in one call of ≤ 300 records, and settles every
-// message: complete, requeue with a capped exponential delay, or dead-letter
-// with the exact reason.
 package syncer
 
 import (
