@@ -231,3 +231,34 @@ func BenchmarkSimulatorBackfill50k(b *testing.B) {
 	b.ReportMetric(float64(rows)/time.Since(start).Seconds(), "rows/s")
 	b.ReportMetric(float64(s.bytes)/float64(s.msgs), "bytes/event")
 }
+
+// BenchmarkSimulatorBackfill50kIntoSQLiteQueue is the same backfill into the
+// embedded queue (durable sends, duplicate detection), as `msisync backfill`
+// runs without Service Bus.
+func BenchmarkSimulatorBackfill50kIntoSQLiteQueue(b *testing.B) {
+	e := newSim(b, dataversesim.SeedOptions{Users: 5, Accounts: 200, Contacts: 50000})
+	cols := []string{"firstname", "lastname", "emailaddress1", "parentcustomerid", "ownerid", "jobtitle", "telephone1"}
+	b.ResetTimer()
+	var elapsed time.Duration
+	rows := 0
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		q, err := sqlitequeue.Open(context.Background(), filepath.Join(b.TempDir(), "q.db"), sqlitequeue.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		rep, err := Run(context.Background(), Config{Dataverse: e.client, Sender: q, Store: newMemMeta(),
+			Entities: []string{"contact"}, PageSize: 5000, Columns: func(string) []string { return cols }, Logger: quiet()})
+		elapsed += time.Since(start)
+		if err != nil || rep.Rows != 50000 {
+			b.Fatalf("rows %d, err %v", rep.Rows, err)
+		}
+		rows += rep.Rows
+		b.StopTimer()
+		q.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(rows)/elapsed.Seconds(), "rows/s")
+}
