@@ -45,7 +45,7 @@
 //  9. Persist links, versions and connections, release the record locks, and
 //     settle the messages (in Run, while the next batch is processed).
 //
-// Lead upsert
+// # Lead upsert
 //
 // LeadStrategy "auto" tries one createOrUpdate keyed on externalPersonId and
 // remembers in the store whether Marketo accepted it (1011 means no). "split"
