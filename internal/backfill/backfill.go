@@ -71,7 +71,8 @@ type Config struct {
 	// SendBatch is the number of messages per Send call (DefaultSendBatch).
 	SendBatch int
 	// MaxMessageBytes, when > 0, reduces larger events to a reference the
-	// worker re-reads (event.Reduced), as the receiver does.
+	// worker re-reads (event.Reduced), as the receiver does. When 0 it is
+	// taken from the Sender if it has MaxMessageBytes() (queue.Queue does).
 	MaxMessageBytes int
 	// Columns gives the $select of an entity (the syncer's mapped columns);
 	// the id column and modifiedon are always added. nil selects all columns.
@@ -216,6 +217,10 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	}
 	if cfg.SendBatch == 0 {
 		cfg.SendBatch = DefaultSendBatch
+	}
+	if q, ok := cfg.Sender.(interface{ MaxMessageBytes() int }); ok && cfg.MaxMessageBytes == 0 {
+		// Leave room for the properties the queue counts in its limit.
+		cfg.MaxMessageBytes = q.MaxMessageBytes() - 1024
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}

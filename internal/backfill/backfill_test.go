@@ -450,3 +450,25 @@ func TestRelativeSinceResumesUnfinishedPass(t *testing.T) {
 		t.Fatalf("earlier since: %v %+v; want a new pass over all 12 rows", err, rep.Entities[0])
 	}
 }
+
+type limitedSender struct {
+	*recordingSender
+	max int
+}
+
+func (l limitedSender) MaxMessageBytes() int { return l.max }
+
+func TestMessageLimitTakenFromTheQueue(t *testing.T) {
+	l, s, m := newFakeLister(), newRecordingSender(), newMemMeta()
+	big := row("account", 2, t0)
+	big["description"] = event.String(strings.Repeat("x", 5000))
+	l.put("account", big)
+	cfg := baseConfig(l, s, m)
+	cfg.Entities = []string{"account"}
+	cfg.Columns = nil
+	cfg.Sender = limitedSender{s, 4096}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil || rep.Entities[0].Reduced != 1 || len(s.msgs[0].Body) > 4096-1024 {
+		t.Fatalf("report %+v, err %v; want the row reduced under the queue's limit", rep.Entities[0], err)
+	}
+}
