@@ -427,7 +427,10 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("history has %d events, want ≥ 2,000", len(h.events))
 	}
 	ctx := context.Background()
-	sim := marketosim.New(marketosim.Options{ClientID: "id", ClientSecret: "secret", CallsPerWindow: 1000, Window: time.Second, Seed: 7})
+	// MSISYNC_CHAOS_LOOKUP=1 runs against a Marketo that accepts
+	// lookupField=externalPersonId (the lookup strategy instead of split).
+	sim := marketosim.New(marketosim.Options{ClientID: "id", ClientSecret: "secret", CallsPerWindow: 1000, Window: time.Second, Seed: 7,
+		LookupExternalPersonID: os.Getenv("MSISYNC_CHAOS_LOOKUP") == "1"})
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	dir := t.TempDir()

@@ -132,6 +132,17 @@ func (m *Mapping) Fields(entity string) []Field { return m.entities[entity] }
 // WriteBack returns the columns the MSI write-back owns.
 func (m *Mapping) WriteBack() []string { return slices.Clone(m.writeBack) }
 
+// AddWriteBack adds columns to the write-back set (main passes the MSI
+// write-back's configured columns, so loop prevention and the webhook steps'
+// filtering attributes follow MSISYNC_MSI_FIELDS).
+func (m *Mapping) AddWriteBack(columns ...string) {
+	for _, c := range columns {
+		if c = strings.ToLower(strings.TrimSpace(c)); c != "" && !slices.Contains(m.writeBack, c) {
+			m.writeBack = append(m.writeBack, c)
+		}
+	}
+}
+
 // IsWriteBack reports whether column is written by the MSI write-back.
 func (m *Mapping) IsWriteBack(column string) bool { return slices.Contains(m.writeBack, column) }
 

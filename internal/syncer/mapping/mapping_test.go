@@ -113,3 +113,15 @@ func TestLoadNamesFile(t *testing.T) {
 		t.Fatal("missing file accepted")
 	}
 }
+
+func TestAddWriteBackExtendsLoopPreventionOnce(t *testing.T) {
+	m := Default()
+	if m.IsWriteBack("new_score") {
+		t.Fatal("new_score is a write-back column before it was added")
+	}
+	n := len(m.WriteBack())
+	m.AddWriteBack("New_Score", "new_score", "msi_priority", " ")
+	if !m.IsWriteBack("new_score") || len(m.WriteBack()) != n+1 {
+		t.Fatalf("write-back = %v", m.WriteBack())
+	}
+}
