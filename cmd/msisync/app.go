@@ -21,6 +21,7 @@ import (
 	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/msi"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/queue/servicebus"
 	"github.com/msisync/msisync/internal/queue/sqlitequeue"
@@ -94,14 +95,21 @@ func openApp(ctx context.Context, n needs) (*app, error) {
 	return a, nil
 }
 
+// loadMapping reads the field mapping and adds the MSI write-back columns to
+// its write-back set, so loop prevention and webhook filtering follow them.
 func loadMapping(cfg *config.Config) (*mapping.Mapping, error) {
-	if cfg.MappingPath == "" {
-		return mapping.Default(), nil
+	m := mapping.Default()
+	if cfg.MappingPath != "" {
+		var err error
+		if m, err = mapping.Load(cfg.MappingPath); err != nil {
+			return nil, fmt.Errorf("MSISYNC_MAPPING: %w", err)
+		}
 	}
-	m, err := mapping.Load(cfg.MappingPath)
+	fields, err := msiFields(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("MSISYNC_MAPPING: %w", err)
+		return nil, err
 	}
+	m.AddWriteBack(msi.Columns(fields)...)
 	return m, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/msisync/msisync/internal/backfill"
+	"github.com/msisync/msisync/internal/config"
 	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/dataverse/dataversesim"
 	"github.com/msisync/msisync/internal/doctor"
@@ -173,6 +174,7 @@ func newBackfillCmd() *cobra.Command {
 	var since time.Duration
 	var sinceDate string
 	var pageSize int
+	var restart bool
 	cmd := &cobra.Command{
 		Use:   "backfill [--entities systemuser,account,…] [--since 720h | --since-date 2026-01-01]",
 		Short: "Page through Dataverse in dependency order and enqueue every record (resumes where an interrupted run stopped)",
@@ -212,7 +214,7 @@ func newBackfillCmd() *cobra.Command {
 			}
 			rep, err := backfill.Run(c.Context(), backfill.Config{
 				Dataverse: a.dataverse, Sender: a.queue, Store: a.store, Entities: list, Since: from,
-				PageSize: pageSize, Columns: m.Columns, Progress: c.ErrOrStderr(), Logger: a.log,
+				PageSize: pageSize, Restart: restart, Columns: m.Columns, Progress: c.ErrOrStderr(), Logger: a.log,
 			})
 			fmt.Fprintln(c.OutOrStdout(), rep.String())
 			return err
@@ -222,11 +224,20 @@ func newBackfillCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&since, "since", 0, "only records modified in the last DURATION")
 	cmd.Flags().StringVar(&sinceDate, "since-date", "", "only records modified on or after this date (YYYY-MM-DD)")
 	cmd.Flags().IntVar(&pageSize, "page-size", 1000, "Dataverse page size (≤ 5000)")
+	cmd.Flags().BoolVar(&restart, "restart", false, "ignore saved checkpoints and read everything again")
 	return cmd
 }
 
-func msiFields(a *app) []msi.FieldMap {
-	return msi.DefaultFields(a.cfg.ScoreField)
+// msiFields are the MSI write-back fields: MSISYNC_MSI_FIELDS or the defaults.
+func msiFields(cfg *config.Config) ([]msi.FieldMap, error) {
+	if cfg.MSIFields == "" {
+		return msi.DefaultFields(cfg.ScoreField), nil
+	}
+	f, err := msi.ParseFields(cfg.MSIFields)
+	if err != nil {
+		return nil, fmt.Errorf("MSISYNC_MSI_FIELDS: %w", err)
+	}
+	return f, nil
 }
 
 func newMSICmd() *cobra.Command {
@@ -301,6 +312,8 @@ func newSimCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "sim", Short: "Run a simulator (for demos, tests and benchmarks)"}
 	var addr, clientID, clientSecret, scoreField string
 	var lookup, crm bool
+	var tick time.Duration
+	var tickN int
 	mk := &cobra.Command{
 		Use:   "marketo --addr :9090",
 		Short: "Run the Marketo simulator",
@@ -309,9 +322,12 @@ func newSimCmd() *cobra.Command {
 			if scoreField != "relativeScore" && scoreField != "relativeScoring" {
 				return usagef("--score-field must be relativeScore or relativeScoring, got %q", scoreField)
 			}
+			if tick < 0 || tickN < 1 {
+				return usagef("--msi-tick must be a positive duration (or 0 for off) and --msi-tick-leads at least 1")
+			}
 			return marketosim.ListenAndServe(c.Context(), addr, marketosim.Options{
 				ClientID: clientID, ClientSecret: clientSecret, ScoreField: scoreField,
-				LookupExternalPersonID: lookup, CRMEnabled: crm,
+				LookupExternalPersonID: lookup, CRMEnabled: crm, TickMSIEvery: tick, TickMSILeads: tickN,
 			}, newLogger("info"))
 		},
 	}
@@ -321,6 +337,8 @@ func newSimCmd() *cobra.Command {
 	mk.Flags().StringVar(&scoreField, "score-field", "relativeScore", "relativeScore or relativeScoring")
 	mk.Flags().BoolVar(&lookup, "lookup-external-person-id", false, "accept lookupField=externalPersonId on Sync Leads (else 1011)")
 	mk.Flags().BoolVar(&crm, "crm-enabled", false, "behave as an instance with native CRM sync on (1018)")
+	mk.Flags().DurationVar(&tick, "msi-tick", 0, "change the MSI fields of some leads this often, as Marketo does (0 = off)")
+	mk.Flags().IntVar(&tickN, "msi-tick-leads", 5, "leads changed per --msi-tick")
 
 	var dvAddr, token string
 	dv := &cobra.Command{

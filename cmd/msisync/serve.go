@@ -83,10 +83,8 @@ func serve(ctx context.Context, role string, runReceiver, runWorker bool) error 
 	}
 	public := func(r chi.Router) {
 		if a.sandbox != nil {
-			r.Get("/sandbox/marketo/state", func(w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				_ = jsonTo(w, a.sandbox.Dump())
-			})
+			// state, stats, and MSI changes (POST …/msi) for trying the write-back.
+			r.Mount("/sandbox/marketo", http.StripPrefix("/sandbox/marketo", a.sandbox.Control()))
 		}
 	}
 	admin := func(r chi.Router) {
@@ -205,8 +203,12 @@ func newSyncer(a *app) (*syncer.Syncer, error) {
 
 func newMSIWriter(a *app) (*msi.Writer, error) {
 	host, _ := os.Hostname()
+	fields, err := msiFields(a.cfg)
+	if err != nil {
+		return nil, err
+	}
 	w, err := msi.New(msi.Config{
-		Store: a.store, Marketo: a.marketo, Dataverse: a.dataverse, Fields: msiFields(a),
+		Store: a.store, Marketo: a.marketo, Dataverse: a.dataverse, Fields: fields,
 		Interval: a.cfg.MSIInterval, Holder: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry,
 	})
 	if err != nil {

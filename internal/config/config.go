@@ -52,6 +52,7 @@ var Settings = []Setting{
 	{"MSISYNC_DELETE_POLICY", "keep", "what a Dataverse lead/contact delete does in Marketo: keep or delete", false},
 	{"MSISYNC_BATCH_SIZE", "300", "events per worker batch (1-300)", false},
 	{"MSISYNC_MAX_ATTEMPTS", "8", "requeues before an event is dead-lettered (1-100)", false},
+	{"MSISYNC_MSI_FIELDS", "(MSI defaults)", "MSI write-back fields, marketoField=dataverseColumn[:text|number|datetime], comma-separated; default msiLastInterestingMomentType=msi_lastinterestingmomenttype, …, priority=msi_priority:number, relativeUrgency=msi_relativeurgency:number, <score field>=msi_relativescore:number", false},
 	{"MSISYNC_MSI_INTERVAL", "15m", "MSI write-back interval (Go duration, ≥ 1m; 0 disables it)", false},
 	{"MSISYNC_MAX_BODY_BYTES", "1048576", "largest webhook body accepted (bytes)", false},
 	{"MSISYNC_LOG_LEVEL", "info", "debug, info, warn or error", false},
@@ -96,6 +97,7 @@ type Config struct {
 	BatchSize            int
 	MaxAttempts          int
 	MSIInterval          time.Duration
+	MSIFields            string // raw; parsed by the msi package (main reports its errors under this name)
 	MaxBodyBytes         int64
 	LogLevel             string
 }
@@ -238,6 +240,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.DeletePolicy = oneOf("MSISYNC_DELETE_POLICY", "keep", "delete")
 	c.BatchSize = intIn("MSISYNC_BATCH_SIZE", 1, 300)
 	c.MaxAttempts = intIn("MSISYNC_MAX_ATTEMPTS", 1, 100)
+	c.MSIFields = get("MSISYNC_MSI_FIELDS")
 	if v := get("MSISYNC_MSI_INTERVAL"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || (d != 0 && d < time.Minute) {

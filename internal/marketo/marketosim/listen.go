@@ -20,10 +20,32 @@ func ListenAndServe(ctx context.Context, addr string, opts Options, log *slog.Lo
 	if err != nil {
 		return fmt.Errorf("marketosim: listen on %q: %w", addr, err)
 	}
-	srv := &http.Server{Handler: New(opts), ReadHeaderTimeout: 10 * time.Second}
+	sim := New(opts)
+	mux := http.NewServeMux()
+	mux.Handle("/sim/", http.StripPrefix("/sim", sim.Control()))
+	mux.Handle("/", sim)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if opts.TickMSIEvery > 0 {
+		n := opts.TickMSILeads
+		if n <= 0 {
+			n = 5
+		}
+		t := time.NewTicker(opts.TickMSIEvery)
+		defer t.Stop()
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					sim.TickMSI(n)
+				}
+			}
+		}()
+	}
 	log.Info("marketo simulator listening", "addr", ln.Addr().String(),
 		"rest", "http://"+ln.Addr().String()+"/rest", "identity", "http://"+ln.Addr().String()+"/identity",
-		"client_id", opts.ClientID)
+		"client_id", opts.ClientID, "control", "http://"+ln.Addr().String()+"/sim/ (state, stats, msi)")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -27,8 +27,12 @@ import (
 // Options configure the simulator. The zero value of every field means the
 // documented Marketo default.
 type Options struct {
-	ClientID, ClientSecret string        // credentials the identity endpoint accepts
-	TokenTTL               time.Duration // access token lifetime; default 3600 s
+	ClientID, ClientSecret string // credentials the identity endpoint accepts
+	// TickMSIEvery, when set, makes ListenAndServe change the MSI fields of
+	// TickMSILeads random leads (default 5) this often, as Marketo does.
+	TickMSIEvery time.Duration
+	TickMSILeads int
+	TokenTTL     time.Duration // access token lifetime; default 3600 s
 
 	CallsPerWindow int           // default 100
 	Window         time.Duration // default 20 s
