@@ -141,6 +141,25 @@ func serve(ctx context.Context, role string, runReceiver, runWorker bool) error 
 	log.Info("listening", "addr", ln.Addr().String())
 
 	if runWorker {
+		// Check once that this Marketo instance has what MSI non-native needs
+		// (externalPersonId, the external keys, the MSI fields). A failure is
+		// reported loudly but does not stop the worker: a custom service
+		// without the schema permission cannot describe, yet may still sync.
+		fields, err := msiFields(cfg)
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, f := range fields {
+			names = append(names, f.Marketo)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := a.marketo.CheckInstance(cctx, names); err != nil {
+			log.Error("Marketo instance check failed: is the MSI Non-Native feature enabled (Marketo Support) and does the API user have Read-Write Lead and schema permissions?", "error", err)
+		} else {
+			log.Info("Marketo instance has externalPersonId, the external keys and the MSI fields")
+		}
+		cancel()
 		s, err := newSyncer(a)
 		if err != nil {
 			return err
