@@ -26,6 +26,13 @@ const tombstone = int64(math.MaxInt64)
 // (record locked by another worker, Marketo paused).
 const propRescheduled = "msisync-rescheduled"
 
+// propLastReason and propLastDesc carry the last definitive reason a
+// message was requeued for (missing dependency, missing data).
+const (
+	propLastReason = "msisync-last-reason"
+	propLastDesc   = "msisync-last-description"
+)
+
 // metaLookupField remembers whether Sync Leads accepts lookupField=externalPersonId.
 const metaLookupField = "marketo.leads.lookupExternalPersonId"
 
@@ -1314,11 +1321,18 @@ func (b *batch) settle(ctx context.Context) error {
 			case f.act == actSkip:
 				ops = append(ops, op{m: m, kind: opSkip})
 			case f.act == actDead || (f.act == actRequeue && m.attempt+1 > b.s.cfg.MaxAttempts):
-				desc := f.desc
-				if f.act == actRequeue && f.reason == ReasonGaveUp {
-					desc = fmt.Sprintf("gave up after %d attempts: %s", m.attempt+1, desc)
+				reason, desc := f.reason, f.desc
+				if f.act == actRequeue && reason == ReasonGaveUp {
+					// A transient failure on the last attempt must not hide
+					// why the message kept failing before (e.g. a missing
+					// dependency).
+					if r, d := m.d.Properties[propLastReason], m.d.Properties[propLastDesc]; r != "" {
+						reason, desc = r, d
+					} else {
+						desc = fmt.Sprintf("gave up after %d attempts: %s", m.attempt+1, desc)
+					}
 				}
-				ops = append(ops, op{m: m, kind: opDead, reason: f.reason, desc: desc})
+				ops = append(ops, op{m: m, kind: opDead, reason: reason, desc: desc})
 			default:
 				msg := b.resendMessage(m, f)
 				resend = append(resend, msg)
@@ -1409,6 +1423,9 @@ func (b *batch) resendMessage(m *msg, f *failure) queue.Message {
 		props[propRescheduled] = strconv.Itoa(resched)
 	}
 	props[queue.PropAttempt] = strconv.Itoa(attempt)
+	if f.act == actRequeue && f.reason != ReasonGaveUp && f.reason != "" {
+		props[propLastReason], props[propLastDesc] = f.reason, f.desc
+	}
 	if f.act == actRequeue && props[queue.PropFirstFailedAt] == "" {
 		props[queue.PropFirstFailedAt] = now.UTC().Format(time.RFC3339)
 	}

@@ -355,6 +355,7 @@ type fakeMarketo struct {
 	roles           map[string]Record // opp|leadId|role
 	calls           []string          // "leads sync createOrUpdate/email" ...
 	failNext        []error
+	failQuery       error             // every Query fails with it when set
 	beforeSync      func()            // called (unlocked) at the start of every Sync
 	skipCode        map[string]string // externalId → reason code to skip with
 }
@@ -484,6 +485,9 @@ func (f *fakeMarketo) Query(_ context.Context, obj Object, filterType string, va
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("%s query %s", obj, filterType))
+	if f.failQuery != nil {
+		return nil, f.failQuery
+	}
 	want := map[string]bool{}
 	for _, v := range values {
 		want[strings.ToLower(v)] = true

@@ -221,6 +221,27 @@ func TestMissingDependencyIsDeadLetteredWithItsName(t *testing.T) {
 	}
 }
 
+func TestTransientFailureOnLastAttemptKeepsTheRealReason(t *testing.T) {
+	e := newEnv(t, nil)
+	e.send(userEv(userID, "ann@example.com"))
+	e.drain()
+	e.send(contactEv(contactID, accountID, userID, "joe@example.com"))
+	for i := 0; i < 3; i++ { // attempts 0..2: the account is missing
+		if _, err := e.s.ProcessBatch(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Advance(time.Minute)
+	}
+	// Last attempt: the lookup itself fails transiently.
+	e.mk.failQuery = &MarketoError{Op: "query companies", Code: "604", Message: "Request timed out"}
+	e.drain()
+	dl := e.q.deadLetters()
+	want := "missing dependency: account " + accountID + " (company of contact " + contactID + ")"
+	if len(dl) != 1 || dl[0].Reason != ReasonMissingDependency || dl[0].Description != want {
+		t.Fatalf("dead letters %+v", dl)
+	}
+}
+
 func TestDataverseReadsMissingDependencyAndSyncsItFirst(t *testing.T) {
 	dv := &fakeDataverse{records: map[string]event.Attributes{
 		"account/" + accountID: {"name": event.String("Acme"), "ownerid": owner(userID)},
