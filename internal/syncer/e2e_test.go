@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msisync/msisync/internal/dataverse"
+	"github.com/msisync/msisync/internal/dataverse/dataversesim"
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
@@ -181,4 +183,45 @@ func Test600ContactCreatesInAHandfulOfCalls(t *testing.T) {
 		t.Fatalf("%d Marketo calls for 600 contacts: %v", calls, after.Requests)
 	}
 	t.Logf("600 contacts in %d calls: %v", calls, after.Requests)
+}
+
+func TestE2EUpdateOfUnknownContactIsRereadWithItsDependencies(t *testing.T) {
+	dv := dataversesim.New(dataversesim.Options{Token: "tok", Logger: slog.New(slog.DiscardHandler)})
+	dsrv := httptest.NewServer(dv)
+	t.Cleanup(dsrv.Close)
+	dc, err := dataverse.New(dataverse.Config{URL: dsrv.URL, Token: "tok", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := dv.Create("account", map[string]any{"name": "Acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	con, err := dv.Create("contact", map[string]any{"lastname": "Doe", "emailaddress1": "joe@example.com", "jobtitle": "CTO",
+		"parentcustomerid": dataversesim.Ref{LogicalName: "account", ID: acc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newStack(t, marketosim.Options{}, func(c *syncer.Config) { c.Dataverse = dc; c.IsNotFound = dataverse.IsNotFound })
+	// Only the changed column, for a contact Marketo has never seen, whose
+	// account and owner are not there either.
+	up := mkEvent(event.EntityContact, con, event.Attributes{"jobtitle": event.String("CTO")})
+	up.Message = event.MessageUpdate
+	k.send(up)
+	st := k.drain()
+	if st.Completed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	d := k.sim.Dump()
+	user := event.NormalizeID(dv.UserID())
+	if len(d.SalesPersons) != 1 || d.SalesPersons[0]["externalSalesPersonId"] != user {
+		t.Fatalf("sales persons %v (owner %s)", d.SalesPersons, user)
+	}
+	if len(d.Companies) != 1 || d.Companies[0]["externalCompanyId"] != acc || d.Companies[0]["company"] != "Acme" {
+		t.Fatalf("companies %v", d.Companies)
+	}
+	if len(d.Leads) != 1 || d.Leads[0]["externalPersonId"] != con || d.Leads[0]["externalCompanyId"] != acc ||
+		d.Leads[0]["email"] != "joe@example.com" || d.Leads[0]["title"] != "CTO" || d.Leads[0]["externalSalesPersonId"] != user {
+		t.Fatalf("leads %v", d.Leads)
+	}
 }
