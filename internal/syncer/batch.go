@@ -1154,7 +1154,29 @@ func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
 		}
 		recs = keep
 	}
-	return b.syncObjects(ctx, store.KindRole, recs, SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"})
+	// Connections with the same opportunity, person and role are one
+	// Marketo role (its dedupe key); one call must carry it once, or
+	// Marketo skips the repeat with 1036. Repeats share the first's result.
+	type roleKey struct{ opp, person, role string }
+	first := map[roleKey]*rec{}
+	repeats := map[*rec]*rec{}
+	uniq := make([]*rec, 0, len(recs))
+	for _, r := range recs {
+		k := roleKey{r.conn.OpportunityID, r.conn.PersonID, r.conn.Role}
+		if f, ok := first[k]; ok {
+			repeats[r] = f
+			continue
+		}
+		first[k] = r
+		uniq = append(uniq, r)
+	}
+	if err := b.syncObjects(ctx, store.KindRole, uniq, SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}); err != nil {
+		return err
+	}
+	for r, f := range repeats {
+		r.written, r.marketoID, r.fail = f.written, f.marketoID, f.fail
+	}
+	return nil
 }
 
 // deleteObjects deletes input (aligned with recs); a record already gone
