@@ -43,3 +43,20 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecode compares the tree readers on the same body: fast is what
+// Parse uses, std the encoding/json path it falls back to.
+func BenchmarkDecode(b *testing.B) {
+	body := fixture(b, "contact_update.json")
+	for name, dec := range map[string]func([]byte) (any, error){"fast": decode, "std": decodeStd} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := dec(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

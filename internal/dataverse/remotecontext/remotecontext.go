@@ -6,8 +6,9 @@
 //
 // Dataverse writes WCF-style JSON: dictionaries are [{"key":…,"value":…}]
 // arrays, polymorphic values carry a "__type" tag, dates are "\/Date(ms)\/".
-// The body is decoded with encoding/json into a generic tree first and then
-// interpreted, so escaping (`\/` or `/`) and field order never matter, unknown
+// The body is decoded into a generic tree first (by a single-pass reader
+// that yields exactly encoding/json's tree, falling back to encoding/json for
+// anything unusual) and then interpreted, so escaping (`\/` or `/`) and field order never matter, unknown
 // fields are ignored and every field is optional.
 package remotecontext
 
@@ -99,6 +100,15 @@ func (e *SyntaxError) Unwrap() error { return e.Err }
 // decode parses body into a generic tree (numbers kept as json.Number so
 // decimals and 64-bit values survive), rejecting trailing data.
 func decode(body []byte) (any, error) {
+	if v, ok := fastDecode(body); ok {
+		return v, nil
+	}
+	return decodeStd(body)
+}
+
+// decodeStd is decode with encoding/json only: the reference fastDecode
+// must agree with, and the path for everything fastDecode declines.
+func decodeStd(body []byte) (any, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, &SyntaxError{Err: errors.New("empty body")}
 	}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/msisync/msisync/api"
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/queue/sqlitequeue"
 	"github.com/msisync/msisync/internal/receiver"
 )
@@ -101,8 +102,12 @@ type Result struct {
 	P50, P95   time.Duration
 	P99, Max   time.Duration
 	// Queued is the number of distinct messages found in the queue
-	// afterwards (receiver only; -1 for the bare handler).
+	// afterwards (receiver on the durable queue only; -1 otherwise).
 	Queued int
+	// HandlerMean and EnqueueMean are the receiver's own mean request and
+	// queue Send durations (from its metrics; 0 for the bare handler): with
+	// the client latency they tell waiting for the queue from waiting for CPU.
+	HandlerMean, EnqueueMean time.Duration
 }
 
 // RPS is the completed requests per second.
@@ -121,6 +126,7 @@ type Report struct {
 	GOMAXPROCS   int
 	QueueDir     string
 	Bare         Result // chi answering 202: the ceiling
+	NoQueue      Result // the receiver with a Send that does nothing: parse, encode, HTTP
 	Receiver     Result // the real receiver on the embedded durable queue
 }
 
@@ -129,21 +135,25 @@ func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "POST %s: %d requests per target, %d keep-alive clients, %d-byte payload, GOMAXPROCS=%d, queue in %s\n",
 		receiver.RouteDataverse, r.Requests, r.Concurrency, r.PayloadBytes, r.GOMAXPROCS, r.QueueDir)
-	fmt.Fprintf(&b, "%-22s %9s %9s %9s %9s %9s %9s %9s %7s %8s\n",
-		"target", "req/s", "p50", "p95", "p99", "max", "accepted", "errors", "queued", "elapsed")
-	for _, x := range []Result{r.Bare, r.Receiver} {
-		queued := "-"
+	fmt.Fprintf(&b, "%-22s %7s %8s %8s %8s %8s %8s %6s %7s %8s %8s %8s\n",
+		"target", "req/s", "p50", "p95", "p99", "max", "accepted", "errors", "queued", "elapsed", "handler", "enqueue")
+	all := []Result{r.Bare, r.NoQueue, r.Receiver}
+	for _, x := range all {
+		queued, handler, enqueue := "-", "-", "-"
 		if x.Queued >= 0 {
 			queued = fmt.Sprint(x.Queued)
 		}
-		fmt.Fprintf(&b, "%-22s %9.0f %9s %9s %9s %9s %9d %9d %7s %8s\n",
+		if x.HandlerMean > 0 {
+			handler, enqueue = ms(x.HandlerMean), ms(x.EnqueueMean)
+		}
+		fmt.Fprintf(&b, "%-22s %7.0f %8s %8s %8s %8s %8d %6d %7s %8s %8s %8s\n",
 			x.Name, x.RPS(), ms(x.P50), ms(x.P95), ms(x.P99), ms(x.Max), x.Accepted, x.Errors, queued,
-			x.Elapsed.Round(time.Millisecond))
+			x.Elapsed.Round(time.Millisecond), handler, enqueue)
 	}
 	if r.Bare.RPS() > 0 {
-		fmt.Fprintf(&b, "receiver/bare: %.0f%%\n", 100*r.Receiver.RPS()/r.Bare.RPS())
+		fmt.Fprintf(&b, "durable receiver/bare: %.0f%%; handler and enqueue are the server's own means\n", 100*r.Receiver.RPS()/r.Bare.RPS())
 	}
-	for _, x := range []Result{r.Bare, r.Receiver} {
+	for _, x := range all {
 		if x.FirstError != "" {
 			fmt.Fprintf(&b, "%s first error: %s\n", x.Name, x.FirstError)
 		}
@@ -153,8 +163,9 @@ func (r Report) String() string {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
 
-// Run measures the bare chi handler, then the receiver on a fresh embedded
-// queue, with the same load, and counts the queue's messages afterwards.
+// Run measures the bare chi handler, the receiver with a no-op queue, then
+// the receiver on a fresh embedded queue, with the same load, and counts the
+// queue's messages afterwards.
 func Run(ctx context.Context, o Options) (Report, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -179,6 +190,21 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	rep.Bare.Queued = -1
 
+	queued := []byte(`"status":"queued"`)
+	isQueued := func(status int, body []byte) bool {
+		return status == http.StatusAccepted && bytes.Contains(body, queued)
+	}
+	reg := prometheus.NewRegistry()
+	h, err := newReceiver(nopSender{}, 0, reg)
+	if err != nil {
+		return rep, err
+	}
+	if rep.NoQueue, err = drive(ctx, "receiver, no-op queue", h, bodies, 1<<32, o, isQueued); err != nil {
+		return rep, err
+	}
+	rep.NoQueue.Queued = -1
+	rep.NoQueue.HandlerMean, rep.NoQueue.EnqueueMean = means(reg)
+
 	dir := o.Dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "receiverbench-"); err != nil {
@@ -192,16 +218,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		return rep, fmt.Errorf("receiverbench: %w", err)
 	}
 	defer q.Close()
-	h, err := receiver.New(receiver.Config{
-		Keys: []string{benchKey}, Queue: q, MaxMessageBytes: q.MaxMessageBytes(),
-		Registerer: prometheus.NewRegistry(),
-		// As serve logs by default: info, so the per-request debug lines are skipped.
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
-	if err != nil {
-		return rep, fmt.Errorf("receiverbench: %w", err)
+	reg = prometheus.NewRegistry()
+	if h, err = newReceiver(q, q.MaxMessageBytes(), reg); err != nil {
+		return rep, err
 	}
-	queued := []byte(`"status":"queued"`)
 	if o.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
 			return rep, fmt.Errorf("receiverbench: cpu profile: %w", err)
@@ -209,19 +229,59 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	// A different id range than the bare run's, so nothing could be a duplicate
 	// of anything but itself.
-	rep.Receiver, err = drive(ctx, "receiver+sqlitequeue", h, bodies, 1<<32, o, func(status int, body []byte) bool {
-		return status == http.StatusAccepted && bytes.Contains(body, queued)
-	})
+	rep.Receiver, err = drive(ctx, "receiver+sqlitequeue", h, bodies, 2<<32, o, isQueued)
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
 	if err != nil {
 		return rep, err
 	}
+	rep.Receiver.HandlerMean, rep.Receiver.EnqueueMean = means(reg)
 	if rep.Receiver.Queued, err = drain(ctx, q); err != nil {
 		return rep, err
 	}
 	return rep, nil
+}
+
+func newReceiver(q queue.Sender, maxMessageBytes int, reg *prometheus.Registry) (http.Handler, error) {
+	h, err := receiver.New(receiver.Config{
+		Keys: []string{benchKey}, Queue: q, MaxMessageBytes: maxMessageBytes, Registerer: reg,
+		// As serve logs by default: info, so the per-request debug lines are skipped.
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("receiverbench: %w", err)
+	}
+	return h, nil
+}
+
+type nopSender struct{}
+
+func (nopSender) Send(context.Context, ...queue.Message) error { return nil }
+
+// means reads the receiver's mean webhook request and enqueue durations
+// from its metrics.
+func means(g prometheus.Gatherer) (handler, enqueue time.Duration) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if h == nil || h.GetSampleCount() == 0 {
+				continue
+			}
+			mean := time.Duration(h.GetSampleSum() / float64(h.GetSampleCount()) * float64(time.Second))
+			switch mf.GetName() {
+			case "msisync_receiver_request_duration_seconds":
+				handler = mean // one route only: the webhook
+			case "msisync_receiver_enqueue_duration_seconds":
+				enqueue = mean
+			}
+		}
+	}
+	return handler, enqueue
 }
 
 // bodies produces the per-request payloads: the template with every

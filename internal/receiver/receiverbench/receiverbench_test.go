@@ -17,7 +17,7 @@ func TestRunCountsEveryRequestOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range []Result{rep.Bare, rep.Receiver} {
+	for _, r := range []Result{rep.Bare, rep.NoQueue, rep.Receiver} {
 		if r.Requests != 300 || r.Accepted != 300 || r.Errors != 0 {
 			t.Errorf("%s: requests %d, accepted %d, errors %d (%s); want 300, 300, 0", r.Name, r.Requests, r.Accepted, r.Errors, r.FirstError)
 		}
@@ -33,14 +33,23 @@ func TestRunCountsEveryRequestOnce(t *testing.T) {
 	if rep.Receiver.Queued != rep.Receiver.Accepted {
 		t.Errorf("queued %d, accepted %d", rep.Receiver.Queued, rep.Receiver.Accepted)
 	}
-	if rep.Bare.Queued != -1 {
-		t.Errorf("bare queued = %d, want -1 (no queue)", rep.Bare.Queued)
+	if rep.Bare.Queued != -1 || rep.NoQueue.Queued != -1 {
+		t.Errorf("queued = %d and %d without a queue, want -1", rep.Bare.Queued, rep.NoQueue.Queued)
+	}
+	// The server-side means come from the receiver's metrics: the durable
+	// queue's Send takes time and is part of the handler's; the bare handler
+	// has no metrics.
+	if r := rep.Receiver; !(r.EnqueueMean > 0 && r.HandlerMean > r.EnqueueMean) {
+		t.Errorf("receiver handler mean %s, enqueue mean %s: want 0 < enqueue < handler", r.HandlerMean, r.EnqueueMean)
+	}
+	if rep.NoQueue.HandlerMean <= 0 || rep.Bare.HandlerMean != 0 {
+		t.Errorf("handler means: no-op queue %s, bare %s", rep.NoQueue.HandlerMean, rep.Bare.HandlerMean)
 	}
 	if prof.Len() == 0 {
 		t.Error("no CPU profile written")
 	}
 	s := rep.String()
-	for _, want := range []string{"bare chi 202", "receiver+sqlitequeue", "p99", "300"} {
+	for _, want := range []string{"bare chi 202", "no-op queue", "receiver+sqlitequeue", "p99", "300"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("report lacks %q:\n%s", want, s)
 		}
