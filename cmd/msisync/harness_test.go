@@ -155,7 +155,13 @@ func (s *service) stop(t *testing.T) {
 // last state cond described.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(pollTimeout)
+	eventuallyWithin(t, pollTimeout, what, cond)
+}
+
+// eventuallyWithin is eventually with another bound, for long drains.
+func eventuallyWithin(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	var last string
 	for {
 		ok, state := cond()
@@ -164,7 +170,7 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 		}
 		last = state
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached after %s; last state:\n%s", what, pollTimeout, last)
+			t.Fatalf("%s: not reached after %s; last state:\n%s", what, timeout, last)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
