@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,6 +99,25 @@ type service struct {
 	base   string
 	cancel context.CancelFunc
 	done   chan error
+	stderr *syncBuffer // what the command wrote to its stderr (not the JSON logs)
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // startServe starts a long-running command and waits until /healthz answers.
@@ -105,11 +125,11 @@ type service struct {
 func startServe(t *testing.T, base string, args ...string) *service {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &service{base: base, cancel: cancel, done: make(chan error, 1)}
+	s := &service{base: base, cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
 	root := newRoot()
 	root.SetArgs(args)
 	root.SetOut(io.Discard)
-	root.SetErr(io.Discard)
+	root.SetErr(s.stderr)
 	go func() { s.done <- root.ExecuteContext(ctx) }()
 	t.Cleanup(func() { s.stop(t) })
 	deadline := time.Now().Add(pollTimeout)

@@ -20,9 +20,13 @@ const (
 // bad ids are refused; health, readiness and metrics answer.
 func TestJourneyZeroConfigServe(t *testing.T) {
 	dataDir, base := cleanEnv(t)
-	startServe(t, base, "serve")
+	svc := startServe(t, base, "serve")
 
 	key := webhookKey(t, dataDir) // generated on first start, saved in the data folder
+	// … and shown once, with the URL to register.
+	if notice := svc.stderr.String(); !strings.Contains(notice, key) || !strings.Contains(notice, "/webhooks/dataverse") {
+		t.Errorf("first start did not print the generated key and the webhook URL:\n%s", notice)
+	}
 
 	// Reverse dependency order: contact, then account, then user.
 	for _, name := range []string{"demo-3-contact.json", "demo-2-account.json", "demo-1-user.json"} {
@@ -55,6 +59,19 @@ func TestJourneyZeroConfigServe(t *testing.T) {
 	}
 	if n := len(st.Leads); n != 1 {
 		t.Errorf("sandbox has %d leads, want 1 (no duplicates from requeues)", n)
+	}
+
+	// Restart: same key, not printed again; the sandbox kept its records.
+	svc.stop(t)
+	svc = startServe(t, base, "serve")
+	if k := webhookKey(t, dataDir); k != key {
+		t.Errorf("restart changed the webhook key")
+	}
+	if notice := svc.stderr.String(); strings.Contains(notice, key) {
+		t.Errorf("restart printed the key again:\n%s", notice)
+	}
+	if st := sandboxState(t, base); find(st.Leads, "externalPersonId", demoContact) == nil || len(st.Companies) != 1 || len(st.SalesPersons) != 1 {
+		t.Errorf("sandbox lost its records across a restart:\n%s", st)
 	}
 
 	// A real Dataverse RemoteExecutionContext, WebhookKey auth.

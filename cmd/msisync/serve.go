@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -29,12 +30,14 @@ func newServeCmd(use, short string, runReceiver, runWorker bool) *cobra.Command 
 		Long:  short + "\n" + settingsHelp(),
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return serve(c.Context(), use, runReceiver, runWorker)
+			return serve(c.Context(), c.ErrOrStderr(), use, runReceiver, runWorker)
 		},
 	}
 }
 
-func serve(ctx context.Context, role string, runReceiver, runWorker bool) error {
+// serve runs until ctx ends; notice is where the one-time webhook key
+// notice goes (stderr).
+func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runWorker bool) error {
 	a, err := openApp(ctx, needs{queue: true, store: runWorker, marketo: runWorker, dataverse: runWorker})
 	if err != nil {
 		return err
@@ -61,7 +64,7 @@ func serve(ctx context.Context, role string, runReceiver, runWorker bool) error 
 		}
 		if created {
 			// Printed once, on the run that generated it; never logged.
-			fmt.Fprintf(os.Stderr, "\nGenerated a webhook key (saved in %s/webhook.key; shown only now):\n\n  %s\n\n"+
+			fmt.Fprintf(notice, "\nGenerated a webhook key (saved in %s/webhook.key; shown only now):\n\n  %s\n\n"+
 				"Register the webhook in Dynamics with:\n  msisync dataverse register --url https://<public host>/webhooks/dataverse\n"+
 				"or by hand (Plugin Registration Tool, WebhookKey auth) with the URL\n  http://%s/webhooks/dataverse  and the key above.\n\n",
 				cfg.DataDir, cfg.WebhookKeys[0], hostPort(cfg.Addr))
