@@ -27,7 +27,7 @@ func ParseCustom(body []byte) (*event.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, ok := tree.(map[string]any)
+	root, ok := tree.(jsonObject)
 	if !ok {
 		return nil, &event.FieldError{Field: "$", Reason: "must be a JSON object, got " + jsonKind(tree)}
 	}
@@ -61,7 +61,7 @@ func ParseCustom(body []byte) (*event.Event, error) {
 		e.CorrelationID = event.NormalizeID(c)
 	}
 
-	switch v := root["version"].(type) {
+	switch v := root.get("version").(type) {
 	case nil:
 	case json.Number:
 		if ms, err := v.Int64(); err == nil && ms >= 0 {
@@ -86,14 +86,14 @@ func ParseCustom(body []byte) (*event.Event, error) {
 		}
 	}
 
-	switch attrs := root["attributes"].(type) {
+	switch attrs := root.get("attributes").(type) {
 	case nil:
-	case map[string]any:
+	case jsonObject:
 		if len(attrs) > 0 {
 			e.Attributes = make(event.Attributes, len(attrs))
 		}
-		for k, v := range attrs {
-			e.Attributes[k] = customValue(v, "attributes."+k, &errs)
+		for _, a := range attrs {
+			e.Attributes[a.key] = customValue(a.value, "attributes."+a.key, &errs)
 		}
 	default:
 		errs.add("attributes", "must be an object of column → value, got %s", jsonKind(attrs))
@@ -110,8 +110,8 @@ func ParseCustom(body []byte) (*event.Event, error) {
 	return e, nil
 }
 
-func stringField(m map[string]any, name string, errs *fieldErrs) string {
-	switch v := m[name].(type) {
+func stringField(m jsonObject, name string, errs *fieldErrs) string {
+	switch v := m.get(name).(type) {
 	case nil:
 		return ""
 	case string:
@@ -155,16 +155,16 @@ func customValue(v any, path string, errs *fieldErrs) event.Value {
 			opts = append(opts, o)
 		}
 		return event.Options(opts...)
-	case map[string]any:
-		ln, _ := x["logicalName"].(string)
-		id, _ := x["id"].(string)
+	case jsonObject:
+		ln, _ := x.get("logicalName").(string)
+		id, _ := x.get("id").(string)
 		switch {
 		case strings.TrimSpace(ln) == "":
 			errs.add(path+".logicalName", "is required in a lookup {logicalName, id}")
 		case !event.IsGUID(id):
 			errs.add(path+".id", "%q is not a GUID", truncate(id))
 		default:
-			name, _ := x["name"].(string)
+			name, _ := x.get("name").(string)
 			return event.Reference(strings.ToLower(strings.TrimSpace(ln)), id, name)
 		}
 		return event.Null()

@@ -2,6 +2,8 @@ package remotecontext
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -28,6 +30,81 @@ func fastDecode(b []byte) (any, bool) {
 		return nil, false
 	}
 	return v, true
+}
+
+// member is one name/value of a JSON object.
+type member struct {
+	key   string
+	value any
+}
+
+// jsonObject is a JSON object with unique keys, in document order (from
+// fastDecode) or sorted (from toObject). Objects in these payloads are small,
+// so a linear search beats building a map.
+type jsonObject []member
+
+// lookup returns the value of key and whether it is present.
+func (o jsonObject) lookup(key string) (any, bool) {
+	for i := range o {
+		if o[i].key == key {
+			return o[i].value, true
+		}
+	}
+	return nil, false
+}
+
+// get returns the value of key, nil when absent.
+func (o jsonObject) get(key string) any {
+	v, _ := o.lookup(key)
+	return v
+}
+
+// maxUniqueCheck bounds the quadratic repeated-key check; larger objects
+// (none in real payloads) go through encoding/json.
+const maxUniqueCheck = 64
+
+func (o jsonObject) unique() bool {
+	if len(o) > maxUniqueCheck {
+		return false
+	}
+	for i := 1; i < len(o); i++ {
+		for j := range i {
+			if o[i].key == o[j].key {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// MarshalJSON writes the object as encoding/json writes the map it stands
+// for (sorted keys), so values kept as raw JSON text read the same.
+func (o jsonObject) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(o))
+	for _, kv := range o {
+		m[kv.key] = kv.value
+	}
+	return json.Marshal(m)
+}
+
+// toObject converts an encoding/json tree (map[string]any) to the parsers'
+// tree, with each object's keys sorted.
+func toObject(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		o := make(jsonObject, 0, len(x))
+		for k, el := range x {
+			o = append(o, member{key: k, value: toObject(el)})
+		}
+		slices.SortFunc(o, func(a, b member) int { return strings.Compare(a.key, b.key) })
+		return o
+	case []any:
+		for i, el := range x {
+			x[i] = toObject(el)
+		}
+		return x
+	}
+	return v
 }
 
 // fastMaxDepth is far above any real payload; deeper input goes to
@@ -248,7 +325,7 @@ func (p *fastParser) object() (any, bool) {
 	if p.i < len(p.b) && p.b[p.i] == '}' {
 		p.i++
 		p.depth--
-		return map[string]any{}, true
+		return jsonObject{}, true
 	}
 	for {
 		if p.i >= len(p.b) || p.b[p.i] != '"' {
@@ -282,16 +359,19 @@ func (p *fastParser) object() (any, bool) {
 		case '}':
 			p.i++
 			p.depth--
-			// Sized once; a repeated key keeps its last value, as in encoding/json.
-			m := make(map[string]any, len(p.stack)-base)
-			keys := p.keys[len(p.keys)-(len(p.stack)-base):]
+			n := len(p.stack) - base
+			keys := p.keys[len(p.keys)-n:]
+			obj := make(jsonObject, n)
 			for j, v := range p.stack[base:] {
-				m[keys[j]] = v
+				obj[j] = member{key: keys[j], value: v}
 			}
 			clear(p.stack[base:])
 			p.stack = p.stack[:base]
-			p.keys = p.keys[:len(p.keys)-len(keys)]
-			return m, true
+			p.keys = p.keys[:len(p.keys)-n]
+			if !obj.unique() {
+				return nil, false // encoding/json keeps the last of repeated keys: let it
+			}
+			return obj, true
 		}
 		return nil, false
 	}

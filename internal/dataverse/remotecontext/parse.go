@@ -73,7 +73,7 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, ok := tree.(map[string]any)
+	root, ok := tree.(jsonObject)
 	if !ok {
 		return nil, &event.FieldError{Field: "$", Reason: "must be a JSON object (a RemoteExecutionContext), got " + jsonKind(tree)}
 	}
@@ -84,49 +84,49 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 		Truncated: h.SizeExceeded,
 	}
 	for _, name := range []string{"MessageName", "PrimaryEntityName"} {
-		if v := root[name]; v != nil {
+		if v := root.get(name); v != nil {
 			if _, isString := v.(string); !isString {
 				errs.add(name, "must be a string, got %s", jsonKind(v))
 			}
 		}
 	}
-	e.Message = strings.TrimSpace(str(root["MessageName"]))
+	e.Message = strings.TrimSpace(str(root.get("MessageName")))
 	if e.Message == "" {
 		e.Message = h.RequestName
 	}
-	e.Entity = strings.ToLower(strings.TrimSpace(str(root["PrimaryEntityName"])))
+	e.Entity = strings.ToLower(strings.TrimSpace(str(root.get("PrimaryEntityName"))))
 	if e.Entity == "" {
 		e.Entity = strings.ToLower(h.EntityName)
 	}
-	e.RecordID = guid(root["PrimaryEntityId"], "PrimaryEntityId", &errs)
+	e.RecordID = guid(root.get("PrimaryEntityId"), "PrimaryEntityId", &errs)
 	if e.RecordID == zeroGUID {
 		e.RecordID = ""
 	}
 
-	e.OrgID = guid(root["OrganizationId"], "OrganizationId", &errs)
-	e.OrgName = str(root["OrganizationName"])
+	e.OrgID = guid(root.get("OrganizationId"), "OrganizationId", &errs)
+	e.OrgName = str(root.get("OrganizationName"))
 	if e.OrgName == "" {
 		e.OrgName = h.Organization
 	}
-	e.CorrelationID = guid(root["CorrelationId"], "CorrelationId", &errs)
+	e.CorrelationID = guid(root.get("CorrelationId"), "CorrelationId", &errs)
 	if e.CorrelationID == "" {
 		e.CorrelationID = event.NormalizeID(h.CorrelationID)
 	}
-	e.OperationID = guid(root["OperationId"], "OperationId", &errs)
-	e.RequestID = guid(root["RequestId"], "RequestId", &errs)
+	e.OperationID = guid(root.get("OperationId"), "OperationId", &errs)
+	e.RequestID = guid(root.get("RequestId"), "RequestId", &errs)
 	if e.RequestID == "" {
 		e.RequestID = event.NormalizeID(h.RequestID)
 	}
-	e.UserID = guid(root["UserId"], "UserId", &errs)
-	e.InitiatingUserID = guid(root["InitiatingUserId"], "InitiatingUserId", &errs)
-	if d, ok := integer(root["Depth"]); ok && d >= 0 && d < 1<<31 {
+	e.UserID = guid(root.get("UserId"), "UserId", &errs)
+	e.InitiatingUserID = guid(root.get("InitiatingUserId"), "InitiatingUserId", &errs)
+	if d, ok := integer(root.get("Depth")); ok && d >= 0 && d < 1<<31 {
 		e.Depth = int(d)
 	}
-	if ext, ok := root["OwningExtension"].(map[string]any); ok {
-		e.StepID = guid(ext["Id"], "OwningExtension.Id", &errs)
+	if ext, ok := root.get("OwningExtension").(jsonObject); ok {
+		e.StepID = guid(ext.get("Id"), "OwningExtension.Id", &errs)
 	}
 	var occurred time.Time
-	if s, ok := root["OperationCreatedOn"].(string); ok {
+	if s, ok := root.get("OperationCreatedOn").(string); ok {
 		t, isDate, msg := parseDate(s)
 		switch {
 		case msg != "":
@@ -136,7 +136,7 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 		}
 	}
 
-	inputs := paramMap(root["InputParameters"])
+	inputs := paramMap(root.get("InputParameters"))
 	target := parseEntity(inputs["Target"], "InputParameters.Target", &errs)
 	if target != nil {
 		if e.Entity == "" {
@@ -150,29 +150,29 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 	}
 	applyMessageInputs(e, e.Message, inputs, "InputParameters", &errs)
 	if e.RecordID == "" {
-		if id, ok := paramMap(root["OutputParameters"])["id"].(string); ok && event.IsGUID(id) {
+		if id, ok := paramMap(root.get("OutputParameters"))["id"].(string); ok && event.IsGUID(id) {
 			e.RecordID = event.NormalizeID(id)
 		}
 	}
 
 	// Walk ParentContext: the nearest differing message, and SetState inputs
 	// when SetState reached us as an Update.
-	parent, _ := root["ParentContext"].(map[string]any)
+	parent, _ := root.get("ParentContext").(jsonObject)
 	for depth := 0; parent != nil && depth < maxParentDepth; depth++ {
-		msg := strings.TrimSpace(str(parent["MessageName"]))
+		msg := strings.TrimSpace(str(parent.get("MessageName")))
 		if e.ParentMessage == "" && msg != "" && !strings.EqualFold(msg, e.Message) {
 			e.ParentMessage = msg
 			if isSetState(msg) {
 				var ignored fieldErrs // the parent's oddities are not this event's fault
-				applyMessageInputs(e, msg, paramMap(parent["InputParameters"]), "ParentContext.InputParameters", &ignored)
+				applyMessageInputs(e, msg, paramMap(parent.get("InputParameters")), "ParentContext.InputParameters", &ignored)
 			}
 		}
-		parent, _ = parent["ParentContext"].(map[string]any)
+		parent, _ = parent.get("ParentContext").(jsonObject)
 	}
 
 	var preFormatted, postFormatted map[string]string
-	e.PreImages, preFormatted = images(root["PreEntityImages"], "PreEntityImages", &errs)
-	e.PostImages, postFormatted = images(root["PostEntityImages"], "PostEntityImages", &errs)
+	e.PreImages, preFormatted = images(root.get("PreEntityImages"), "PreEntityImages", &errs)
+	e.PostImages, postFormatted = images(root.get("PostEntityImages"), "PostEntityImages", &errs)
 	e.Formatted = mergeFormatted(e.Attributes, preFormatted, target, postFormatted)
 
 	// Version and RowVersion: the message's own entity first, then post images.
@@ -184,7 +184,7 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 		}
 	}
 	if e.RowVersion == 0 {
-		e.RowVersion = postRowVersion(root["PostEntityImages"])
+		e.RowVersion = postRowVersion(root.get("PostEntityImages"))
 	}
 	switch {
 	case haveModified:
@@ -354,8 +354,8 @@ func mergeFormatted(changed event.Attributes, pre map[string]string, target *ent
 // postRowVersion returns the first numeric RowVersion of a post image.
 func postRowVersion(v any) int64 {
 	for _, p := range pairs(v) {
-		if m, ok := p.value.(map[string]any); ok {
-			if rv, ok := integer(m["RowVersion"]); ok {
+		if m, ok := p.value.(jsonObject); ok {
+			if rv, ok := integer(m.get("RowVersion")); ok {
 				return rv
 			}
 		}

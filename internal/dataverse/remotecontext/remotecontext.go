@@ -6,10 +6,10 @@
 //
 // Dataverse writes WCF-style JSON: dictionaries are [{"key":…,"value":…}]
 // arrays, polymorphic values carry a "__type" tag, dates are "\/Date(ms)\/".
-// The body is decoded into a generic tree first (by a single-pass reader
-// that yields exactly encoding/json's tree, falling back to encoding/json for
-// anything unusual) and then interpreted, so escaping (`\/` or `/`) and field order never matter, unknown
-// fields are ignored and every field is optional.
+// The body is decoded into a generic tree first (by a single-pass reader,
+// falling back to encoding/json for anything unusual; see fastDecode) and
+// then interpreted, so escaping (`\/` or `/`) and field order never matter,
+// unknown fields are ignored and every field is optional.
 package remotecontext
 
 import (
@@ -103,7 +103,11 @@ func decode(body []byte) (any, error) {
 	if v, ok := fastDecode(body); ok {
 		return v, nil
 	}
-	return decodeStd(body)
+	v, err := decodeStd(body)
+	if err != nil {
+		return nil, err
+	}
+	return toObject(v), nil
 }
 
 // decodeStd is decode with encoding/json only: the reference fastDecode
@@ -234,7 +238,7 @@ func jsonKind(v any) string {
 		return "a boolean"
 	case []any:
 		return "an array"
-	case map[string]any:
+	case map[string]any, jsonObject:
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)

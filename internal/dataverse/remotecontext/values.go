@@ -24,7 +24,7 @@ func pairs(v any) []pair {
 	case []any:
 		out := make([]pair, 0, len(x))
 		for _, el := range x {
-			m, ok := el.(map[string]any)
+			m, ok := el.(jsonObject)
 			if !ok {
 				continue
 			}
@@ -35,16 +35,12 @@ func pairs(v any) []pair {
 			out = append(out, pair{key: k, value: field(m, "value")})
 		}
 		return out
-	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+	case jsonObject:
 		out := make([]pair, 0, len(x))
-		for _, k := range keys {
-			out = append(out, pair{key: k, value: x[k]})
+		for _, m := range x {
+			out = append(out, pair{key: m.key, value: m.value})
 		}
+		sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
 		return out
 	}
 	return nil
@@ -52,28 +48,28 @@ func pairs(v any) []pair {
 
 // field reads an object member by its WCF name ("Value"), falling back to
 // the lower-case spelling some serialisers use ("value").
-func field(m map[string]any, name string) any {
-	if v, ok := m[name]; ok {
+func field(m jsonObject, name string) any {
+	if v, ok := m.lookup(name); ok {
 		return v
 	}
-	if v, ok := m[strings.ToLower(name[:1])+name[1:]]; ok {
+	if v, ok := m.lookup(strings.ToLower(name[:1]) + name[1:]); ok {
 		return v
 	}
-	if v, ok := m[strings.ToUpper(name[:1])+name[1:]]; ok {
+	if v, ok := m.lookup(strings.ToUpper(name[:1]) + name[1:]); ok {
 		return v
 	}
 	return nil
 }
 
-func has(m map[string]any, name string) bool {
-	_, ok := m[name]
+func has(m jsonObject, name string) bool {
+	_, ok := m.lookup(name)
 	return ok
 }
 
 // typeName returns the contract name of a "__type" tag:
 // "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts" → "EntityReference".
-func typeName(m map[string]any) string {
-	t, _ := m["__type"].(string)
+func typeName(m jsonObject) string {
+	t, _ := m.get("__type").(string)
 	if i := strings.IndexByte(t, ':'); i >= 0 {
 		t = t[:i]
 	}
@@ -93,7 +89,7 @@ type entity struct {
 
 // isEntityLike reports whether v looks like an Entity or EntityReference.
 func isEntityLike(v any) bool {
-	m, ok := v.(map[string]any)
+	m, ok := v.(jsonObject)
 	if !ok {
 		return false
 	}
@@ -109,27 +105,27 @@ func isEntityLike(v any) bool {
 // parseEntity reads an Entity or EntityReference; nil when v is neither.
 // Entities in images carry no "__type", so the shape decides.
 func parseEntity(v any, path string, errs *fieldErrs) *entity {
-	m, ok := v.(map[string]any)
+	m, ok := v.(jsonObject)
 	if !ok || !isEntityLike(v) {
 		return nil
 	}
 	en := &entity{
-		logicalName: strings.ToLower(str(m["LogicalName"])),
-		id:          guid(m["Id"], path+".Id", errs),
-		name:        str(m["Name"]),
+		logicalName: strings.ToLower(str(m.get("LogicalName"))),
+		id:          guid(m.get("Id"), path+".Id", errs),
+		name:        str(m.get("Name")),
 	}
 	if en.id == zeroGUID {
 		en.id = "" // a new entity in a pre-operation Create has no id yet
 	}
-	if rv, ok := integer(m["RowVersion"]); ok {
+	if rv, ok := integer(m.get("RowVersion")); ok {
 		en.rowVersion = rv
 	}
 	if typeName(m) == "EntityReference" || !has(m, "Attributes") {
 		en.isRef = true
 		return en
 	}
-	en.attrs = attributes(m["Attributes"], path+".Attributes", errs)
-	for _, p := range pairs(m["FormattedValues"]) {
+	en.attrs = attributes(m.get("Attributes"), path+".Attributes", errs)
+	for _, p := range pairs(m.get("FormattedValues")) {
 		if s, ok := p.value.(string); ok {
 			if en.formatted == nil {
 				en.formatted = make(map[string]string)
@@ -177,7 +173,7 @@ func value(v any, path string, errs *fieldErrs) event.Value {
 		return event.String(x)
 	case []any:
 		return array(x, path, errs)
-	case map[string]any:
+	case jsonObject:
 		return object(x, path, errs)
 	}
 	return event.Null()
@@ -194,7 +190,7 @@ func array(x []any, path string, errs *fieldErrs) event.Value {
 	}
 	allEntities := true
 	for _, el := range x {
-		if m, ok := el.(map[string]any); !ok || !has(m, "Attributes") {
+		if m, ok := el.(jsonObject); !ok || !has(m, "Attributes") {
 			allEntities = false
 			break
 		}
@@ -209,11 +205,11 @@ func optionList(x []any) ([]int, bool) {
 	opts := make([]int, 0, len(x))
 	for _, el := range x {
 		var raw any = el
-		if m, ok := el.(map[string]any); ok {
+		if m, ok := el.(jsonObject); ok {
 			if tn := typeName(m); tn != "OptionSetValue" && !(tn == "" && len(m) == 1 && has(m, "Value")) {
 				return nil, false
 			}
-			raw = m["Value"]
+			raw = m.get("Value")
 		}
 		n, ok := raw.(json.Number)
 		if !ok {
@@ -245,30 +241,30 @@ func entityList(x []any, path string, errs *fieldErrs) []event.Attributes {
 	return out
 }
 
-func object(x map[string]any, path string, errs *fieldErrs) event.Value {
+func object(x jsonObject, path string, errs *fieldErrs) event.Value {
 	switch typeName(x) {
 	case "EntityReference":
 		return reference(x, path, errs)
 	case "OptionSetValue":
-		n, ok := x["Value"].(json.Number)
+		n, ok := x.get("Value").(json.Number)
 		i, err := strconv.Atoi(string(n))
 		if !ok || err != nil {
-			errs.add(path+".Value", "OptionSetValue must hold an integer, got %s", jsonKind(x["Value"]))
+			errs.add(path+".Value", "OptionSetValue must hold an integer, got %s", jsonKind(x.get("Value")))
 			return event.Null()
 		}
 		return event.Option(i)
 	case "Money":
-		n, ok := x["Value"].(json.Number)
+		n, ok := x.get("Value").(json.Number)
 		if !ok {
-			if x["Value"] == nil {
+			if x.get("Value") == nil {
 				return event.Null()
 			}
-			errs.add(path+".Value", "Money must hold a number, got %s", jsonKind(x["Value"]))
+			errs.add(path+".Value", "Money must hold a number, got %s", jsonKind(x.get("Value")))
 			return event.Null()
 		}
 		return event.Money(n)
 	case "EntityCollection":
-		list, _ := x["Entities"].([]any)
+		list, _ := x.get("Entities").([]any)
 		return event.Value{Kind: event.KindEntities, Entities: entityList(list, path+".Entities", errs)}
 	case "Entity":
 		return event.Value{Kind: event.KindEntities, Entities: entityList([]any{x}, path, errs)}
@@ -276,7 +272,7 @@ func object(x map[string]any, path string, errs *fieldErrs) event.Value {
 		// Not seen from Dataverse (multi-select arrives as a plain array), but
 		// some serialisers wrap the array.
 		for _, k := range []string{"Value", "Values", "Items"} {
-			if list, ok := x[k].([]any); ok {
+			if list, ok := x.get(k).([]any); ok {
 				return array(list, path, errs)
 			}
 		}
@@ -290,21 +286,21 @@ func object(x map[string]any, path string, errs *fieldErrs) event.Value {
 		}
 	}
 	// BooleanManagedProperty, AliasedValue and other wrappers hold a Value.
-	if inner, ok := x["Value"]; ok {
+	if inner, ok := x.lookup("Value"); ok {
 		return value(inner, path, errs)
 	}
 	return rawString(x)
 }
 
-func reference(x map[string]any, path string, errs *fieldErrs) event.Value {
-	id := guid(x["Id"], path+".Id", errs)
+func reference(x jsonObject, path string, errs *fieldErrs) event.Value {
+	id := guid(x.get("Id"), path+".Id", errs)
 	if id == "" {
-		if x["Id"] == nil {
+		if x.get("Id") == nil {
 			errs.add(path+".Id", "is required in an EntityReference")
 		}
 		return event.Null()
 	}
-	return event.Reference(strings.ToLower(str(x["LogicalName"])), id, str(x["Name"]))
+	return event.Reference(strings.ToLower(str(x.get("LogicalName"))), id, str(x.get("Name")))
 }
 
 // rawString keeps a value we do not interpret as its JSON text rather than
