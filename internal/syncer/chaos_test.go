@@ -482,7 +482,7 @@ func TestChaos(t *testing.T) {
 
 	newWorker := func(n int) *syncer.Syncer {
 		s, err := syncer.New(syncer.Config{Queue: q, Store: st, Marketo: mk, DefaultSalesPersonID: h.users[0], WorkerID: fmt.Sprintf("worker-%d", n),
-			IdleWait: 50 * time.Millisecond, BatchWait: 20 * time.Millisecond, MaxAttempts: 12, RequeueBase: 100 * time.Millisecond, RequeueMax: time.Second,
+			IdleWait: 50 * time.Millisecond, BatchWait: 20 * time.Millisecond, ReceiveMax: 300, MaxAttempts: 12, RequeueBase: 100 * time.Millisecond, RequeueMax: time.Second,
 			LockedDelay: 200 * time.Millisecond, RecordLockTTL: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)

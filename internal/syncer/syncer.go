@@ -401,13 +401,23 @@ func (s *Syncer) renewLoop(ctx context.Context, inFlight func() []*queue.Deliver
 			return
 		case <-t.C:
 		}
-		for _, d := range ds {
+		// Renew concurrently so the queue can commit the renewals in groups;
+		// only messages still unsettled now.
+		sem := make(chan struct{}, 16)
+		var wg sync.WaitGroup
+		for _, d := range inFlight() {
 			if ctx.Err() != nil {
-				return
+				break
 			}
-			if err := s.cfg.Queue.Renew(ctx, d); err != nil && ctx.Err() == nil {
-				s.log.Warn("syncer: renew lock", "message", d.ID, "err", err)
-			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if err := s.cfg.Queue.Renew(ctx, d); err != nil && ctx.Err() == nil && !errors.Is(err, queue.ErrLockLost) {
+					s.log.Warn("syncer: renew lock", "message", d.ID, "err", err)
+				}
+			}()
 		}
+		wg.Wait()
 	}
 }
