@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -40,6 +41,8 @@ func TestJourneyOpportunityGraphAndBulk(t *testing.T) {
 	dataDir, base := cleanEnv(t)
 	sims := startSimulators(t)
 	t.Setenv("MSISYNC_MSI_INTERVAL", "0")
+	const adminToken = "journey-admin-token-0123456789"
+	t.Setenv("MSISYNC_ADMIN_TOKEN", adminToken)
 	startServe(t, base, "serve")
 	key := webhookKey(t, dataDir)
 	events := base + "/webhooks/events?code=" + key
@@ -82,6 +85,29 @@ func TestJourneyOpportunityGraphAndBulk(t *testing.T) {
 			fmt.Sprint(st.Roles[0]["leadId"]) == fmt.Sprint(ld["id"])
 		return ok, st.String()
 	})
+
+	// An operator asks the doctor, over the admin API, about the contact.
+	code, body := adminGet(t, base+"/admin/v1/records/contact/"+contact+"/diagnosis", adminToken)
+	if code != http.StatusOK {
+		t.Fatalf("diagnosis: %d %s", code, body)
+	}
+	var rep struct {
+		Checks []struct{ Name, Status, Detail string }
+	}
+	if err := json.Unmarshal([]byte(body), &rep); err != nil || len(rep.Checks) == 0 {
+		t.Fatalf("diagnosis is not a report with checks (%v):\n%s", err, body)
+	}
+	for _, c := range rep.Checks {
+		if c.Status == "fail" {
+			t.Errorf("diagnosis of a correctly linked contact fails %q: %s", c.Name, c.Detail)
+		}
+	}
+	if code, _ := adminGet(t, base+"/admin/v1/records/contact/"+contact+"/diagnosis", "wrong-token-0123456789"); code != http.StatusUnauthorized {
+		t.Errorf("diagnosis with a wrong admin token: %d, want 401", code)
+	}
+	if code, body := adminGet(t, base+"/admin/v1/dlq", adminToken); code != http.StatusOK || strings.Contains(body, contact) {
+		t.Errorf("admin dlq list: %d %s, want 200 and no dead letters", code, body)
+	}
 
 	// 600 contact creates posted at once.
 	before := sims.marketoCalls()
@@ -130,4 +156,20 @@ func TestJourneyOpportunityGraphAndBulk(t *testing.T) {
 	if calls > 20 {
 		t.Errorf("600 contact creates took %d Marketo calls, want a handful (≤ 20)", calls)
 	}
+}
+
+func adminGet(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

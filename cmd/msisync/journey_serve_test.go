@@ -127,3 +127,38 @@ func TestJourneyZeroConfigServe(t *testing.T) {
 		}
 	}
 }
+
+// Journey (issue 3 and 6, scale-out on one machine): `msisync receiver` and
+// `msisync worker` started separately on one data folder share the
+// embedded queue; what the receiver takes, the worker syncs.
+func TestJourneyReceiverAndWorkerShareTheDataFolder(t *testing.T) {
+	dataDir, receiverBase := cleanEnv(t)
+	startServe(t, receiverBase, "receiver")
+	key := webhookKey(t, dataDir)
+
+	workerAddr := freeAddr(t)
+	t.Setenv("MSISYNC_ADDR", workerAddr) // read by the worker only: the receiver already started
+	workerBase := "http://" + workerAddr
+	startServe(t, workerBase, "worker")
+
+	// The worker takes no webhooks; the receiver does.
+	if code, _, _ := post(t, workerBase+"/webhooks/events?code="+key, readExample(t, "demo-1-user.json")); code == http.StatusAccepted {
+		t.Errorf("the worker accepted a webhook")
+	}
+	for _, name := range []string{"demo-3-contact.json", "demo-2-account.json", "demo-1-user.json"} {
+		if code, _, body := post(t, receiverBase+"/webhooks/events?code="+key, readExample(t, name)); code != http.StatusAccepted {
+			t.Fatalf("POST %s to the receiver: %d %s", name, code, body)
+		}
+	}
+	// The sandbox lives in the worker, the process that writes to Marketo.
+	eventually(t, "the worker synced what the receiver took", func() (bool, string) {
+		st := sandboxState(t, workerBase)
+		ld := find(st.Leads, "externalPersonId", demoContact)
+		return strings.EqualFold(str(ld, "externalCompanyId"), demoAccount) && strings.EqualFold(str(ld, "externalSalesPersonId"), demoUser), st.String()
+	})
+	for _, base := range []string{receiverBase, workerBase} {
+		if code, body := get(t, base+"/readyz"); code != http.StatusOK {
+			t.Errorf("%s/readyz: %d %s", base, code, body)
+		}
+	}
+}
