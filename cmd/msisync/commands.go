@@ -299,7 +299,9 @@ func newDoctorCmd() *cobra.Command {
 				fmt.Fprint(c.OutOrStdout(), rep.String())
 			}
 			if err == nil && !rep.Healthy() {
-				os.Exit(3)
+				// Exit status 3 (after the deferred Close), no further message:
+				// the report says what is wrong.
+				return &exitStatus{code: 3, msg: "doctor: " + args[0] + " " + args[1] + " has failing checks"}
 			}
 			return err
 		},

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
@@ -162,13 +163,25 @@ func TestJourneyDataverse(t *testing.T) {
 		t.Errorf("%d webhook deliveries failed (system jobs with status 31)", f)
 	}
 
+	// The doctor agrees the contact is linked; a record never synced is not.
+	out := mustRun(t, "doctor", "contact", contact)
+	if !strings.Contains(out, contact) || strings.Contains(out, "[fail") {
+		t.Errorf("doctor contact %s: want a report without failing checks:\n%s", contact, out)
+	}
+	unknown := "9a100000-0000-4000-8000-00000000dead"
+	r := run(t, "doctor", "contact", unknown)
+	var status *exitStatus
+	if !errors.As(r.err, &status) || status.code != 3 || !strings.Contains(r.stdout, "[fail") {
+		t.Errorf("doctor contact %s (never synced): err %v, want exit status 3 and a failing check:\n%s", unknown, r.err, r.stdout)
+	}
+
 	// MSI scores move in Marketo.
 	lim := time.Date(2026, 11, 28, 9, 30, 0, 0, time.UTC)
 	sims.mk.SetMSI(contact, map[string]any{"priority": int64(87), "relativeUrgency": int64(42), "score": int64(65),
 		"msiLastInterestingMomentType": "Web", "msiLastInterestingMomentDesc": "Visited the pricing page",
 		"msiLastInterestingMomentSource": "Web", "msiLastInterestingMomentDate": lim})
 
-	out := mustRun(t, "msi", "sync", "--once")
+	out = mustRun(t, "msi", "sync", "--once")
 	t.Logf("msi sync --once (first): %s", out)
 	rep := msiReport(t, out)
 	if rep["written"] != 1 || rep["failed"] != 0 || rep["marketoCalls"] != 1 {

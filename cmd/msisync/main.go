@@ -28,6 +28,10 @@ func main() {
 	err := newRoot().ExecuteContext(ctx)
 	stop()
 	if err != nil {
+		var status *exitStatus
+		if errors.As(err, &status) {
+			os.Exit(status.code)
+		}
 		var usage *usageError
 		if errors.As(err, &usage) {
 			fmt.Fprintln(os.Stderr, "msisync:", err)
@@ -42,6 +46,15 @@ func main() {
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
+
+// exitStatus ends the program with a status of its own and no message, for
+// a command whose output already said why (doctor: 3 = unhealthy record).
+type exitStatus struct {
+	code int
+	msg  string
+}
+
+func (e *exitStatus) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
