@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/dataverse/remotecontext"
 	"github.com/msisync/msisync/internal/doctor"
 	"github.com/msisync/msisync/internal/msi"
@@ -38,7 +39,7 @@ func newServeCmd(use, short string, runReceiver, runWorker bool) *cobra.Command 
 // serve runs until ctx ends; notice is where the one-time webhook key
 // notice goes (stderr).
 func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runWorker bool) error {
-	a, err := openApp(ctx, needs{queue: true, store: runWorker, marketo: runWorker, dataverse: runWorker})
+	a, err := openApp(ctx, needs{queue: true, store: runWorker, marketo: runWorker, dataverse: runWorker, ownSandbox: runWorker})
 	if err != nil {
 		return err
 	}
@@ -218,7 +219,7 @@ func newSyncer(a *app) (*syncer.Syncer, error) {
 	}
 	host, _ := os.Hostname()
 	s, err := syncer.New(syncer.Config{
-		Queue: a.queue, Store: a.store, Marketo: a.marketo, Dataverse: reader,
+		Queue: a.queue, Store: a.store, Marketo: a.marketo, Dataverse: reader, IsNotFound: dataverse.IsNotFound,
 		ParseNative: remotecontext.ParseServiceBus, Mapping: a.mapping,
 		BatchSize: cfg.BatchSize, BatchWait: batchWait, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
 		DeletePolicy: cfg.DeletePolicy, AppUserID: cfg.DataverseAppUserID, DefaultSalesPersonID: cfg.DefaultSalesPersonID,
