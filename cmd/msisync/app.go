@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,7 +50,12 @@ type app struct {
 	closers []func() error
 }
 
-type needs struct{ queue, store, marketo, dataverse bool }
+type needs struct {
+	queue, store, marketo, dataverse bool
+	// ownSandbox: this process (serve, worker) runs the Marketo sandbox and
+	// publishes it in the data folder; other commands use the published one.
+	ownSandbox bool
+}
 
 func openApp(ctx context.Context, n needs) (*app, error) {
 	cfg, log, err := loadConfig()
@@ -78,7 +85,7 @@ func openApp(ctx context.Context, n needs) (*app, error) {
 		if a.mapping, err = loadMapping(cfg); err != nil {
 			return fail(err)
 		}
-		if err := a.openMarketo(ctx); err != nil {
+		if err := a.openMarketo(ctx, n.ownSandbox); err != nil {
 			return fail(err)
 		}
 	}
@@ -150,11 +157,20 @@ func (a *app) openStore(ctx context.Context) error {
 }
 
 // openMarketo builds the client; without credentials it starts the built-in
-// sandbox (the Marketo simulator) on a loopback port and points the client at it.
-func (a *app) openMarketo(ctx context.Context) error {
+// sandbox (the Marketo simulator) on a loopback port and points the client at
+// it. Commands other than serve and worker (doctor, msi sync) use the sandbox
+// of a running serve when there is one, not a copy of their own that would
+// not see what serve synced.
+func (a *app) openMarketo(ctx context.Context, ownSandbox bool) error {
 	cfg := a.cfg
 	base, id, secret := cfg.MarketoURL, cfg.MarketoClientID, cfg.MarketoClientSecret
-	if cfg.Sandbox() {
+	if cfg.Sandbox() && !ownSandbox {
+		if ep, ok := liveSandbox(ctx, a.sandboxEndpointPath()); ok {
+			base, id, secret = ep.URL, ep.ClientID, ep.ClientSecret
+			a.log.Info("using the Marketo sandbox of the running msisync serve", "url", ep.URL)
+		}
+	}
+	if cfg.Sandbox() && base == "" {
 		id, secret = "sandbox-"+randomHex(4), randomHex(16)
 		a.sandbox = marketosim.New(marketosim.Options{ClientID: id, ClientSecret: secret, ScoreField: cfg.ScoreField})
 		// The sandbox keeps its records in the data folder, so the store's
@@ -171,6 +187,13 @@ func (a *app) openMarketo(ctx context.Context) error {
 		go func() { _ = srv.Serve(ln) }()
 		a.closers = append(a.closers, func() error { return srv.Close() })
 		base = "http://" + ln.Addr().String()
+		if ownSandbox {
+			ep := sandboxEndpoint{URL: base, ClientID: id, ClientSecret: secret}
+			if err := publishSandbox(a.sandboxEndpointPath(), ep); err != nil {
+				return err
+			}
+			a.closers = append(a.closers, func() error { return unpublishSandbox(a.sandboxEndpointPath(), ep) })
+		}
 	}
 	c, err := marketo.New(marketo.Config{
 		BaseURL: base, ClientID: id, ClientSecret: secret,
@@ -207,6 +230,73 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// sandboxEndpoint is where a running serve's sandbox answers (loopback; the
+// file is 0600 like the webhook key).
+type sandboxEndpoint struct {
+	URL          string `json:"url"`
+	ClientID     string `json:"clientId"`
+	ClientSecret string `json:"clientSecret"`
+}
+
+func (a *app) sandboxEndpointPath() string {
+	return filepath.Join(a.cfg.DataDir, "marketo-sandbox.endpoint.json")
+}
+
+func publishSandbox(path string, ep sandboxEndpoint) error {
+	b, err := json.Marshal(ep)
+	if err != nil {
+		return fmt.Errorf("publish Marketo sandbox: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("publish Marketo sandbox %s: %w", path, err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("publish Marketo sandbox %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("publish Marketo sandbox %s: %w", path, err)
+	}
+	return nil
+}
+
+// unpublishSandbox removes the endpoint file if it is still ours (a second
+// worker on the folder may have published its own since).
+func unpublishSandbox(path string, ep sandboxEndpoint) error {
+	var cur sandboxEndpoint
+	b, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(b, &cur) != nil || cur != ep {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("unpublish Marketo sandbox %s: %w", path, err)
+	}
+	return nil
+}
+
+// liveSandbox reads the published endpoint and checks that it answers with
+// those credentials (a file left by a killed serve does not).
+func liveSandbox(ctx context.Context, path string) (sandboxEndpoint, bool) {
+	var ep sandboxEndpoint
+	b, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(b, &ep) != nil || ep.URL == "" {
+		return ep, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	q := url.Values{"grant_type": {"client_credentials"}, "client_id": {ep.ClientID}, "client_secret": {ep.ClientSecret}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.URL+"/identity/oauth/token?"+q.Encode(), nil)
+	if err != nil {
+		return ep, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ep, false
+	}
+	resp.Body.Close()
+	return ep, resp.StatusCode == http.StatusOK
 }
 
 func (a *app) sandboxPath() string { return filepath.Join(a.cfg.DataDir, "marketo-sandbox.json") }
