@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -104,6 +105,7 @@ type server struct {
 	orgs      map[string]bool
 	log       *slog.Logger
 	m         *metrics
+	cpu       cpuSlots
 }
 
 // New builds the receiver's HTTP handler.
@@ -111,7 +113,7 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Queue == nil && !cfg.DisableWebhooks {
 		return nil, errors.New("receiver: Queue is required")
 	}
-	s := &server{cfg: cfg}
+	s := &server{cfg: cfg, cpu: make(cpuSlots, runtime.GOMAXPROCS(0))}
 	for i, k := range cfg.Keys {
 		if strings.TrimSpace(k) == "" {
 			return nil, fmt.Errorf("receiver: webhook key %d of %d is empty", i+1, len(cfg.Keys))

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/msisync/msisync/internal/dataverse/remotecontext"
@@ -60,6 +61,11 @@ func (s *server) webhook(src source) http.HandlerFunc {
 			s.m.event(src.label(), nil, OutcomeRejected)
 			return
 		}
+		// Parsing and encoding are pure CPU: run at most GOMAXPROCS of them
+		// at once, so that the queue's single writer goroutine is not starved
+		// by dozens of runnable handlers (it commits everyone's events).
+		done := s.cpu.acquire(ctx)
+		defer done()
 
 		var (
 			e   *event.Event
@@ -115,7 +121,7 @@ func (s *server) webhook(src source) http.HandlerFunc {
 		if e.OccurredAt.IsZero() {
 			e.OccurredAt = s.cfg.Clock.Now().UTC().Truncate(time.Millisecond)
 		}
-		reduced, err := s.enqueue(r, e)
+		reduced, err := s.enqueue(r, e, done)
 		log.attrs = append(log.attrs, "event_id", e.ID, "entity", e.Entity, "record_id", e.RecordID, "message", e.Message)
 		if err != nil {
 			s.m.event(src.label(), e, OutcomeFailed)
@@ -136,7 +142,7 @@ func (s *server) webhook(src source) http.HandlerFunc {
 
 // enqueue sends the event, in reduced form when it is too large for the
 // queue, and returns only once Send has returned (the queue is durable then).
-func (s *server) enqueue(r *http.Request, e *event.Event) (reduced bool, err error) {
+func (s *server) enqueue(r *http.Request, e *event.Event, cpuDone func()) (reduced bool, err error) {
 	msg, err := message(e)
 	if err != nil {
 		return false, err
@@ -147,6 +153,7 @@ func (s *server) enqueue(r *http.Request, e *event.Event) (reduced bool, err err
 		}
 		reduced = true
 	}
+	cpuDone() // waiting for the queue takes no CPU
 	start := time.Now()
 	err = s.cfg.Queue.Send(r.Context(), msg)
 	if err != nil && !reduced && errors.Is(err, queue.ErrTooLarge) {
@@ -186,6 +193,21 @@ func messageSize(m queue.Message) int {
 		n += len(k) + len(v)
 	}
 	return n
+}
+
+// cpuSlots bounds how many requests parse and encode at once.
+type cpuSlots chan struct{}
+
+// acquire waits for a slot (or for ctx to end, then runs without one) and
+// returns its release, which may be called more than once.
+func (c cpuSlots) acquire(ctx context.Context) func() {
+	select {
+	case c <- struct{}{}:
+	case <-ctx.Done():
+		return func() {}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-c }) }
 }
 
 // readBody reads at most limit bytes, answering 413 beyond and 400 when the
