@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -59,16 +58,7 @@ type result struct {
 }
 
 // exitCode is the status main would exit with.
-func (r result) exitCode() int {
-	if r.err == nil {
-		return 0
-	}
-	var u *usageError
-	if errors.As(r.err, &u) {
-		return 2
-	}
-	return 1
-}
+func (r result) exitCode() int { return exitCode(io.Discard, r.err) }
 
 // run executes one msisync command to completion.
 func run(t *testing.T, args ...string) result {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
@@ -170,8 +169,7 @@ func TestJourneyDataverse(t *testing.T) {
 	}
 	unknown := "9a100000-0000-4000-8000-00000000dead"
 	r := run(t, "doctor", "contact", unknown)
-	var status *exitStatus
-	if !errors.As(r.err, &status) || status.code != 3 || !strings.Contains(r.stdout, "[fail") {
+	if r.exitCode() != 3 || !strings.Contains(r.stdout, "[fail") {
 		t.Errorf("doctor contact %s (never synced): err %v, want exit status 3 and a failing check:\n%s", unknown, r.err, r.stdout)
 	}
 

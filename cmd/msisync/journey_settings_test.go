@@ -18,6 +18,9 @@ func TestJourneySettingsErrors(t *testing.T) {
 	if r.err == nil {
 		t.Fatal("serve started with MSISYNC_LEAD_STRATEGY=guess and MSISYNC_MARKETO_CONCURRENCY=20")
 	}
+	if r.exitCode() != 1 {
+		t.Errorf("exit status %d, want 1", r.exitCode())
+	}
 	msg := r.err.Error()
 	for _, want := range []string{
 		"MSISYNC_LEAD_STRATEGY", `"guess"`, "auto, lookup, split",

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -27,19 +28,28 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRoot().ExecuteContext(ctx)
 	stop()
-	if err != nil {
-		var status *exitStatus
-		if errors.As(err, &status) {
-			os.Exit(status.code)
-		}
-		var usage *usageError
-		if errors.As(err, &usage) {
-			fmt.Fprintln(os.Stderr, "msisync:", err)
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "msisync:", err)
-		os.Exit(1)
+	if code := exitCode(os.Stderr, err); code != 0 {
+		os.Exit(code)
 	}
+}
+
+// exitCode reports err on w and returns the exit status: 0 without an
+// error, 2 for a usage error, the command's own status (doctor: 3, its
+// report already printed), else 1.
+func exitCode(w io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	var status *exitStatus
+	if errors.As(err, &status) {
+		return status.code
+	}
+	fmt.Fprintln(w, "msisync:", err)
+	var usage *usageError
+	if errors.As(err, &usage) {
+		return 2
+	}
+	return 1
 }
 
 // usageError is a wrong flag or argument: exit status 2.
