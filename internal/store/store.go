@@ -89,12 +89,3 @@ type Store interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
-
-// Clock lets tests control time in adapters (clock.System and clock.Fake satisfy it).
-type Clock interface{ Now() time.Time }
-
-// SystemClock is the wall clock.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
