@@ -220,6 +220,30 @@ func TestJourneyDataverse(t *testing.T) {
 	if f := dv.Stats().Failed; f != 0 {
 		t.Errorf("%d webhook deliveries failed", f)
 	}
+
+	// Unregister removes what register created, and only that.
+	mustRun(t, "dataverse", "unregister")
+	if n := rowsWhere(dv, "serviceendpoint", "url", url); n != 0 {
+		t.Errorf("%d service endpoints left after unregister", n)
+	}
+	if n := rowsWhere(dv, "sdkmessageprocessingstep", "name", "msisync: "); n != 0 {
+		t.Errorf("%d msisync steps left after unregister", n)
+	}
+	if n := dv.Count("sdkmessageprocessingstep"); n != steps-ours {
+		t.Errorf("unregister left %d steps, want the %d that were not ours", n, steps-ours)
+	}
+	delivered := dv.Stats().Delivered
+	if err := dv.Update("contact", contact, map[string]any{"jobtitle": "Countess"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pollTimeout)
+	defer cancel()
+	if err := dv.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := dv.Stats().Delivered - delivered; n != 0 {
+		t.Errorf("%d webhooks delivered after unregister", n)
+	}
 }
 
 // plain renders a simulator value as text for comparison (numbers without
