@@ -116,7 +116,7 @@ func New(cfg Config) (*Client, error) {
 		c.authDesc = "the static token MSISYNC_DATAVERSE_TOKEN"
 	case cfg.ClientSecret != "":
 		if cfg.TenantID == "" || cfg.ClientID == "" {
-			return nil, errors.New("dataverse: a client secret needs MSISYNC_DATAVERSE_TENANT_ID and MSISYNC_DATAVERSE_CLIENT_ID")
+			return nil, errors.New("dataverse: a client secret (AZURE_CLIENT_SECRET) needs AZURE_TENANT_ID and AZURE_CLIENT_ID")
 		}
 		cred, err := azidentity.NewClientSecretCredential(cfg.TenantID, cfg.ClientID, cfg.ClientSecret,
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: identityOptions(cfg), DisableInstanceDiscovery: cfg.AuthorityHost != ""})
@@ -124,16 +124,16 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("dataverse: client secret credential for client %s: %w", cfg.ClientID, err)
 		}
 		c.cred = cred
-		c.authDesc = fmt.Sprintf("client credentials of app %s in tenant %s (MSISYNC_DATAVERSE_TENANT_ID/CLIENT_ID/CLIENT_SECRET)", cfg.ClientID, cfg.TenantID)
+		c.authDesc = fmt.Sprintf("client credentials of app %s in tenant %s (AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET)", cfg.ClientID, cfg.TenantID)
 	default:
 		opts := &azidentity.DefaultAzureCredentialOptions{TenantID: cfg.TenantID, ClientOptions: identityOptions(cfg),
 			DisableInstanceDiscovery: cfg.AuthorityHost != ""}
 		cred, err := azidentity.NewDefaultAzureCredential(opts)
 		if err != nil {
-			return nil, fmt.Errorf("dataverse: no MSISYNC_DATAVERSE_TOKEN or client secret, and DefaultAzureCredential failed: %w", err)
+			return nil, fmt.Errorf("dataverse: no MSISYNC_DATAVERSE_TOKEN or AZURE_CLIENT_SECRET, and DefaultAzureCredential failed: %w", err)
 		}
 		c.cred = cred
-		c.authDesc = "DefaultAzureCredential (no MSISYNC_DATAVERSE_TOKEN or MSISYNC_DATAVERSE_CLIENT_SECRET set)"
+		c.authDesc = "DefaultAzureCredential (no MSISYNC_DATAVERSE_TOKEN or AZURE_CLIENT_SECRET set)"
 	}
 	return c, nil
 }

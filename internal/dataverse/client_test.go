@@ -329,9 +329,26 @@ func TestUnauthorizedNamesSettingsNotSecret(t *testing.T) {
 }
 
 func TestNewValidatesConfig(t *testing.T) {
-	for _, cfg := range []dataverse.Config{{}, {URL: "org.crm.dynamics.com", Token: "x"}, {URL: "https://o.crm.dynamics.com", ClientSecret: "s"}} {
-		if _, err := dataverse.New(cfg); err == nil {
-			t.Errorf("New(%+v) accepted a bad config", cfg)
+	for _, tc := range []struct {
+		cfg  dataverse.Config
+		want []string // every one must appear in the error: the settings at fault
+	}{
+		{dataverse.Config{}, []string{"MSISYNC_DATAVERSE_URL", "required"}},
+		{dataverse.Config{URL: "org.crm.dynamics.com", Token: "x"}, []string{"MSISYNC_DATAVERSE_URL", `"org.crm.dynamics.com"`}},
+		{dataverse.Config{URL: "https://o.crm.dynamics.com", ClientSecret: "s3cret-value"}, []string{"AZURE_TENANT_ID", "AZURE_CLIENT_ID"}},
+	} {
+		_, err := dataverse.New(tc.cfg)
+		if err == nil {
+			t.Errorf("New(%+v) accepted a bad config", tc.cfg)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("New(%+v) = %q, want it to name %s", tc.cfg, err, w)
+			}
+		}
+		if strings.Contains(err.Error(), "s3cret-value") {
+			t.Errorf("New error %q carries the client secret", err)
 		}
 	}
 }
