@@ -222,13 +222,23 @@ func Load(getenv func(string) string) (*Config, error) {
 	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
 		bad("MSISYNC_DATABASE_URL", "must start with postgres:// or postgresql://")
 	}
-	if c.ServiceBus != "" && !strings.Contains(c.ServiceBus, "Endpoint=") && strings.ContainsAny(c.ServiceBus, ";= /") {
+	// Case-insensitive, as the servicebus adapter tells the two forms apart.
+	if c.ServiceBus != "" && !strings.Contains(strings.ToLower(c.ServiceBus), "endpoint=") && strings.ContainsAny(c.ServiceBus, ";= /") {
 		bad("MSISYNC_SERVICEBUS", "is neither a connection string (Endpoint=sb://…;…) nor a namespace host name (name.servicebus.windows.net)")
 	}
 	if c.ServiceBus != "" && !validEntityName(c.ServiceBusQueue) {
 		bad("MSISYNC_SERVICEBUS_QUEUE", "%q is not a valid queue name (letters, digits, . - _ /, up to 260)", c.ServiceBusQueue)
 	}
 
+	if c.AzureClientSecret != "" {
+		// Entra ID client credentials need all three (Dataverse and azidentity alike).
+		if c.AzureTenantID == "" {
+			bad("AZURE_TENANT_ID", "is required when AZURE_CLIENT_SECRET is set")
+		}
+		if c.AzureClientID == "" {
+			bad("AZURE_CLIENT_ID", "is required when AZURE_CLIENT_SECRET is set")
+		}
+	}
 	c.DataverseURL = httpURL("MSISYNC_DATAVERSE_URL")
 	c.DataverseAppUserID = guid("MSISYNC_DATAVERSE_APP_USER_ID")
 	c.DefaultSalesPersonID = guid("MSISYNC_DEFAULT_SALES_PERSON_ID")

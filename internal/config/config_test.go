@@ -41,6 +41,8 @@ func TestEveryWrongValueIsNamedInOneError(t *testing.T) {
 		"MSISYNC_WEBHOOK_KEY":           "short",
 		"MSISYNC_WEBHOOK_HEADER":        "bad header",
 		"MSISYNC_MARKETO_CLIENT_SECRET": "s3cr3t-value-never-printed",
+		"MSISYNC_SERVICEBUS":            "not a namespace",
+		"AZURE_CLIENT_SECRET":           "s3cr3t-azure-never-printed",
 	}))
 	if err == nil {
 		t.Fatal("expected an error")
@@ -49,7 +51,7 @@ func TestEveryWrongValueIsNamedInOneError(t *testing.T) {
 	for _, name := range []string{"MSISYNC_ADDR", "MSISYNC_MARKETO_URL", "MSISYNC_MARKETO_CLIENT_ID",
 		"MSISYNC_MARKETO_CALLS_PER_20S", "MSISYNC_MARKETO_CONCURRENCY", "MSISYNC_LEAD_STRATEGY",
 		"MSISYNC_DATABASE_URL", "MSISYNC_DATAVERSE_APP_USER_ID", "MSISYNC_MSI_INTERVAL",
-		"MSISYNC_WEBHOOK_KEY", "MSISYNC_WEBHOOK_HEADER"} {
+		"MSISYNC_WEBHOOK_KEY", "MSISYNC_WEBHOOK_HEADER", "MSISYNC_SERVICEBUS", "AZURE_TENANT_ID", "AZURE_CLIENT_ID"} {
 		if !strings.Contains(msg, name+":") {
 			t.Errorf("error does not name %s:\n%s", name, msg)
 		}
@@ -59,6 +61,23 @@ func TestEveryWrongValueIsNamedInOneError(t *testing.T) {
 	}
 	if strings.Contains(msg, "s3cr3t") {
 		t.Errorf("error leaks a secret:\n%s", msg)
+	}
+}
+
+func TestServiceBusAcceptsBothForms(t *testing.T) {
+	for _, v := range []string{
+		"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=x",
+		"endpoint=sb://ns.servicebus.windows.net/;sharedaccesskeyname=k;sharedaccesskey=x",
+		"ns.servicebus.windows.net",
+	} {
+		c, err := Load(env(map[string]string{"MSISYNC_SERVICEBUS": v}))
+		if err != nil {
+			t.Errorf("MSISYNC_SERVICEBUS=%q: %v", v, err)
+			continue
+		}
+		if c.ServiceBus != v {
+			t.Errorf("ServiceBus = %q, want %q", c.ServiceBus, v)
+		}
 	}
 }
 
