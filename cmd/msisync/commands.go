@@ -442,7 +442,7 @@ func newBenchReceiverCmd() *cobra.Command {
 	cmd.Flags().IntVar(&o.Concurrency, "concurrency", receiverbench.DefaultConcurrency, "keep-alive clients")
 	cmd.Flags().DurationVar(&o.Duration, "duration", receiverbench.DefaultDuration, "time limit per target (stops early)")
 	cmd.Flags().StringVar(&payload, "payload", "", "RemoteExecutionContext JSON file (default: api/examples/dataverse-update-contact.json); its OperationId is varied per request")
-	cmd.Flags().StringVar(&o.Dir, "dir", "", "directory for the queue database (default: a temporary directory; must be on a real disk)")
+	cmd.Flags().StringVar(&o.Dir, "dir", "", "directory for the queue database (default: the temporary directory; must be on a real disk)")
 	cmd.Flags().DurationVar(&o.CommitWindow, "commit-window", 0, "queue group-commit window (0: the queue's default)")
 	cmd.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the receiver phase to this file")
 	return cmd

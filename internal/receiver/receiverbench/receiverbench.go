@@ -55,8 +55,8 @@ type Options struct {
 	// example Update of a contact, ~7 KB). Its top-level OperationId is
 	// replaced per request so that duplicate detection keeps every request.
 	Payload []byte
-	// Dir holds the queue database (default a new directory under
-	// os.TempDir(), removed afterwards). It must be on a real disk for the
+	// Dir is where the queue database goes, in a new subdirectory removed
+	// afterwards (default os.TempDir()). It must be on a real disk for the
 	// fsync cost to count.
 	Dir string
 	// CommitWindow is passed to the queue (0: its default).
@@ -205,13 +205,12 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	rep.NoQueue.Queued = -1
 	rep.NoQueue.HandlerMean, rep.NoQueue.EnqueueMean = means(reg)
 
-	dir := o.Dir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "receiverbench-"); err != nil {
-			return rep, fmt.Errorf("receiverbench: queue directory: %w", err)
-		}
-		defer os.RemoveAll(dir)
+	// A fresh directory each run, so the count afterwards is this run's.
+	dir, err := os.MkdirTemp(o.Dir, "receiverbench-")
+	if err != nil {
+		return rep, fmt.Errorf("receiverbench: queue directory in %q: %w", o.Dir, err)
 	}
+	defer os.RemoveAll(dir)
 	rep.QueueDir = dir
 	q, err := sqlitequeue.Open(ctx, filepath.Join(dir, "queue.db"), sqlitequeue.Options{CommitWindow: o.CommitWindow})
 	if err != nil {

@@ -105,3 +105,16 @@ func TestOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestRunTwiceInOneDirCountsEachRunAlone(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 2 {
+		rep, err := Run(t.Context(), Options{Requests: 50, Concurrency: 4, Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Receiver.Queued != 50 {
+			t.Errorf("run %d: queued %d, want 50", i+1, rep.Receiver.Queued)
+		}
+	}
+}
