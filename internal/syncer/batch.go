@@ -137,6 +137,7 @@ type rec struct {
 	// connections
 	conn    *store.Connection
 	oldConn *store.Connection
+	retire  int // retireDeactivate or retireDrop: delete the role, do not write it
 	// persons: Marketo id the record is updated by (split strategy, qualification)
 	byID      string
 	staleLink bool   // byID was not found in Marketo
@@ -220,7 +221,7 @@ func (b *batch) process(ctx context.Context) error {
 			}
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.prepare, b.resolve, b.write, b.deletes}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.prepare, b.resolve, b.write, b.retire, b.deletes}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -530,6 +531,11 @@ func (b *batch) prepare(ctx context.Context) error {
 		}
 		if r.entity == event.EntityConnection {
 			b.interpretConnection(r)
+			if r.fail == nil {
+				if err := b.classifyConnection(ctx, r); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	// In-batch qualification: a lead whose contact is in this batch is not written.
@@ -677,7 +683,7 @@ func (b *batch) deps(r *rec) []dep {
 		owner()
 		company("parentaccountid", "customerid")
 	case event.EntityConnection:
-		if r.conn != nil {
+		if r.conn != nil && r.retire == 0 {
 			out = append(out,
 				dep{store.KindOpportunity, event.EntityOpportunity, r.conn.OpportunityID, "opportunity of connection " + r.id},
 				dep{store.KindPerson, event.EntityContact, r.conn.PersonID, "contact of connection " + r.id})
@@ -988,7 +994,7 @@ func (b *batch) write(ctx context.Context) error {
 	for _, kind := range stages {
 		var recs []*rec
 		for _, r := range b.live(kind) {
-			if !r.deleted && b.depsReady(r) {
+			if !r.deleted && r.retire == 0 && b.depsReady(r) {
 				recs = append(recs, r)
 			}
 		}
@@ -1122,28 +1128,30 @@ func (b *batch) roleRecord(r *rec) Record {
 	return out
 }
 
-// writeRoles deletes roles whose key changed, then upserts.
+// writeRoles deletes roles whose key changed (unless another connection
+// still holds the old key), then upserts.
 func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
-	var changed []*rec
-	var old []Record
+	dels := b.newRoleDeletes()
 	for _, r := range recs {
 		o := r.oldConn
-		if o == nil || (o.Role == r.conn.Role && o.OpportunityID == r.conn.OpportunityID && o.PersonID == r.conn.PersonID) {
+		if o == nil || keyOf(*o) == keyOf(*r.conn) {
 			continue
 		}
-		if err := b.storeLinks(ctx, store.KindPerson, []string{o.PersonID}); err != nil {
+		if _, live := b.links[store.KindRole][r.id]; !live {
+			continue // deactivated until now: the old role is not in Marketo
+		}
+		held, err := b.roleHeld(ctx, *o)
+		if err != nil {
 			return err
 		}
-		l, ok := b.links[store.KindPerson][o.PersonID]
-		if !ok {
-			continue
+		if !held {
+			if err := dels.add(ctx, r, *o); err != nil {
+				return err
+			}
 		}
-		lid, _ := strconv.ParseInt(l.MarketoID, 10, 64)
-		changed = append(changed, r)
-		old = append(old, Record{"externalOpportunityId": o.OpportunityID, "leadId": lid, "role": o.Role})
 	}
-	if len(changed) > 0 {
-		if err := b.deleteObjects(ctx, Roles, "dedupeFields", changed, old); err != nil {
+	if len(dels.recs) > 0 {
+		if err := dels.run(ctx); err != nil {
 			return err
 		}
 		var keep []*rec
@@ -1157,12 +1165,11 @@ func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
 	// Connections with the same opportunity, person and role are one
 	// Marketo role (its dedupe key); one call must carry it once, or
 	// Marketo skips the repeat with 1036. Repeats share the first's result.
-	type roleKey struct{ opp, person, role string }
 	first := map[roleKey]*rec{}
 	repeats := map[*rec]*rec{}
 	uniq := make([]*rec, 0, len(recs))
 	for _, r := range recs {
-		k := roleKey{r.conn.OpportunityID, r.conn.PersonID, r.conn.Role}
+		k := keyOf(*r.conn)
 		if f, ok := first[k]; ok {
 			repeats[r] = f
 			continue

@@ -358,6 +358,7 @@ type fakeMarketo struct {
 	failQuery       error             // every Query fails with it when set
 	beforeSync      func()            // called (unlocked) at the start of every Sync
 	skipCode        map[string]string // externalId → reason code to skip with
+	deletes         [][]Record        // input of every Delete call of roles
 }
 
 func newFakeMarketo() *fakeMarketo {
@@ -529,6 +530,9 @@ func (f *fakeMarketo) Delete(_ context.Context, obj Object, deleteBy string, inp
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("%s delete %s", obj, deleteBy))
+	if obj == Roles {
+		f.deletes = append(f.deletes, slices.Clone(input))
+	}
 	out := make([]Result, len(input))
 	for i, r := range input {
 		var ok bool
@@ -585,6 +589,7 @@ type fakeDataverse struct {
 	mu      sync.Mutex
 	records map[string]event.Attributes // "entity/id"
 	reads   []string
+	err     error // when set, every read fails with it (an outage)
 }
 
 var errFakeNotFound = fmt.Errorf("dataverse: not found")
@@ -593,6 +598,9 @@ func (d *fakeDataverse) Read(_ context.Context, entity, id string, _ []string) (
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.reads = append(d.reads, entity+"/"+id)
+	if d.err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", entity, id, d.err)
+	}
 	a, ok := d.records[entity+"/"+id]
 	if !ok {
 		return nil, fmt.Errorf("read %s %s: %w", entity, id, errFakeNotFound)

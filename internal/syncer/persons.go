@@ -253,25 +253,22 @@ func (b *batch) deletes(ctx context.Context) error {
 		id string
 	}
 	var connIDs []owned
-	var roleRecs []*rec
-	var roleIn []Record
-	addRole := func(r *rec, c store.Connection) error {
-		if err := b.storeLinks(ctx, store.KindPerson, []string{c.PersonID}); err != nil {
+	roles := b.newRoleDeletes()
+	for _, r := range byEntity[event.EntityConnection] {
+		if r.oldConn == nil {
+			continue
+		}
+		if _, live := b.links[store.KindRole][r.id]; !live {
+			continue // deactivated: its role is already gone from Marketo
+		}
+		// Another connection with the same opportunity, contact and role
+		// keeps the (shared) Marketo role.
+		held, err := b.roleHeld(ctx, *r.oldConn)
+		if err != nil {
 			return err
 		}
-		connIDs = append(connIDs, owned{r, c.ID})
-		l, ok := b.links[store.KindPerson][c.PersonID]
-		if !ok {
-			return nil
-		}
-		lid, _ := strconv.ParseInt(l.MarketoID, 10, 64)
-		roleRecs = append(roleRecs, r)
-		roleIn = append(roleIn, Record{"externalOpportunityId": c.OpportunityID, "leadId": lid, "role": c.Role})
-		return nil
-	}
-	for _, r := range byEntity[event.EntityConnection] {
-		if r.oldConn != nil {
-			if err := addRole(r, *r.oldConn); err != nil {
+		if !held {
+			if err := roles.add(ctx, r, *r.oldConn); err != nil {
 				return err
 			}
 		}
@@ -282,15 +279,14 @@ func (b *batch) deletes(ctx context.Context) error {
 			return fmt.Errorf("syncer: connections of opportunity %s: %w", r.id, err)
 		}
 		for _, c := range conns {
-			if err := addRole(r, c); err != nil {
+			connIDs = append(connIDs, owned{r, c.ID})
+			if err := roles.add(ctx, r, c); err != nil {
 				return err
 			}
 		}
 	}
-	if len(roleRecs) > 0 {
-		if err := b.deleteObjects(ctx, Roles, "dedupeFields", roleRecs, roleIn); err != nil {
-			return err
-		}
+	if err := roles.run(ctx); err != nil {
+		return err
 	}
 	del := func(obj Object, deleteBy string, rs []*rec, build func(*rec) Record) error {
 		var keep []*rec

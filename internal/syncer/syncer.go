@@ -84,6 +84,12 @@ type Config struct {
 	LockedDelay   time.Duration // delay for records another worker holds (default 1 s)
 	RecordLockTTL time.Duration // per-record lock lifetime (default 2 min)
 
+	// AnyConnectionRole syncs opportunity→contact connections of every role
+	// category. By default (false) only Stakeholder-category roles (1000)
+	// become Marketo opportunity roles; checking that needs Dataverse access
+	// (see stakeholder in roles.go), without which every role is accepted.
+	AnyConnectionRole bool
+
 	LeadStrategy         string // auto (default), lookup or split
 	DeletePolicy         string // keep (default) or delete
 	AppUserID            string // integration's Dataverse application user (loop prevention)
@@ -107,6 +113,9 @@ type Syncer struct {
 
 	leadMu   sync.Mutex
 	leadMode string // resolved lead strategy (lookup or split) once known
+
+	roleMu    sync.Mutex
+	roleCache map[string]roleCategory // connectionrole id → category read from Dataverse
 }
 
 // New checks the configuration and returns a Syncer.
@@ -189,7 +198,7 @@ func New(cfg Config) (*Syncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Syncer{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, metrics: m}
+	s := &Syncer{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, metrics: m, roleCache: map[string]roleCategory{}}
 	if cfg.LeadStrategy != LeadAuto {
 		s.leadMode = cfg.LeadStrategy
 	}

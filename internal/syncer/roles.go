@@ -1,0 +1,304 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/store"
+)
+
+// CategoryStakeholder is the connectionrole category of opportunity
+// stakeholder roles (Stakeholder, Champion, Decision Maker, ...).
+const CategoryStakeholder = 1000
+
+// roleCacheTTL bounds how long a role's category is trusted: roles are
+// configuration and rarely change, so one read per role per hour is plenty.
+const roleCacheTTL = time.Hour
+
+type roleCategory struct {
+	category int64
+	found    bool // false: the role does not exist (any more)
+	at       time.Time
+}
+
+// How a connection record leaves Marketo without being deleted in Dataverse.
+const (
+	retireDeactivate = iota + 1 // statecode 1 (Inactive): role deleted, connection kept to reactivate
+	retireDrop                  // no longer a stakeholder role: role deleted, connection forgotten
+)
+
+// classifyConnection runs after interpretConnection: it drops roles that are
+// not stakeholder roles and marks deactivated connections.
+func (b *batch) classifyConnection(ctx context.Context, r *rec) error {
+	ok, err := b.stakeholder(ctx, r)
+	if err != nil || r.fail != nil {
+		return err
+	}
+	if !ok {
+		if r.oldConn == nil {
+			r.fail = &failure{act: actSkip}
+		} else {
+			r.retire = retireDrop // was a stakeholder role: take its Marketo role away
+		}
+		return nil
+	}
+	if b.inactive(r) {
+		r.retire = retireDeactivate
+	}
+	return nil
+}
+
+// inactive reports whether a connection is deactivated: by its statecode
+// when the events (or a re-read) carry it, else by the store, where a
+// connection without a role link is one we deactivated earlier (every
+// connection written to Marketo is stored together with its role link).
+func (b *batch) inactive(r *rec) bool {
+	if v, ok := r.attrs["statecode"]; ok && !v.IsNull() {
+		n, _ := v.Int()
+		return n != 0
+	}
+	if r.oldConn == nil {
+		return false
+	}
+	_, live := b.links[store.KindRole][r.id]
+	return !live
+}
+
+// stakeholder reports whether the connection's role is a Stakeholder-category
+// role. Connection rows carry no category, so it takes a read of the
+// connectionrole from Dataverse (cached per role id). Without Dataverse
+// access, or with AnyConnectionRole, every role is accepted: the behaviour
+// before the check existed. A connection whose events do not name its role
+// keeps the stored one, which was checked when it was stored. A failed read
+// requeues the record (r.fail).
+func (b *batch) stakeholder(ctx context.Context, r *rec) (bool, error) {
+	dv := b.s.cfg.Dataverse
+	if dv == nil || b.s.cfg.AnyConnectionRole {
+		return true, nil
+	}
+	ref, ok := refOf(r.attrs, "record2roleid")
+	if !ok {
+		return true, nil
+	}
+	now := b.s.clk.Now()
+	b.s.roleMu.Lock()
+	c, cached := b.s.roleCache[ref.ID]
+	b.s.roleMu.Unlock()
+	if !cached || now.Sub(c.at) >= roleCacheTTL {
+		attrs, err := dv.Read(ctx, "connectionrole", ref.ID, []string{"name", "category"})
+		switch {
+		case err == nil:
+			c = roleCategory{found: true, at: now}
+			if v, ok := attrs["category"]; ok {
+				c.category, _ = v.Int()
+			}
+		case ctx.Err() != nil:
+			return false, ctx.Err()
+		case b.s.cfg.IsNotFound != nil && b.s.cfg.IsNotFound(err):
+			c = roleCategory{at: now}
+		default:
+			r.fail = &failure{act: actRequeue, reason: ReasonGaveUp,
+				desc: fmt.Sprintf("read connectionrole %s (role of %s) from Dataverse: %v", ref.ID, r.name(), err)}
+			return false, nil
+		}
+		b.s.roleMu.Lock()
+		b.s.roleCache[ref.ID] = c
+		b.s.roleMu.Unlock()
+	}
+	return c.found && c.category == CategoryStakeholder, nil
+}
+
+// roleKey is a Marketo opportunity role's dedupe key.
+type roleKey struct{ opp, person, role string }
+
+func keyOf(c store.Connection) roleKey { return roleKey{c.OpportunityID, c.PersonID, c.Role} }
+
+// roleHeld reports whether a connection other than c gives Marketo the same
+// role (same opportunity, contact and role name), so removing c must leave
+// the role in place. Connections in this batch count as they will be once it
+// is written; the others as the store has them (live when they have a role
+// link: written to Marketo and not deactivated).
+func (b *batch) roleHeld(ctx context.Context, c store.Connection) (bool, error) {
+	k := keyOf(c)
+	decided := map[string]bool{}
+	for _, r := range b.recs {
+		if r.entity != event.EntityConnection || r.id == c.ID || r.fail != nil {
+			continue
+		}
+		decided[r.id] = true
+		if !r.deleted && r.retire == 0 && r.conn != nil && keyOf(*r.conn) == k {
+			return true, nil
+		}
+	}
+	conns, err := b.s.cfg.Store.ConnectionsByOpportunity(ctx, c.OpportunityID)
+	if err != nil {
+		return false, fmt.Errorf("syncer: connections of opportunity %s: %w", c.OpportunityID, err)
+	}
+	var ids []string
+	for _, o := range conns {
+		if o.ID != c.ID && !decided[o.ID] && keyOf(o) == k {
+			ids = append(ids, o.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return false, nil
+	}
+	if err := b.storeLinks(ctx, store.KindRole, ids); err != nil {
+		return false, err
+	}
+	for _, id := range ids {
+		if _, ok := b.links[store.KindRole][id]; ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// roleDeletes collects Marketo roles to delete in one call, each key once
+// (a repeat in one call is a duplicate to Marketo); repeats share the
+// first's result.
+type roleDeletes struct {
+	b       *batch
+	recs    []*rec
+	in      []Record
+	first   map[roleKey]*rec
+	repeats [][2]*rec // {repeat, first}
+}
+
+func (b *batch) newRoleDeletes() *roleDeletes {
+	return &roleDeletes{b: b, first: map[roleKey]*rec{}}
+}
+
+// add queues the role of c for deletion on behalf of r. A role whose
+// contact has no Marketo person cannot be in Marketo: nothing to delete.
+func (d *roleDeletes) add(ctx context.Context, r *rec, c store.Connection) error {
+	if err := d.b.storeLinks(ctx, store.KindPerson, []string{c.PersonID}); err != nil {
+		return err
+	}
+	l, ok := d.b.links[store.KindPerson][c.PersonID]
+	if !ok {
+		return nil
+	}
+	k := keyOf(c)
+	if f := d.first[k]; f != nil {
+		if f != r {
+			d.repeats = append(d.repeats, [2]*rec{r, f})
+		}
+		return nil
+	}
+	d.first[k] = r
+	lid, _ := strconv.ParseInt(l.MarketoID, 10, 64)
+	d.recs = append(d.recs, r)
+	d.in = append(d.in, Record{"externalOpportunityId": c.OpportunityID, "leadId": lid, "role": c.Role})
+	return nil
+}
+
+func (d *roleDeletes) run(ctx context.Context) error {
+	if len(d.in) > 0 {
+		if err := d.b.deleteObjects(ctx, Roles, "dedupeFields", d.recs, d.in); err != nil {
+			return err
+		}
+	}
+	for _, p := range d.repeats {
+		if p[0].fail == nil {
+			p[0].fail = p[1].fail
+		}
+	}
+	return nil
+}
+
+// retire takes the Marketo roles of deactivated connections and of
+// connections whose role is no longer a stakeholder role, unless another
+// live connection holds the same role. A deactivated connection stays in
+// the store without its role link, so a reactivation (statecode 0 only)
+// knows the opportunity, contact and role again.
+func (b *batch) retire(ctx context.Context) error {
+	var recs []*rec
+	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
+		if r := b.recs[k]; r.retire != 0 && r.fail == nil {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if b.paused {
+		for _, r := range recs {
+			r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
+		}
+		return nil
+	}
+	dels := b.newRoleDeletes()
+	for _, r := range recs {
+		if r.oldConn == nil {
+			continue
+		}
+		if _, live := b.links[store.KindRole][r.id]; !live {
+			continue // deactivated before: its role is already gone
+		}
+		held, err := b.roleHeld(ctx, *r.oldConn)
+		if err != nil {
+			return err
+		}
+		if !held {
+			if err := dels.add(ctx, r, *r.oldConn); err != nil {
+				return err
+			}
+		}
+	}
+	if err := dels.run(ctx); err != nil {
+		return err
+	}
+	now := b.s.clk.Now()
+	var keep []store.Connection
+	var drop, unlink []string
+	versions := map[string]int64{}
+	for _, r := range recs {
+		if r.fail != nil {
+			continue
+		}
+		unlink = append(unlink, r.id)
+		delete(b.links[store.KindRole], r.id)
+		if r.retire == retireDeactivate && r.conn != nil {
+			c := *r.conn
+			c.UpdatedAt = now
+			keep = append(keep, c)
+		} else {
+			drop = append(drop, r.id)
+		}
+		if r.version > 0 {
+			versions[r.key] = r.version
+		}
+		for c, v := range r.colVersion {
+			if v > 0 {
+				versions[r.key+"#"+c] = v
+			}
+		}
+	}
+	if len(unlink) > 0 {
+		if err := b.s.cfg.Store.DeleteLinks(ctx, store.KindRole, unlink); err != nil {
+			return fmt.Errorf("syncer: delete role links: %w", err)
+		}
+	}
+	if len(keep) > 0 {
+		if err := b.s.cfg.Store.PutConnections(ctx, keep); err != nil {
+			return fmt.Errorf("syncer: put connections: %w", err)
+		}
+	}
+	if len(drop) > 0 {
+		if err := b.s.cfg.Store.DeleteConnections(ctx, drop); err != nil {
+			return fmt.Errorf("syncer: delete connections: %w", err)
+		}
+	}
+	if len(versions) > 0 {
+		if err := b.s.cfg.Store.PutVersions(ctx, versions); err != nil {
+			return fmt.Errorf("syncer: put versions: %w", err)
+		}
+	}
+	return nil
+}
