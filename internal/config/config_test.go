@@ -115,6 +115,51 @@ func TestGeneratedWebhookKeyIsSavedOnceAndReused(t *testing.T) {
 	}
 }
 
+// TestRacingProcessesShareOneGeneratedKey: several starts on one fresh data
+// folder end with one key, generated once, read whole by the others.
+func TestRacingProcessesShareOneGeneratedKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	const n = 16
+	type result struct {
+		created bool
+		key     string
+		err     error
+	}
+	results := make(chan result, n)
+	start := make(chan struct{})
+	for range n {
+		go func() {
+			<-start
+			c := &Config{DataDir: dir}
+			created, err := c.EnsureWebhookKey()
+			r := result{created: created, err: err}
+			if len(c.WebhookKeys) == 1 {
+				r.key = c.WebhookKeys[0]
+			}
+			results <- r
+		}()
+	}
+	close(start)
+	keys, creators := map[string]bool{}, 0
+	for range n {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("EnsureWebhookKey: %v", r.err)
+		}
+		if r.created {
+			creators++
+		}
+		keys[r.key] = true
+	}
+	if creators != 1 || len(keys) != 1 {
+		t.Fatalf("%d runs created a key, %d distinct keys %v; want 1 and 1", creators, len(keys), keys)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, KeyFile+".*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
 func TestREADMEListsEverySetting(t *testing.T) {
 	b, err := os.ReadFile("../../README.md")
 	if err != nil {

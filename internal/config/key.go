@@ -43,14 +43,14 @@ func (c *Config) EnsureWebhookKey() (created bool, err error) {
 		return false, fmt.Errorf("generate webhook key: %w", err)
 	}
 	k := hex.EncodeToString(raw)
-	// O_EXCL: if a second process raced us, use its key instead of overwriting.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return c.EnsureWebhookKey()
-	}
+	// Write a temporary file, then link it into place: the key file appears
+	// whole or not at all, so a second process racing us never reads it
+	// half-written, and the link fails (and we use its key) if it won.
+	f, err := os.CreateTemp(c.DataDir, KeyFile+".*.tmp")
 	if err != nil {
 		return false, fmt.Errorf("save webhook key %s: %w", path, err)
 	}
+	defer os.Remove(f.Name()) // CreateTemp makes it 0600
 	if _, err := f.WriteString(k + "\n"); err != nil {
 		f.Close()
 		return false, fmt.Errorf("save webhook key %s: %w", path, err)
@@ -60,6 +60,11 @@ func (c *Config) EnsureWebhookKey() (created bool, err error) {
 		return false, fmt.Errorf("save webhook key %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
+		return false, fmt.Errorf("save webhook key %s: %w", path, err)
+	}
+	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
+		return c.EnsureWebhookKey()
+	} else if err != nil {
 		return false, fmt.Errorf("save webhook key %s: %w", path, err)
 	}
 	c.WebhookKeys = []string{k}
