@@ -25,6 +25,10 @@ func ListenAndServe(ctx context.Context, addr string, opts Options, log *slog.Lo
 	mux.Handle("/sim/", http.StripPrefix("/sim", sim.Control()))
 	mux.Handle("/", sim)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Cancelled on every return, so the ticker goroutine also stops when
+	// Serve fails rather than only when the caller's ctx ends.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if opts.TickMSIEvery > 0 {
 		n := opts.TickMSILeads
 		if n <= 0 {
