@@ -225,3 +225,57 @@ func TestE2EUpdateOfUnknownContactIsRereadWithItsDependencies(t *testing.T) {
 		t.Fatalf("leads %v", d.Leads)
 	}
 }
+
+// With Dataverse configured, the syncer reads each connection role's
+// category from Dataverse: a Sales Team role (1001) on an opportunity→contact
+// connection does not become a Marketo role. A Stakeholder role does, and
+// goes away when its connection is deactivated.
+func TestE2EStakeholderRolesFromDataverseAndDeactivation(t *testing.T) {
+	dv := dataversesim.New(dataversesim.Options{Token: "tok", Logger: slog.New(slog.DiscardHandler)})
+	dsrv := httptest.NewServer(dv)
+	t.Cleanup(dsrv.Close)
+	dc, err := dataverse.New(dataverse.Config{URL: dsrv.URL, Token: "tok", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	champion, err := dv.Create("connectionrole", map[string]any{"name": "Sponsor", "category": dataversesim.OptionValue(1000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sales, err := dv.Create("connectionrole", map[string]any{"name": "Deal Desk", "category": dataversesim.OptionValue(1001)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newStack(t, marketosim.Options{}, func(c *syncer.Config) { c.Dataverse = dc; c.IsNotFound = dataverse.IsNotFound })
+	user, acc, con, opp := guid(0, 1), guid(1, 1), guid(2, 1), guid(3, 1)
+	own := event.Reference(event.EntitySystemUser, user, "")
+	conn := func(id, roleID, role string) *event.Event {
+		return mkEvent(event.EntityConnection, id, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
+			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": event.Reference("connectionrole", roleID, role)})
+	}
+	stake, desk := guid(4, 1), guid(4, 2)
+	k.send(
+		mkEvent(event.EntitySystemUser, user, event.Attributes{"internalemailaddress": event.String("ann@example.com")}),
+		mkEvent(event.EntityAccount, acc, event.Attributes{"name": event.String("Acme"), "ownerid": own}),
+		mkEvent(event.EntityContact, con, event.Attributes{"emailaddress1": event.String("joe@example.com"), "ownerid": own,
+			"parentcustomerid": event.Reference(event.EntityAccount, acc, "")}),
+		mkEvent(event.EntityOpportunity, opp, event.Attributes{"name": event.String("Deal"), "ownerid": own,
+			"parentaccountid": event.Reference(event.EntityAccount, acc, "")}),
+		conn(stake, champion, "Sponsor"), conn(desk, sales, "Deal Desk"),
+	)
+	if st := k.drain(); st.Completed != 6 || st.DeadLettered != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if d := k.sim.Dump(); len(d.Roles) != 1 || d.Roles[0]["role"] != "Sponsor" || d.Roles[0]["externalOpportunityId"] != opp {
+		t.Fatalf("roles %v, want only the Sponsor", d.Roles)
+	}
+	off := mkEvent(event.EntityConnection, stake, event.Attributes{"statecode": event.Option(1), "statuscode": event.Option(2)})
+	off.Message, off.Version = event.MessageUpdate, 2000
+	k.send(off)
+	if st := k.drain(); st.Completed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if d := k.sim.Dump(); len(d.Roles) != 0 {
+		t.Fatalf("roles %v after deactivation", d.Roles)
+	}
+}
