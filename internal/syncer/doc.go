@@ -45,6 +45,22 @@
 //  9. Persist links, versions and connections, release the record locks, and
 //     settle the messages (in Run, while the next batch is processed).
 //
+// # Stakeholder connections
+//
+// An opportunity→contact connection becomes a Marketo opportunity role
+// (dedupe key: opportunity, person, role name); the reciprocal row and
+// other connections are ignored. With Dataverse access, only roles of the
+// Stakeholder category (1000) count: the category is read from the
+// connectionrole and cached per role id (connection rows do not carry it).
+// Without Dataverse access every role counts (Config.AnyConnectionRole forces
+// that). A connection deactivated (statecode 1) loses its Marketo role but
+// stays in the store without its role link, so a reactivation (statecode 0)
+// writes the role again from the stored opportunity, contact and role. A
+// connection whose role changes to a non-stakeholder role loses its role and
+// is forgotten. Several connections may share one Marketo role: a delete,
+// deactivation or role change removes it only when no other live connection
+// (in the batch, or stored with a role link) holds the same key.
+//
 // # Lead upsert
 //
 // LeadStrategy "auto" tries one createOrUpdate keyed on externalPersonId and
