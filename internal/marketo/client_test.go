@@ -2,8 +2,11 @@ package marketo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -222,6 +225,43 @@ func TestQuery_FollowsNextPageToken(t *testing.T) {
 	got, err := c.Query(context.Background(), Opportunities, "externalOpportunityId", []string{"o1", "o2"}, nil)
 	if err != nil || len(got) != 2 || got[1]["marketoGUID"] != "g2" {
 		t.Fatalf("paged query: %v %v", got, err)
+	}
+}
+
+// TestQueryRoles_FollowsNextPageToken: roles are queried with the keys in a
+// JSON body, and each further page resends them with the token.
+func TestQueryRoles_FollowsNextPageToken(t *testing.T) {
+	var tokens []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/identity/oauth/token" {
+			io.WriteString(w, `{"access_token":"t","token_type":"bearer","expires_in":3599}`)
+			return
+		}
+		var body struct {
+			Input         []map[string]any `json:"input"`
+			NextPageToken string           `json:"nextPageToken"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body.Input) != 1 {
+			t.Errorf("page %d: body %+v, %v; want the one key on every page", len(tokens), body, err)
+		}
+		tokens = append(tokens, body.NextPageToken)
+		switch body.NextPageToken {
+		case "":
+			io.WriteString(w, `{"requestId":"r1","success":true,"nextPageToken":"P2","result":[{"seq":0,"marketoGUID":"r1"}]}`)
+		case "P2":
+			io.WriteString(w, `{"requestId":"r2","success":true,"result":[{"seq":0,"marketoGUID":"r2"}]}`)
+		default:
+			t.Errorf("unexpected token %q", body.NextPageToken)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c := cannedClient(t, srv.URL)
+	got, err := c.QueryRoles(context.Background(), []Record{{"externalOpportunityId": "o1", "leadId": 7, "role": "Buyer"}}, nil)
+	if err != nil || len(got) != 2 || got[0]["marketoGUID"] != "r1" || got[1]["marketoGUID"] != "r2" {
+		t.Fatalf("paged roles query: %v %v", got, err)
+	}
+	if len(tokens) != 2 || tokens[0] != "" || tokens[1] != "P2" {
+		t.Errorf("tokens sent %q, want [\"\" \"P2\"]", tokens)
 	}
 }
 

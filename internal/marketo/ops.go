@@ -252,8 +252,7 @@ func (c *Client) Query(ctx context.Context, obj Object, filterType string, value
 		group := values[lo:hi]
 		c.stats.records(obj, len(group))
 		c.metrics.recordsPerCall(obj, len(group))
-		token := ""
-		for page := 0; ; page++ {
+		recs, err := c.pages(ctx, op, func(token string) (call, error) {
 			q := url.Values{"filterType": {filterType}, "filterValues": {strings.Join(group, ",")}}
 			if len(fields) > 0 {
 				q.Set("fields", strings.Join(fields, ","))
@@ -268,23 +267,47 @@ func (c *Client) Query(ctx context.Context, obj Object, filterType string, value
 				k.method, k.query = http.MethodPost, url.Values{"_method": {"GET"}}
 				k.body = func() ([]byte, string) { return form, "application/x-www-form-urlencoded" }
 			}
-			env, err := c.do(ctx, k)
-			if err != nil {
-				return out, err
-			}
-			recs, err := decodeRecords(op, env.Result)
-			if err != nil {
-				return out, err
-			}
-			out = append(out, recs...)
-			if env.NextPageToken == "" || env.NextPageToken == token || len(recs) == 0 || page > 10000 {
-				break
-			}
-			token = env.NextPageToken
+			return k, nil
+		})
+		out = append(out, recs...)
+		if err != nil {
+			return out, err
 		}
 	}
 	return out, nil
 }
+
+// pages sends the call build makes for each page, following nextPageToken
+// until Marketo has no more (or repeats a token, or sends an empty page), and
+// returns the records of every page read, also when a later page fails.
+func (c *Client) pages(ctx context.Context, op string, build func(token string) (call, error)) ([]Record, error) {
+	var out []Record
+	token := ""
+	for page := 0; page <= maxPages; page++ {
+		k, err := build(token)
+		if err != nil {
+			return out, err
+		}
+		env, err := c.do(ctx, k)
+		if err != nil {
+			return out, err
+		}
+		recs, err := decodeRecords(op, env.Result)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, recs...)
+		if env.NextPageToken == "" || env.NextPageToken == token || len(recs) == 0 {
+			break
+		}
+		token = env.NextPageToken
+	}
+	return out, nil
+}
+
+// maxPages bounds a query's pages against a server that never stops
+// sending nextPageToken.
+const maxPages = 10000
 
 func decodeRecords(op string, raw json.RawMessage) ([]Record, error) {
 	if len(raw) == 0 || string(raw) == "null" {
@@ -310,8 +333,7 @@ func (c *Client) QueryRoles(ctx context.Context, keys []Record, fields []string)
 		group := keys[lo:hi]
 		c.stats.records(Roles, len(group))
 		c.metrics.recordsPerCall(Roles, len(group))
-		token := ""
-		for page := 0; ; page++ {
+		recs, err := c.pages(ctx, op, func(token string) (call, error) {
 			body := map[string]any{"filterType": "dedupeFields", "input": group}
 			if len(fields) > 0 {
 				body["fields"] = fields
@@ -321,23 +343,15 @@ func (c *Client) QueryRoles(ctx context.Context, keys []Record, fields []string)
 			}
 			bs, err := json.Marshal(body)
 			if err != nil {
-				return out, fmt.Errorf("marketo: %s: encode keys %d..%d: %w", op, lo, hi-1, err)
+				return call{}, fmt.Errorf("marketo: %s: encode keys %d..%d: %w", op, lo, hi-1, err)
 			}
-			env, err := c.do(ctx, call{op: op + span("keys", lo, hi-1, len(keys)), endpoint: "query opportunity roles", method: http.MethodPost,
+			return call{op: op + span("keys", lo, hi-1, len(keys)), endpoint: "query opportunity roles", method: http.MethodPost,
 				path: "/rest/v1/opportunities/roles.json", query: url.Values{"_method": {"GET"}},
-				body: func() ([]byte, string) { return bs, "application/json" }})
-			if err != nil {
-				return out, err
-			}
-			recs, err := decodeRecords(op, env.Result)
-			if err != nil {
-				return out, err
-			}
-			out = append(out, recs...)
-			if env.NextPageToken == "" || env.NextPageToken == token || len(recs) == 0 || page > 10000 {
-				break
-			}
-			token = env.NextPageToken
+				body: func() ([]byte, string) { return bs, "application/json" }}, nil
+		})
+		out = append(out, recs...)
+		if err != nil {
+			return out, err
 		}
 	}
 	return out, nil
