@@ -6,7 +6,6 @@ package doctor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -107,7 +106,7 @@ func (d *Doctor) Diagnose(ctx context.Context, entity, id string) (*Report, erro
 	case event.EntityAccount:
 		err = d.company(ctx, r, id)
 	case event.EntitySystemUser:
-		_, err = d.salesPerson(ctx, r, id)
+		err = d.salesPerson(ctx, r, id)
 	case event.EntityOpportunity:
 		err = d.opportunity(ctx, r, id)
 	default:
@@ -187,7 +186,7 @@ func (d *Doctor) person(ctx context.Context, r *Report, entity, id string) error
 					"Marketo says sales person %s, Dynamics says owner %s", spID, want)
 			}
 		}
-		if _, err := d.salesPerson(ctx, r, spID); err != nil {
+		if err := d.salesPerson(ctx, r, spID); err != nil {
 			return err
 		}
 	}
@@ -206,31 +205,32 @@ func (d *Doctor) person(ctx context.Context, r *Report, entity, id string) error
 }
 
 func (d *Doctor) companyExists(ctx context.Context, r *Report, companyID string) error {
+	_, err := d.findCompany(ctx, r, companyID)
+	return err
+}
+
+// findCompany checks the company is in Marketo and returns it (nil when not).
+func (d *Doctor) findCompany(ctx context.Context, r *Report, companyID string) (marketo.Record, error) {
 	cs, err := d.Marketo.Query(ctx, marketo.Companies, "externalCompanyId", []string{companyID}, []string{"id", "company", "externalCompanyId", "externalSalesPersonId"})
 	if err != nil {
-		return fmt.Errorf("doctor: query Marketo company %s: %w", companyID, err)
+		return nil, fmt.Errorf("doctor: query Marketo company %s: %w", companyID, err)
 	}
 	if len(cs) == 0 {
-		r.add("company", Fail, "sync the account: `msisync backfill --entities account` or replay its dead letters",
+		r.add("company", Fail, "sync the account: `msisync backfill --entities account` or replay its dead letters (`msisync dlq list --entity account`)",
 			"no Marketo company has externalCompanyId %s", companyID)
-		return nil
+		return nil, nil
 	}
 	r.add("company", OK, "", "Marketo company %v (%v)", cs[0]["id"], cs[0]["company"])
-	return nil
+	return cs[0], nil
 }
 
 func (d *Doctor) company(ctx context.Context, r *Report, id string) error {
-	cs, err := d.Marketo.Query(ctx, marketo.Companies, "externalCompanyId", []string{id}, []string{"id", "company", "externalCompanyId", "externalSalesPersonId"})
-	if err != nil {
-		return fmt.Errorf("doctor: query Marketo company %s: %w", id, err)
+	c, err := d.findCompany(ctx, r, id)
+	if err != nil || c == nil {
+		return err
 	}
-	if len(cs) == 0 {
-		r.add("company", Fail, "sync the account (see `msisync dlq list --entity account`)", "no Marketo company has externalCompanyId %s", id)
-		return nil
-	}
-	r.add("company", OK, "", "Marketo company %v (%v)", cs[0]["id"], cs[0]["company"])
-	if sp := text(cs[0]["externalSalesPersonId"]); sp != "" {
-		_, err = d.salesPerson(ctx, r, event.NormalizeID(sp))
+	if sp := text(c["externalSalesPersonId"]); sp != "" {
+		err = d.salesPerson(ctx, r, event.NormalizeID(sp))
 	} else {
 		r.add("sales person link", Warn, "MSI needs externalSalesPersonId on companies: give the account a user owner", "the company has no externalSalesPersonId")
 	}
@@ -269,24 +269,25 @@ func (d *Doctor) opportunity(ctx context.Context, r *Report, id string) error {
 
 // salesPerson checks the sales person exists and, with Dataverse, that its
 // email equals the Dynamics user's (else MSI shows nothing in Dynamics).
-func (d *Doctor) salesPerson(ctx context.Context, r *Report, id string) (bool, error) {
+func (d *Doctor) salesPerson(ctx context.Context, r *Report, id string) error {
 	sps, err := d.Marketo.Query(ctx, marketo.SalesPersons, "externalSalesPersonId", []string{id}, []string{"id", "email", "externalSalesPersonId"})
 	if err != nil {
-		return false, fmt.Errorf("doctor: query Marketo sales person %s: %w", id, err)
+		return fmt.Errorf("doctor: query Marketo sales person %s: %w", id, err)
 	}
 	if len(sps) == 0 {
 		r.add("sales person", Fail, "sync the user: `msisync backfill --entities systemuser`", "no Marketo sales person has externalSalesPersonId %s", id)
-		return false, nil
+		return nil
 	}
 	email := text(sps[0]["email"])
 	r.add("sales person", OK, "", "Marketo sales person %v (%s)", sps[0]["id"], email)
 	if d.Dataverse == nil {
-		return true, nil
+		return nil
 	}
 	u, err := d.Dataverse.Read(ctx, event.EntitySystemUser, id, []string{"internalemailaddress"})
 	if err != nil {
-		r.add("sales person email", Warn, "", "cannot read user %s from Dataverse: %v", id, errors.Unwrap(err))
-		return true, nil
+		// The whole error: errors.Unwrap gives nil for an unwrapped one.
+		r.add("sales person email", Warn, "", "cannot read user %s from Dataverse: %v", id, err)
+		return nil
 	}
 	want := u["internalemailaddress"].Text()
 	if !strings.EqualFold(want, email) {
@@ -295,7 +296,7 @@ func (d *Doctor) salesPerson(ctx context.Context, r *Report, id string) (bool, e
 	} else {
 		r.add("sales person email", OK, "", "matches the Dynamics user")
 	}
-	return true, nil
+	return nil
 }
 
 func (d *Doctor) scoreField() string {

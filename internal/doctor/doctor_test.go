@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -128,5 +129,51 @@ func TestBadInput(t *testing.T) {
 	}
 	if _, err := d.Diagnose(context.Background(), "invoice", contact); err == nil || !strings.Contains(err.Error(), "contact, lead, account") {
 		t.Errorf("bad entity: %v", err)
+	}
+}
+
+type failingDV struct{ err error }
+
+func (f failingDV) Read(context.Context, string, string, []string) (event.Attributes, error) {
+	return nil, f.err
+}
+
+// TestDataverseReadFailureIsAWarningWithItsCause: an unreadable user is a
+// warning that says why, whatever shape the reader's error has.
+func TestDataverseReadFailureIsAWarningWithItsCause(t *testing.T) {
+	m, _, links := healthyWorld()
+	d := &Doctor{Marketo: m, Dataverse: failingDV{errors.New("403 Forbidden: missing privilege prvReadUser")}, Store: links}
+	r, err := d.Diagnose(context.Background(), "systemuser", user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var detail string
+	for _, c := range r.Checks {
+		if c.Name == "sales person email" {
+			if c.Status != Warn {
+				t.Errorf("status %s, want warn", c.Status)
+			}
+			detail = c.Detail
+		}
+	}
+	if !strings.Contains(detail, "prvReadUser") || strings.Contains(detail, "<nil>") {
+		t.Errorf("detail %q should carry the read error", detail)
+	}
+	if !r.Healthy() {
+		t.Errorf("an unreadable user is a warning, not a failure:\n%s", r)
+	}
+}
+
+// TestAccountWithoutMarketoCompany: diagnosing an account that is not in
+// Marketo fails the company check and looks no further.
+func TestAccountWithoutMarketoCompany(t *testing.T) {
+	_, dv, links := healthyWorld()
+	d := &Doctor{Marketo: fakeMarketo{}, Dataverse: dv, Store: links}
+	r, err := d.Diagnose(context.Background(), "account", account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status(r, "company") != Fail || status(r, "sales person") != "" || len(r.Checks) != 1 {
+		t.Errorf("report:\n%s", r)
 	}
 }
