@@ -2,7 +2,10 @@ package api_test
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -173,6 +176,27 @@ func TestOpenAPIDocument(t *testing.T) {
 		for method, op := range ops {
 			if m, ok := op.(map[string]any); ok && m["responses"] == nil {
 				t.Errorf("%s %s has no responses", method, path)
+			}
+		}
+	}
+}
+
+// TestREADMEExamplesExist: every api/examples file the READMEs' curl
+// commands post is in the repository.
+func TestREADMEExamplesExist(t *testing.T) {
+	ref := regexp.MustCompile(`api/examples/[A-Za-z0-9._-]+\.json`)
+	for _, doc := range []string{"../README.md", "README.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths := ref.FindAllString(string(b), -1)
+		if len(paths) == 0 {
+			t.Errorf("%s names no api/examples file; did the pattern go stale?", doc)
+		}
+		for _, p := range paths {
+			if _, err := os.Stat(filepath.Join("..", p)); err != nil {
+				t.Errorf("%s posts %s, which does not exist", doc, p)
 			}
 		}
 	}
