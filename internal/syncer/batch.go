@@ -162,6 +162,8 @@ type batch struct {
 	absent map[string]map[string]bool
 	locked []string
 	paused bool // Marketo quota/config: stop calling for this batch
+	// oppConns caches Store.ConnectionsByOpportunity for roleHeld.
+	oppConns map[string][]store.Connection
 }
 
 func newBatch(s *Syncer, ds []*queue.Delivery) *batch {

@@ -135,9 +135,19 @@ func (b *batch) roleHeld(ctx context.Context, c store.Connection) (bool, error) 
 			return true, nil
 		}
 	}
-	conns, err := b.s.cfg.Store.ConnectionsByOpportunity(ctx, c.OpportunityID)
-	if err != nil {
-		return false, fmt.Errorf("syncer: connections of opportunity %s: %w", c.OpportunityID, err)
+	// One read per opportunity per batch: the batch's own connections are
+	// judged above, so the stored rows only speak for the others.
+	conns, ok := b.oppConns[c.OpportunityID]
+	if !ok {
+		var err error
+		conns, err = b.s.cfg.Store.ConnectionsByOpportunity(ctx, c.OpportunityID)
+		if err != nil {
+			return false, fmt.Errorf("syncer: connections of opportunity %s: %w", c.OpportunityID, err)
+		}
+		if b.oppConns == nil {
+			b.oppConns = map[string][]store.Connection{}
+		}
+		b.oppConns[c.OpportunityID] = conns
 	}
 	var ids []string
 	for _, o := range conns {
