@@ -195,7 +195,8 @@ func TestJourneyBackfill(t *testing.T) {
 }
 
 // distinctRoles counts the Marketo opportunity roles the seeded connections
-// make: one per (opportunity, contact, role), whichever row of the pair.
+// make: one per (opportunity, contact, Stakeholder role), whichever row of
+// the pair.
 func distinctRoles(t *testing.T, dv *dataversesim.Server, ids []string) int {
 	t.Helper()
 	keys := map[string]bool{}
@@ -213,6 +214,10 @@ func distinctRoles(t *testing.T, dv *dataversesim.Server, ids []string) int {
 		}
 		if r1.LogicalName != "opportunity" || r2.LogicalName != "contact" {
 			t.Fatalf("seeded connection %s links %s to %s", id, r1.LogicalName, r2.LogicalName)
+		}
+		// Only Stakeholder-category roles become Marketo roles.
+		if rr, _ := dv.Get("connectionrole", role.ID); rr["category"] != dataversesim.OptionValue(1000) {
+			continue
 		}
 		keys[r1.ID+"|"+r2.ID+"|"+role.ID] = true
 	}

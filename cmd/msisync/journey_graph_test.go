@@ -53,8 +53,18 @@ func TestJourneyOpportunityGraphAndBulk(t *testing.T) {
 		contact = "9a100000-0000-4000-8000-0000000000a3"
 		opp     = "0b000000-0000-4000-8000-0000000000a4"
 		conn    = "c0000000-0000-4000-8000-0000000000a5"
-		role    = "0e000000-0000-4000-8000-0000000000a6"
 	)
+	// With Dataverse access the worker checks that the connection's role is
+	// a Stakeholder-category role: use the one Dynamics ships.
+	role := ""
+	for _, id := range sims.dv.IDs("connectionrole") {
+		if row, _ := sims.dv.Get("connectionrole", id); row["name"] == "Decision Maker" {
+			role = id
+		}
+	}
+	if role == "" {
+		t.Fatal("the Dataverse simulator has no Decision Maker connection role")
+	}
 	owner := ref("systemuser", user)
 	graph := [][]byte{ // reverse dependency order
 		envelopeJSON(t, "connection", conn, map[string]any{"record1id": ref("opportunity", opp), "record2id": ref("contact", contact),
