@@ -488,14 +488,7 @@ func message(cfg *Config, e *event.Event) (queue.Message, bool, error) {
 	if err != nil {
 		return queue.Message{}, false, fmt.Errorf("backfill: %w", err)
 	}
-	reduced := false
-	if cfg.MaxMessageBytes > 0 && len(body) > cfg.MaxMessageBytes {
-		if body, err = event.Encode(e.Reduced()); err != nil {
-			return queue.Message{}, false, fmt.Errorf("backfill: %w", err)
-		}
-		reduced = true
-	}
-	return queue.Message{
+	msg := queue.Message{
 		ID:   e.ID,
 		Body: body,
 		Properties: map[string]string{
@@ -503,7 +496,15 @@ func message(cfg *Config, e *event.Event) (queue.Message, bool, error) {
 			queue.PropRecordID: e.RecordID,
 			queue.PropMessage:  e.Message,
 		},
-	}, reduced, nil
+	}
+	// The queue's limit counts the properties too.
+	if cfg.MaxMessageBytes <= 0 || msg.Size() <= cfg.MaxMessageBytes {
+		return msg, false, nil
+	}
+	if msg.Body, err = event.Encode(e.Reduced()); err != nil {
+		return queue.Message{}, false, fmt.Errorf("backfill: %w", err)
+	}
+	return msg, true, nil
 }
 
 func loadCheckpoint(ctx context.Context, st MetaStore, key string) (*Checkpoint, error) {

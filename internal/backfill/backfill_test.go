@@ -327,8 +327,8 @@ func TestInvalidRowsAndLargeRows(t *testing.T) {
 		t.Fatalf("report %+v; want 3 rows, 1 invalid, 2 sent, 1 reduced", er)
 	}
 	for _, msg := range s.msgs {
-		if len(msg.Body) > 2000 {
-			t.Fatalf("message of %d bytes over the limit", len(msg.Body))
+		if msg.Size() > 2000 {
+			t.Fatalf("message of %d bytes (body and properties) over the limit", msg.Size())
 		}
 		if e := decode(t, msg); e.RecordID == strings.ToLower(guid("account", 2)) && (!e.Truncated || e.Attributes != nil) {
 			t.Fatalf("large row not reduced: %+v", e)
@@ -470,5 +470,29 @@ func TestMessageLimitTakenFromTheQueue(t *testing.T) {
 	rep, err := Run(context.Background(), cfg)
 	if err != nil || rep.Entities[0].Reduced != 1 || len(s.msgs[0].Body) > 4096-1024 {
 		t.Fatalf("report %+v, err %v; want the row reduced under the queue's limit", rep.Entities[0], err)
+	}
+}
+
+// TestMessageLimitCountsProperties: a row whose body alone fits but whose
+// body and properties do not is reduced, as the queue would refuse it.
+func TestMessageLimitCountsProperties(t *testing.T) {
+	l, s, m := newFakeLister(), newRecordingSender(), newMemMeta()
+	l.put("account", row("account", 1, t0))
+	cfg := baseConfig(l, s, m)
+	cfg.Entities = []string{"account"}
+	if _, err := Run(context.Background(), cfg); err != nil || len(s.msgs) != 1 {
+		t.Fatalf("unlimited run: %d messages, %v", len(s.msgs), err)
+	}
+	full := s.msgs[0]
+
+	again := newRecordingSender()
+	cfg.Sender, cfg.Store = again, newMemMeta()
+	cfg.MaxMessageBytes = len(full.Body) + 1 // the body fits; body and properties do not
+	rep, err := Run(context.Background(), cfg)
+	if err != nil || len(again.msgs) != 1 || rep.Entities[0].Reduced != 1 {
+		t.Fatalf("limited run: %d messages, report %+v, %v; want 1 reduced", len(again.msgs), rep.Entities, err)
+	}
+	if got := again.msgs[0]; got.Size() > cfg.MaxMessageBytes || !decode(t, got).Truncated {
+		t.Errorf("message of %d bytes (limit %d), truncated=%v", got.Size(), cfg.MaxMessageBytes, decode(t, got).Truncated)
 	}
 }

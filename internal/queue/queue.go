@@ -36,6 +36,16 @@ type Message struct {
 	ScheduledAt time.Time
 }
 
+// Size is what MaxMessageBytes limits: the body plus the names and values
+// of the properties.
+func (m *Message) Size() int {
+	n := len(m.Body)
+	for k, v := range m.Properties {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
 // Delivery is a received message, locked for this consumer until LockedUntil.
 type Delivery struct {
 	Message

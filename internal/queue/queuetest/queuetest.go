@@ -666,6 +666,19 @@ func testTooLarge(s *suite) {
 		s.t.Fatalf("Send of %d bytes: err = %v, want ErrTooLarge", limit+1, err)
 	}
 	s.expectNone("after a refused send")
+
+	// The limit is body plus properties, as the port documents: a message
+	// of exactly the limit is taken whole.
+	fits := queue.Message{ID: s.id("fits"), Properties: map[string]string{"k": "v"}, Body: make([]byte, limit-2)}
+	if n := fits.Size(); n != limit {
+		s.t.Fatalf("Size() = %d, want %d (body %d + property 2)", n, limit, len(fits.Body))
+	}
+	s.send(fits)
+	d := s.receiveOne(fits.ID)
+	if len(d.Body) != limit-2 {
+		s.t.Errorf("received a body of %d bytes, sent %d", len(d.Body), limit-2)
+	}
+	s.complete(d)
 }
 
 func testConcurrentConsumers(s *suite) {

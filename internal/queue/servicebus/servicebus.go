@@ -271,21 +271,12 @@ func (q *Queue) Send(ctx context.Context, msgs ...queue.Message) error {
 		if len(m.ID) > 128 {
 			return fmt.Errorf("servicebus: send message %q: ID is %d characters, Service Bus allows 128", m.ID, len(m.ID))
 		}
-		if n := messageSize(m); n > q.MaxMessageBytes() {
+		if n := m.Size(); n > q.MaxMessageBytes() {
 			return fmt.Errorf("servicebus: send message %q: %d bytes of body and properties, limit %d: %w", m.ID, n, q.MaxMessageBytes(), queue.ErrTooLarge)
 		}
 		out[i] = toSBMessage(m, q.clock.Now())
 	}
 	return q.sendBatches(ctx, "send", out)
-}
-
-// messageSize is what the port counts against MaxMessageBytes.
-func messageSize(m *queue.Message) int {
-	n := len(m.Body)
-	for k, v := range m.Properties {
-		n += len(k) + len(v)
-	}
-	return n
 }
 
 func toSBMessage(m *queue.Message, now time.Time) *azservicebus.Message {

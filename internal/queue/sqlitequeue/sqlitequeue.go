@@ -346,14 +346,6 @@ func nanos(t time.Time) int64 { return t.UnixNano() }
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 
-func messageSize(m queue.Message) int {
-	n := len(m.ID) + len(m.Body)
-	for k, v := range m.Properties {
-		n += len(k) + len(v)
-	}
-	return n
-}
-
 type pending struct {
 	msg   queue.Message
 	props string
@@ -373,7 +365,7 @@ func (q *Queue) Send(ctx context.Context, msgs ...queue.Message) error {
 		if len(m.ID) > maxIDLength {
 			return fmt.Errorf("sqlitequeue: send message %d: ID is %d characters, limit is %d", i, len(m.ID), maxIDLength)
 		}
-		if size := messageSize(m); size > q.opts.MaxMessageBytes {
+		if size := m.Size(); size > q.opts.MaxMessageBytes {
 			return fmt.Errorf("sqlitequeue: send message %q: %d bytes, limit is %d: %w", m.ID, size, q.opts.MaxMessageBytes, queue.ErrTooLarge)
 		}
 		p, err := encodeProps(m.Properties)

@@ -80,7 +80,7 @@ func TestSendValidates(t *testing.T) {
 		t.Errorf("long id: err = %v", err)
 	}
 	// A batch with one bad message stores none of it.
-	big := queue.Message{ID: "big", Body: make([]byte, DefaultMaxMessageBytes)}
+	big := queue.Message{ID: "big", Body: make([]byte, DefaultMaxMessageBytes+1)}
 	if err := q.Send(ctx, queue.Message{ID: "ok", Body: []byte("x")}, big); !errors.Is(err, queue.ErrTooLarge) {
 		t.Errorf("batch with a large message: err = %v, want ErrTooLarge", err)
 	}
