@@ -99,6 +99,8 @@ func New(cfg Config) (*Writer, error) {
 		return nil, errors.New("msi: config: Holder (replica id for the lease) is required")
 	case cfg.Interval < 0:
 		return nil, fmt.Errorf("msi: config: Interval %s is negative", cfg.Interval)
+	case cfg.LeaseTTL < 0:
+		return nil, fmt.Errorf("msi: config: LeaseTTL %s is negative", cfg.LeaseTTL)
 	case cfg.BatchSize < 0 || cfg.BatchSize > 1000:
 		return nil, fmt.Errorf("msi: config: BatchSize %d is outside 1..1000 (Dataverse $batch limit)", cfg.BatchSize)
 	}
@@ -418,8 +420,8 @@ func (w *Writer) Run(ctx context.Context) error {
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := w.cfg.Store.ReleaseLease(rctx, w.cfg.LeaseName, w.cfg.Holder); err != nil {
-			w.cfg.Logger.Warn("msi: release lease", "lease", w.cfg.LeaseName, "err", err)
+		if err := w.Release(rctx); err != nil {
+			w.cfg.Logger.Warn("msi: release lease", "err", err)
 		}
 	}()
 	for {

@@ -356,6 +356,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"store":  {func(c *Config) { c.Store = nil }, "Store is required"},
 		"holder": {func(c *Config) { c.Holder = "" }, "Holder"},
 		"batch":  {func(c *Config) { c.BatchSize = 1001 }, "BatchSize 1001"},
+		"ttl":    {func(c *Config) { c.LeaseTTL = -time.Minute }, "LeaseTTL -1m0s is negative"},
 		"fields": {func(c *Config) { c.Fields = []FieldMap{{"priority", "", TypeNumber}} }, "Dataverse column is empty"},
 	} {
 		cfg := ok
