@@ -102,7 +102,14 @@ type EntityReport struct {
 	Reduced   int // events reduced to a reference because of their size
 	Pages     int
 	Duration  time.Duration
-	Rate      float64 // rows per second
+}
+
+// Rate is rows read per second (0 before any time has passed).
+func (r EntityReport) Rate() float64 {
+	if s := r.Duration.Seconds(); s > 0 {
+		return float64(r.Rows) / s
+	}
+	return 0
 }
 
 func (r EntityReport) String() string {
@@ -122,7 +129,7 @@ func (r EntityReport) String() string {
 	if !r.From.IsZero() {
 		s += ", modified since " + r.From.UTC().Format(time.RFC3339)
 	}
-	return s + fmt.Sprintf(", %s, %.0f rows/s", r.Duration.Round(time.Millisecond), r.Rate)
+	return s + fmt.Sprintf(", %s, %.0f rows/s", r.Duration.Round(time.Millisecond), r.Rate())
 }
 
 // Report describes a backfill run.
@@ -246,9 +253,6 @@ func runEntity(ctx context.Context, cfg *Config, entity string) (er EntityReport
 	start := cfg.Clock.Now()
 	defer func() {
 		er.Duration = cfg.Clock.Now().Sub(start)
-		if s := er.Duration.Seconds(); s > 0 {
-			er.Rate = float64(er.Rows) / s
-		}
 	}()
 	key := CheckpointPrefix + entity
 	cp, err := loadCheckpoint(ctx, cfg.Store, key)

@@ -353,8 +353,8 @@ func TestProgressLinesWhenNotATerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if er := rep.Entities[0]; rep.Duration != 2*time.Second || er.Duration != 2*time.Second || er.Rate != 2.5 {
-		t.Fatalf("durations: run %s, entity %s at %v rows/s; want 2s and 2.5 rows/s", rep.Duration, er.Duration, er.Rate)
+	if er := rep.Entities[0]; rep.Duration != 2*time.Second || er.Duration != 2*time.Second || er.Rate() != 2.5 {
+		t.Fatalf("durations: run %s, entity %s at %v rows/s; want 2s and 2.5 rows/s", rep.Duration, er.Duration, er.Rate())
 	}
 	if !strings.HasSuffix(rep.String(), "backfill: 5 rows in 2s (2 rows/s)") {
 		t.Fatalf("report = %q", rep.String())
@@ -418,7 +418,7 @@ func BenchmarkBackfill50k(b *testing.B) {
 
 func TestEntityReportString(t *testing.T) {
 	r := EntityReport{Entity: "contact", Rows: 10, Pages: 2, Sent: 8, Unchanged: 1, Invalid: 1, Resumed: true,
-		From: t0, Duration: 2 * time.Second, Rate: 5}
+		From: t0, Duration: 2 * time.Second}
 	want := "contact: 10 rows in 2 pages, 8 sent, 1 already sent, 1 invalid, resumed, modified since 2026-11-01T09:00:00Z, 2s, 5 rows/s"
 	if r.String() != want {
 		t.Fatalf("String() = %q\nwant       %q", r.String(), want)
