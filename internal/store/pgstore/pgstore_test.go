@@ -113,10 +113,11 @@ func TestOpenBadInput(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
-		"postgres://u:pw@h:5432/db?sslmode=disable": "postgres://u:xxxxx@h:5432/db?sslmode=disable",
-		"postgres://h/db?password=pw":               "postgres://h/db?password=xxxxx",
-		"host=h password=pw":                        "(connection string)",
-		"postgres://u@h/db":                         "postgres://u@h/db",
+		"postgres://u:pw@h:5432/db?sslmode=disable":          "postgres://u:xxxxx@h:5432/db?sslmode=disable",
+		"postgres://h/db?password=pw":                        "postgres://h/db?password=xxxxx",
+		"host=h password=pw":                                 "(connection string)",
+		"postgres://u@h/db":                                  "postgres://u@h/db",
+		"postgres://h/db?sslpassword=pw&sslmode=verify-full": "postgres://h/db?sslmode=verify-full&sslpassword=xxxxx",
 	} {
 		if got := pgstore.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
