@@ -408,6 +408,7 @@ func (s *Server) queryColumn(m *entityMeta, name string) (string, colKind, error
 	} else if !ok && (s.extra[m.logical][name] || isCustomColumn(name)) {
 		return name, -1, nil
 	}
+	//lint:ignore ST1005 Dataverse's own wording, which clients receive as the error message
 	return "", 0, fmt.Errorf("Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.", name, m.logical)
 }
 
