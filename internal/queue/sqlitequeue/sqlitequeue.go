@@ -243,6 +243,15 @@ func Open(ctx context.Context, path string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlitequeue: open %q: %w", path, err)
 	}
+	// Checkpoint the WAL every ~40 MB instead of every 4 MB: queue rows are
+	// written and deleted soon after, so a larger interval copies each page
+	// to the database file once instead of many times, and the commit path
+	// (which runs the automatic checkpoint) pays for it 10× less often. The
+	// WAL stays bounded: a checkpoint still runs at that size.
+	if _, err := q.wconn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 10000"); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlitequeue: open %q: set wal_autocheckpoint: %w", path, err)
+	}
 	go q.writer()
 	return q, nil
 }
