@@ -161,7 +161,9 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 		u, err := url.Parse(v)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad(name, "%q is not an http(s) URL with a host", v)
+			bad(name, "%q is not an http(s) URL with a host", redactURL(v))
+		} else if u.User != nil {
+			bad(name, "%q must not carry credentials (use the client id and secret settings)", u.Redacted())
 		}
 		return v
 	}
@@ -278,6 +280,17 @@ func (e *Error) Error() string {
 		b.WriteString(p.Error())
 	}
 	return b.String()
+}
+
+// redactURL hides a password in a URL that may not parse.
+func redactURL(v string) string {
+	if u, err := url.Parse(v); err == nil {
+		return u.Redacted()
+	}
+	if strings.Contains(v, "@") {
+		return "(a URL with credentials)"
+	}
+	return v
 }
 
 func splitList(s string) []string {

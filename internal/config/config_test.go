@@ -64,6 +64,27 @@ func TestEveryWrongValueIsNamedInOneError(t *testing.T) {
 	}
 }
 
+func TestURLCredentialsAreRefusedAndNotEchoed(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"MSISYNC_DATAVERSE_URL":         "https://admin:hunter2-secret@org.crm.dynamics.com",
+		"MSISYNC_MARKETO_URL":           "ftp://u:hunter3-secret@123-ABC-456.mktorest.com",
+		"MSISYNC_MARKETO_CLIENT_ID":     "id",
+		"MSISYNC_MARKETO_CLIENT_SECRET": "secret-secret",
+	}))
+	if err == nil {
+		t.Fatal("URLs with credentials were accepted")
+	}
+	msg := err.Error()
+	for _, name := range []string{"MSISYNC_DATAVERSE_URL:", "MSISYNC_MARKETO_URL:"} {
+		if !strings.Contains(msg, name) {
+			t.Errorf("error does not name %s\n%s", name, msg)
+		}
+	}
+	if strings.Contains(msg, "hunter") {
+		t.Errorf("error echoes a password:\n%s", msg)
+	}
+}
+
 func TestServiceBusAcceptsBothForms(t *testing.T) {
 	for _, v := range []string{
 		"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=x",
