@@ -222,7 +222,7 @@ func newSyncer(a *app) (*syncer.Syncer, error) {
 		Queue: a.queue, Store: a.store, Marketo: a.marketo, Dataverse: reader, IsNotFound: dataverse.IsNotFound,
 		ParseNative: remotecontext.ParseServiceBus, Mapping: a.mapping,
 		BatchSize: cfg.BatchSize, BatchWait: batchWait, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
-		DeletePolicy: cfg.DeletePolicy, AppUserID: cfg.DataverseAppUserID, DefaultSalesPersonID: cfg.DefaultSalesPersonID,
+		DeletePolicy: cfg.DeletePolicy, AnyConnectionRole: cfg.AnyConnectionRole, AppUserID: cfg.DataverseAppUserID, DefaultSalesPersonID: cfg.DefaultSalesPersonID,
 		WorkerID: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry,
 	})
 	if err != nil {

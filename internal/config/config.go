@@ -49,6 +49,7 @@ var Settings = []Setting{
 	{"MSISYNC_DATAVERSE_APP_USER_ID", "", "systemuser id of msisync's application user in Dataverse: its own changes are skipped (loop prevention)", false},
 	{"MSISYNC_MAPPING", "", "path of a YAML field-mapping file (defaults are built in)", false},
 	{"MSISYNC_DEFAULT_SALES_PERSON_ID", "", "systemuser GUID used as sales person for team-owned records", false},
+	{"MSISYNC_ANY_CONNECTION_ROLE", "false", "true: every opportunity→contact connection becomes a Marketo role; false: only Stakeholder-category roles (checked through Dataverse when MSISYNC_DATAVERSE_URL is set)", false},
 	{"MSISYNC_DELETE_POLICY", "keep", "what a Dataverse lead/contact delete does in Marketo: keep or delete", false},
 	{"MSISYNC_BATCH_SIZE", "300", "events per worker batch (1-300)", false},
 	{"MSISYNC_MAX_ATTEMPTS", "8", "requeues before an event is dead-lettered (1-100)", false},
@@ -94,6 +95,7 @@ type Config struct {
 	MappingPath          string
 	DefaultSalesPersonID string
 	DeletePolicy         string
+	AnyConnectionRole    bool
 	BatchSize            int
 	MaxAttempts          int
 	MSIInterval          time.Duration
@@ -250,6 +252,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 	}
 	c.DeletePolicy = oneOf("MSISYNC_DELETE_POLICY", "keep", "delete")
+	c.AnyConnectionRole = oneOf("MSISYNC_ANY_CONNECTION_ROLE", "false", "true") == "true"
 	c.BatchSize = intIn("MSISYNC_BATCH_SIZE", 1, 300)
 	c.MaxAttempts = intIn("MSISYNC_MAX_ATTEMPTS", 1, 100)
 	c.MSIFields = get("MSISYNC_MSI_FIELDS")
