@@ -104,27 +104,9 @@ func appendJSON(b *bytes.Buffer, v any, wcf bool) error {
 		}
 		b.WriteByte('}')
 	case []jobj:
-		b.WriteByte('[')
-		for i, e := range x {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			if err := appendJSON(b, e, wcf); err != nil {
-				return err
-			}
-		}
-		b.WriteByte(']')
+		return appendArray(b, x, wcf)
 	case []any:
-		b.WriteByte('[')
-		for i, e := range x {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			if err := appendJSON(b, e, wcf); err != nil {
-				return err
-			}
-		}
-		b.WriteByte(']')
+		return appendArray(b, x, wcf)
 	default:
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
@@ -134,6 +116,20 @@ func appendJSON(b *bytes.Buffer, v any, wcf bool) error {
 		}
 		b.Write(bytes.TrimRight(buf.Bytes(), "\n"))
 	}
+	return nil
+}
+
+func appendArray[T any](b *bytes.Buffer, xs []T, wcf bool) error {
+	b.WriteByte('[')
+	for i, e := range xs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if err := appendJSON(b, e, wcf); err != nil {
+			return err
+		}
+	}
+	b.WriteByte(']')
 	return nil
 }
 
