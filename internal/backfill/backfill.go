@@ -226,8 +226,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		cfg.SendBatch = DefaultSendBatch
 	}
 	if q, ok := cfg.Sender.(interface{ MaxMessageBytes() int }); ok && cfg.MaxMessageBytes == 0 {
-		// Leave room for the properties the queue counts in its limit.
-		cfg.MaxMessageBytes = q.MaxMessageBytes() - 1024
+		cfg.MaxMessageBytes = q.MaxMessageBytes() // message() counts the properties too
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
