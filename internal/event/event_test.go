@@ -146,3 +146,41 @@ func TestReducedKeepsReferenceOnly(t *testing.T) {
 		t.Fatal("Reduced modified the original")
 	}
 }
+
+// TestDeriveIDIsStableAcrossReleases pins the id of one event: replicas of
+// two releases run side by side during a rollout, and a changed derivation
+// would let Service Bus duplicate detection pass Dataverse's re-sends.
+func TestDeriveIDIsStableAcrossReleases(t *testing.T) {
+	const want = "194ba589d415a67bbea7fb32e2667c09"
+	if got := sample().DeriveID(); got != want {
+		t.Fatalf("DeriveID() = %s, want %s: changing the derivation breaks duplicate detection across a rollout", got, want)
+	}
+	// Attributes are not part of the id: the same change re-sent with more
+	// or fewer columns is still the same message.
+	e := sample()
+	e.Attributes = nil
+	if got := e.DeriveID(); got != want {
+		t.Errorf("without attributes DeriveID() = %s, want %s", got, want)
+	}
+	// The organisation name is compared case-insensitively.
+	e.OrgName = "Contoso"
+	f := sample()
+	f.OrgName = "CONTOSO"
+	if e.DeriveID() != f.DeriveID() {
+		t.Error("org name case changed the id")
+	}
+	// Each remaining input changes it.
+	for name, mod := range map[string]func(*Event){
+		"operation": func(e *Event) { e.OperationID = "op-2" },
+		"record":    func(e *Event) { e.RecordID = "9a1e0000-0000-0000-0000-000000000002" },
+		"entity":    func(e *Event) { e.Entity = EntityLead },
+		"rowVer":    func(e *Event) { e.RowVersion = 7 },
+		"org":       func(e *Event) { e.OrgID = "00000000-0000-0000-0000-0000000000bb" },
+	} {
+		g := sample()
+		mod(g)
+		if g.DeriveID() == want {
+			t.Errorf("changing the %s kept the id", name)
+		}
+	}
+}
