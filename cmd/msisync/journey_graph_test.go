@@ -115,6 +115,9 @@ func TestJourneyOpportunityGraphAndBulk(t *testing.T) {
 	if code, _ := adminGet(t, base+"/admin/v1/records/contact/"+contact+"/diagnosis", "wrong-token-0123456789"); code != http.StatusUnauthorized {
 		t.Errorf("diagnosis with a wrong admin token: %d, want 401", code)
 	}
+	if code, body := adminGet(t, base+"/admin/v1/records/contact/not-a-guid/diagnosis", adminToken); code != http.StatusUnprocessableEntity || !strings.Contains(body, `"field": "id"`) {
+		t.Errorf("diagnosis of a bad id: %d %s, want 422 naming the id", code, body)
+	}
 	if code, body := adminGet(t, base+"/admin/v1/dlq", adminToken); code != http.StatusOK || strings.Contains(body, contact) {
 		t.Errorf("admin dlq list: %d %s, want 200 and no dead letters", code, body)
 	}

@@ -102,13 +102,22 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		// The doctor over HTTP, for operators without shell access.
 		r.Get("/admin/v1/records/{entity}/{id}/diagnosis", func(w http.ResponseWriter, req *http.Request) {
 			rep, err := d.Diagnose(req.Context(), chi.URLParam(req, "entity"), chi.URLParam(req, "id"))
-			w.Header().Set("Content-Type", "application/json")
 			if err != nil {
+				// A bad entity or id is the caller's (422); anything else is
+				// Marketo, Dataverse or the store failing (502).
+				status, title, problem := http.StatusBadGateway, "Diagnosis failed upstream", map[string]any{}
+				var ie *doctor.InputError
+				if errors.As(err, &ie) {
+					status, title = http.StatusUnprocessableEntity, "Cannot diagnose"
+					problem["errors"] = []map[string]string{{"field": ie.Field, "reason": ie.Reason}}
+				}
+				problem["type"], problem["title"], problem["status"], problem["detail"] = "urn:msisync:problem:diagnosis", title, status, err.Error()
 				w.Header().Set("Content-Type", "application/problem+json")
-				w.WriteHeader(http.StatusUnprocessableEntity)
-				_ = jsonTo(w, map[string]any{"type": "urn:msisync:problem:diagnosis", "title": "Cannot diagnose", "status": 422, "detail": err.Error()})
+				w.WriteHeader(status)
+				_ = jsonTo(w, problem)
 				return
 			}
+			w.Header().Set("Content-Type", "application/json")
 			_ = jsonTo(w, rep)
 		})
 	}

@@ -92,10 +92,19 @@ func (r *Report) add(name string, st Status, fix string, format string, args ...
 	r.Checks = append(r.Checks, Check{Name: name, Status: st, Detail: fmt.Sprintf(format, args...), Fix: fix})
 }
 
+// InputError is a bad entity or record id (the caller's fault, unlike an
+// unreachable Marketo or store).
+type InputError struct {
+	Field  string // "entity" or "id"
+	Reason string
+}
+
+func (e *InputError) Error() string { return "doctor: " + e.Field + " " + e.Reason }
+
 // Diagnose checks one record. entity is a Dataverse logical name.
 func (d *Doctor) Diagnose(ctx context.Context, entity, id string) (*Report, error) {
 	if !event.IsGUID(id) {
-		return nil, fmt.Errorf("doctor: record id %q is not a GUID", id)
+		return nil, &InputError{Field: "id", Reason: fmt.Sprintf("%q is not a GUID", id)}
 	}
 	id = event.NormalizeID(id)
 	r := &Report{Entity: entity, RecordID: id}
@@ -110,7 +119,7 @@ func (d *Doctor) Diagnose(ctx context.Context, entity, id string) (*Report, erro
 	case event.EntityOpportunity:
 		err = d.opportunity(ctx, r, id)
 	default:
-		return nil, fmt.Errorf("doctor: entity %q is not one of contact, lead, account, systemuser, opportunity", entity)
+		return nil, &InputError{Field: "entity", Reason: fmt.Sprintf("%q is not one of contact, lead, account, systemuser, opportunity", entity)}
 	}
 	return r, err
 }

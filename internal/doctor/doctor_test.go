@@ -127,7 +127,9 @@ func TestBadInput(t *testing.T) {
 	if _, err := d.Diagnose(context.Background(), "contact", "nope"); err == nil || !strings.Contains(err.Error(), "not a GUID") {
 		t.Errorf("bad id: %v", err)
 	}
-	if _, err := d.Diagnose(context.Background(), "invoice", contact); err == nil || !strings.Contains(err.Error(), "contact, lead, account") {
+	_, err := d.Diagnose(context.Background(), "invoice", contact)
+	var ie *InputError
+	if !errors.As(err, &ie) || ie.Field != "entity" || !strings.Contains(err.Error(), "contact, lead, account") {
 		t.Errorf("bad entity: %v", err)
 	}
 }
