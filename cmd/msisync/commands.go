@@ -66,6 +66,26 @@ func newQueueCmd() *cobra.Command {
 	return cmd
 }
 
+// withDataverse opens the app with the Dataverse client, runs fn and prints
+// what it returns (a plan or a status).
+func withDataverse(c *cobra.Command, n needs, fn func(a *app) (fmt.Stringer, error)) error {
+	n.dataverse = true
+	a, err := openApp(c.Context(), n)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := needDataverse(a); err != nil {
+		return err
+	}
+	out, err := fn(a)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(c.OutOrStdout(), out.String())
+	return nil
+}
+
 func needDataverse(a *app) error {
 	if a.dataverse == nil {
 		return usagef("this command needs MSISYNC_DATAVERSE_URL (and MSISYNC_DATAVERSE_TOKEN or AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET)")
@@ -88,30 +108,19 @@ func newDataverseCmd() *cobra.Command {
 			if auth != "WebhookKey" && auth != "HttpHeader" {
 				return usagef("--auth must be WebhookKey or HttpHeader, got %q", auth)
 			}
-			a, err := openApp(c.Context(), needs{dataverse: true})
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			if err := needDataverse(a); err != nil {
-				return err
-			}
-			if _, err := a.cfg.EnsureWebhookKey(); err != nil {
-				return err
-			}
-			m, err := loadMapping(a.cfg)
-			if err != nil {
-				return err
-			}
-			plan, err := a.dataverse.Register(c.Context(), dataverse.RegisterOptions{
-				URL: url, AuthType: auth, Key: a.cfg.WebhookKeys[0], Header: a.cfg.WebhookHeader, Name: name,
-				Steps: stepSpecs(m), DryRun: dryRun,
+			return withDataverse(c, needs{}, func(a *app) (fmt.Stringer, error) {
+				if _, err := a.cfg.EnsureWebhookKey(); err != nil {
+					return nil, err
+				}
+				m, err := loadMapping(a.cfg)
+				if err != nil {
+					return nil, err
+				}
+				return a.dataverse.Register(c.Context(), dataverse.RegisterOptions{
+					URL: url, AuthType: auth, Key: a.cfg.WebhookKeys[0], Header: a.cfg.WebhookHeader, Name: name,
+					Steps: stepSpecs(m), DryRun: dryRun,
+				})
 			})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(c.OutOrStdout(), plan.String())
-			return nil
 		},
 	}
 	register.Flags().StringVar(&url, "url", "", "public URL Dataverse posts to (…/webhooks/dataverse)")
@@ -124,20 +133,9 @@ func newDataverseCmd() *cobra.Command {
 		Short: "Remove the webhook and the steps msisync created",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			a, err := openApp(c.Context(), needs{dataverse: true})
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			if err := needDataverse(a); err != nil {
-				return err
-			}
-			plan, err := a.dataverse.Unregister(c.Context(), name, dryRun)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(c.OutOrStdout(), plan.String())
-			return nil
+			return withDataverse(c, needs{}, func(a *app) (fmt.Stringer, error) {
+				return a.dataverse.Unregister(c.Context(), name, dryRun)
+			})
 		},
 	}
 	unregister.Flags().StringVar(&name, "name", "msisync", "service endpoint name")
@@ -148,20 +146,9 @@ func newDataverseCmd() *cobra.Command {
 		Short: "Show the webhook, its steps, and recent failed system jobs of those steps",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			a, err := openApp(c.Context(), needs{dataverse: true})
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			if err := needDataverse(a); err != nil {
-				return err
-			}
-			st, err := a.dataverse.Status(c.Context(), name)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(c.OutOrStdout(), st.String())
-			return nil
+			return withDataverse(c, needs{}, func(a *app) (fmt.Stringer, error) {
+				return a.dataverse.Status(c.Context(), name)
+			})
 		},
 	}
 	status.Flags().StringVar(&name, "name", "msisync", "service endpoint name")
