@@ -50,10 +50,10 @@ type history struct {
 }
 
 type hAccount struct {
-	owner        string // systemuser id, or "" for the team
-	name         string
-	deleted      bool
-	lonely, used bool
+	owner   string // systemuser id, or "" for the team
+	name    string
+	deleted bool
+	lonely  bool
 }
 
 type hPerson struct {

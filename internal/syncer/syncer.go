@@ -96,7 +96,11 @@ type Config struct {
 	DefaultSalesPersonID string // systemuser GUID for team-owned records
 	WorkerID             string // owner name of record locks (default "worker")
 
-	Clock      clock.Clock
+	Clock clock.Clock
+	// After waits for a duration (default time.After): the lock-renewal
+	// interval and the retry delay after a failed batch go through it, so
+	// tests drive them with Clock.
+	After      func(time.Duration) <-chan time.Time
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	// OnBatch, when set, is called with the stats of every settled batch
@@ -190,6 +194,9 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -288,20 +295,22 @@ func (s *Syncer) loop(ctx context.Context) {
 			<-settling
 			settling = nil
 		}
-		if b != nil {
+		if b != nil && err != nil {
+			// Nothing to settle: the failure is logged once, below.
+			stop()
+			s.finish(b)
+		} else if b != nil {
 			done := make(chan struct{})
 			settling = done
-			go func(b *batch, perr error) {
+			go func() {
 				defer close(done)
-				if perr == nil {
-					perr = b.settle(ctx)
-				}
+				serr := b.settle(ctx)
 				stop()
 				s.finish(b)
-				if perr != nil && ctx.Err() == nil {
-					s.log.Error("syncer: batch failed", "err", perr)
+				if serr != nil && ctx.Err() == nil {
+					s.log.Error("syncer: batch failed", "err", serr)
 				}
-			}(b, err)
+			}()
 		}
 		if err == nil || ctx.Err() != nil {
 			failures = 0
@@ -310,19 +319,17 @@ func (s *Syncer) loop(ctx context.Context) {
 		failures++
 		delay := min(time.Duration(1<<min(failures, 6))*100*time.Millisecond, 5*time.Second)
 		s.log.Error("syncer: batch failed", "err", err, "retryIn", delay)
-		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
-		case <-t.C:
+		case <-s.cfg.After(delay):
 		}
-		t.Stop()
 	}
 }
 
 // start begins a batch: its locks are renewed until stop is called.
 func (s *Syncer) start(ds []*queue.Delivery) (*batch, func()) {
 	b := newBatch(s, ds)
-	b.started = time.Now()
+	b.started = s.clk.Now()
 	renewCtx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -331,7 +338,7 @@ func (s *Syncer) start(ds []*queue.Delivery) (*batch, func()) {
 }
 
 func (s *Syncer) finish(b *batch) {
-	s.metrics.observe(b.stats, time.Since(b.started))
+	s.metrics.observe(b.stats, s.clk.Now().Sub(b.started))
 	if s.cfg.OnBatch != nil {
 		s.cfg.OnBatch(b.stats)
 	}
@@ -366,9 +373,9 @@ func (s *Syncer) receive(ctx context.Context) ([]*queue.Delivery, error) {
 		return ds, nil
 	}
 	// Fill the batch for a short while: fewer, fuller Marketo calls.
-	deadline := time.Now().Add(s.cfg.BatchWait)
+	deadline := s.clk.Now().Add(s.cfg.BatchWait)
 	for len(ds) < s.cfg.ReceiveMax {
-		left := time.Until(deadline)
+		left := deadline.Sub(s.clk.Now())
 		if left <= 0 {
 			break
 		}
@@ -403,12 +410,10 @@ func (s *Syncer) renewLoop(ctx context.Context, inFlight func() []*queue.Deliver
 			}
 		}
 		interval = max(interval, 200*time.Millisecond)
-		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
+		case <-s.cfg.After(interval):
 		}
 		// Renew concurrently so the queue can commit the renewals in groups;
 		// only messages still unsettled now.

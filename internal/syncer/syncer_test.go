@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -670,23 +673,218 @@ func TestUndecodableMessageIsDeadLettered(t *testing.T) {
 	}
 }
 
+// fakeTimers stands in for time.After: each wait is handed to the test,
+// which fires it (after moving the fake clock).
+type fakeTimers struct{ waits chan fakeWait }
+
+type fakeWait struct {
+	d    time.Duration
+	fire chan time.Time
+}
+
+func newFakeTimers() *fakeTimers { return &fakeTimers{waits: make(chan fakeWait, 64)} }
+
+func (f *fakeTimers) After(d time.Duration) <-chan time.Time {
+	w := fakeWait{d: d, fire: make(chan time.Time, 1)}
+	f.waits <- w
+	return w.fire
+}
+
+// next returns the next wait asked for (the timeout only guards a hang).
+func (f *fakeTimers) next(t *testing.T) fakeWait {
+	t.Helper()
+	select {
+	case w := <-f.waits:
+		return w
+	case <-time.After(10 * time.Second):
+		t.Fatal("no wait was asked for")
+		return fakeWait{}
+	}
+}
+
+// hookQueue wraps fakeQueue: onReceive sees every receive (numbered from
+// 1) with its wait, and DeadLetter fails with deadLetterErr when set.
+type hookQueue struct {
+	*fakeQueue
+	n             int
+	onReceive     func(n int, wait time.Duration)
+	deadLetterErr error
+}
+
+func (q *hookQueue) Receive(ctx context.Context, max int, wait time.Duration) ([]*queue.Delivery, error) {
+	q.n++
+	if q.onReceive != nil {
+		q.onReceive(q.n, wait)
+	}
+	return q.fakeQueue.Receive(ctx, max, wait)
+}
+
+func (q *hookQueue) DeadLetter(ctx context.Context, d *queue.Delivery, reason, desc string) error {
+	if q.deadLetterErr != nil {
+		return q.deadLetterErr
+	}
+	return q.fakeQueue.DeadLetter(ctx, d, reason, desc)
+}
+
+// logCounter is a slog handler counting records by message.
+type logCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logCounter) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n == nil {
+		h.n = map[string]int{}
+	}
+	h.n[r.Message]++
+	return nil
+}
+func (h *logCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logCounter) WithGroup(string) slog.Handler      { return h }
+func (h *logCounter) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[msg]
+}
+
 func TestLocksAreRenewedWhileMarketoIsSlow(t *testing.T) {
-	e := newEnv(t, nil)
-	e.q.lock = 400 * time.Millisecond
+	timers := newFakeTimers()
+	e := newEnv(t, func(c *Config) { c.After = timers.After })
+	e.q.lock = time.Minute
+	inSync, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	e.mk.beforeSync = func() {
-		// Hold the call until the syncer has renewed the batch's locks.
-		deadline := time.Now().Add(5 * time.Second)
-		for e.q.renewCount() == 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		// Hold the Marketo call while the test moves time on.
+		once.Do(func() { close(inSync); <-release })
+	}
+	e.send(userEv(userID, "a@example.com"))
+	start := e.clk.Now()
+	type result struct {
+		st  Stats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := e.s.ProcessBatch(context.Background())
+		done <- result{st, err}
+	}()
+	select {
+	case <-inSync:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Marketo was not called")
+	}
+	// Each renewal is due at half the lock time left: 30 s of a fresh
+	// 1-minute lock. Three rounds take the clock 30 s past the first lock.
+	w := timers.next(t)
+	for i := 1; i <= 3; i++ {
+		if w.d != 30*time.Second {
+			t.Fatalf("round %d: renewal due in %v, want 30s", i, w.d)
+		}
+		e.clk.Advance(w.d)
+		w.fire <- e.clk.Now()
+		w = timers.next(t) // asked for once this round's renewals are done
+		if n := e.q.renewCount(); n != i {
+			t.Fatalf("round %d: %d renewals", i, n)
 		}
 	}
+	if now := e.clk.Now(); !now.After(start.Add(time.Minute)) {
+		t.Fatalf("clock %v is not past the first lock", now.Sub(start))
+	}
+	// Without the renewals the lock would have expired and the message be
+	// delivered again.
+	if ds, err := e.q.Receive(context.Background(), 10, 0); err != nil || len(ds) != 0 {
+		t.Fatalf("message redelivered while in flight: %d, %v", len(ds), err)
+	}
+	close(release)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.st.Completed != 1 || e.q.pending() != 0 || e.q.renewCount() != 3 {
+		t.Fatalf("stats %+v, pending %d, renewals %d", r.st, e.q.pending(), e.q.renewCount())
+	}
+}
+
+func TestBatchFillWaitEndsByTheClock(t *testing.T) {
+	var waits []time.Duration
+	e := newEnv(t, func(c *Config) {
+		c.BatchWait = 5 * time.Second
+		c.ReceiveMax = 10
+	})
+	hq := &hookQueue{fakeQueue: e.q}
+	hq.onReceive = func(n int, wait time.Duration) {
+		waits = append(waits, wait)
+		switch n {
+		case 2: // a message comes 3 s into the fill wait
+			e.send(userEv(gid("u", 2), "b@example.com"))
+			e.clk.Advance(3 * time.Second)
+		case 3: // another at its end
+			e.send(userEv(gid("u", 3), "c@example.com"))
+			e.clk.Advance(2 * time.Second)
+		}
+	}
+	e.s.cfg.Queue = hq
 	e.send(userEv(userID, "a@example.com"))
 	st, err := e.s.ProcessBatch(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.q.renewCount() == 0 || st.Completed != 1 {
-		t.Fatalf("renews %d, stats %+v", e.q.renewCount(), st)
+	// First receive: IdleWait; then what is left of BatchWait by the clock,
+	// and none once it is used up.
+	want := []time.Duration{time.Second, 5 * time.Second, 2 * time.Second}
+	if !slices.Equal(waits, want) || st.Received != 3 || st.Completed != 3 {
+		t.Fatalf("receive waits %v (want %v), stats %+v", waits, want, st)
+	}
+}
+
+func TestFailedBatchIsLoggedOnceAndRetriedAfterTheInjectedWait(t *testing.T) {
+	timers := newFakeTimers()
+	logs := &logCounter{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	receives := make(chan int, 16)
+	e := newEnv(t, func(c *Config) {
+		c.After = timers.After
+		c.Logger = slog.New(logs)
+	})
+	hq := &hookQueue{fakeQueue: e.q, deadLetterErr: errors.New("dead-letter queue down")}
+	hq.onReceive = func(n int, _ time.Duration) {
+		receives <- n
+		if n == 3 {
+			<-ctx.Done() // park the loop here
+		}
+	}
+	e.s.cfg.Queue = hq
+	// An undecodable message whose dead-lettering fails fails the batch.
+	if err := e.q.Send(ctx, queue.Message{ID: "bad", Body: []byte("{")}); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- e.s.Run(ctx) }()
+	w := timers.next(t)
+	for w.d == 30*time.Second { // the batch's lock renewal (1-minute lock), left unfired
+		w = timers.next(t)
+	}
+	if w.d != 200*time.Millisecond || len(receives) != 1 {
+		t.Fatalf("retry wait %v after %d receives", w.d, len(receives))
+	}
+	w.fire <- e.clk.Now()
+	// The third receive comes after the loop has waited for the failed
+	// batch to be wrapped up.
+	for n := range receives {
+		if n == 3 {
+			break
+		}
+	}
+	if n := logs.count("syncer: batch failed"); n != 1 {
+		t.Errorf("batch failure logged %d times", n)
+	}
+	cancel()
+	if err := <-ran; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
 	}
 }
 
