@@ -447,6 +447,36 @@ func TestOversizeEventSentReduced(t *testing.T) {
 	})
 }
 
+// MaxMessageBytes limits queue.Message.Size (body and properties, not the
+// message id): a message of exactly that size is sent whole, one byte less
+// and it is reduced.
+func TestMaxMessageBytesLimitsMessageSize(t *testing.T) {
+	send := func(t *testing.T, limit int) (queue.Message, Accepted) {
+		t.Helper()
+		hs := newHarness(t, func(c *Config) { c.MaxMessageBytes = limit })
+		w := hs.do(t, req{path: RouteDataverse, body: read(t, exampleU), header: withKey(nil)})
+		if w.Code != http.StatusAccepted {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+		sent := hs.q.messages()
+		if len(sent) != 1 {
+			t.Fatalf("sent %d", len(sent))
+		}
+		return sent[0], decodeJSON[Accepted](t, w)
+	}
+	whole, acc := send(t, 0)
+	if acc.Reduced || whole.ID == "" {
+		t.Fatalf("unlimited: %+v", acc)
+	}
+	size := whole.Size()
+	if m, acc := send(t, size); acc.Reduced || !bytes.Equal(m.Body, whole.Body) {
+		t.Errorf("limit = Size() %d: reduced %v", size, acc.Reduced)
+	}
+	if m, acc := send(t, size-1); !acc.Reduced || m.Size() >= size {
+		t.Errorf("limit = Size()-1: reduced %v, size %d", acc.Reduced, m.Size())
+	}
+}
+
 func TestRedeliveryKeepsMessageID(t *testing.T) {
 	hs := newHarness(t, nil)
 	for i := 0; i < 2; i++ {
@@ -500,9 +530,38 @@ func TestHealthReadyMetrics(t *testing.T) {
 func TestNewSharesMetricsOnOneRegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	for i := 0; i < 2; i++ {
-		if _, err := New(Config{Keys: []string{key}, Queue: &recorder{}, Registerer: reg}); err != nil {
+		h, err := New(Config{Keys: []string{key}, Queue: &recorder{}, Registerer: reg})
+		if err != nil {
 			t.Fatalf("New #%d: %v", i+1, err)
 		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, RouteHealth, nil))
+		if w.Code != http.StatusOK {
+			t.Fatalf("receiver #%d: healthz %d", i+1, w.Code)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []float64
+	for _, mf := range mfs {
+		if mf.GetName() != "msisync_receiver_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["route"] == RouteHealth && labels["code"] == "200" {
+				got = append(got, m.GetCounter().GetValue())
+			}
+		}
+	}
+	// One series counting both receivers' requests.
+	if len(got) != 1 || got[0] != 2 {
+		t.Fatalf("requests_total{route=%q,code=\"200\"} = %v, want one series at 2", RouteHealth, got)
 	}
 }
 

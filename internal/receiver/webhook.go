@@ -147,7 +147,7 @@ func (s *server) enqueue(r *http.Request, e *event.Event, cpuDone func()) (reduc
 	if err != nil {
 		return false, err
 	}
-	if s.cfg.MaxMessageBytes > 0 && messageSize(msg) > s.cfg.MaxMessageBytes {
+	if s.cfg.MaxMessageBytes > 0 && msg.Size() > s.cfg.MaxMessageBytes {
 		if msg, err = message(e.Reduced()); err != nil {
 			return false, err
 		}
@@ -185,14 +185,6 @@ func message(e *event.Event) (queue.Message, error) {
 			queue.PropMessage:  e.Message,
 		},
 	}, nil
-}
-
-func messageSize(m queue.Message) int {
-	n := len(m.ID) + len(m.Body)
-	for k, v := range m.Properties {
-		n += len(k) + len(v)
-	}
-	return n
 }
 
 // cpuSlots bounds how many requests parse and encode at once.
