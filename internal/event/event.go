@@ -313,11 +313,13 @@ func (e *Event) Key() string { return e.Entity + "/" + e.RecordID }
 
 // DeriveID computes the stable message id of the event from (org, entity,
 // record, message, operation, version), so that a re-sent delivery gets the
-// same id and is dropped by duplicate detection.
+// same id and is dropped by duplicate detection. The source is left out on
+// purpose: the same operation delivered by a webhook and by Dataverse's own
+// Service Bus integration is one message.
 func (e *Event) DeriveID() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%d\x00%d\x00%s",
-		strings.ToLower(e.OrgID+"|"+e.OrgName), e.Entity, e.RecordID, e.Message, e.OperationID, e.Version, e.RowVersion, e.Source)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%d\x00%d",
+		strings.ToLower(e.OrgID+"|"+e.OrgName), e.Entity, e.RecordID, e.Message, e.OperationID, e.Version, e.RowVersion)
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 

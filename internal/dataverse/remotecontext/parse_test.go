@@ -489,8 +489,8 @@ func TestParseServiceBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.ID == e.ID {
-		t.Error("webhook and Service Bus copies share an id (DeriveID includes the source)")
+	if w.ID != e.ID {
+		t.Errorf("the same operation by webhook (%s) and by Service Bus (%s) must be one message", w.ID, e.ID)
 	}
 
 	sparse := []byte(`{"PrimaryEntityId":"c0ffee00-1234-4567-89ab-cdef01234567"}`)
