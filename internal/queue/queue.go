@@ -144,3 +144,22 @@ type DeadLetters interface {
 	// PurgeDead deletes matching dead letters and returns how many.
 	PurgeDead(ctx context.Context, f Filter) (int, error)
 }
+
+// Counts is how many messages a queue holds, by state.
+type Counts struct {
+	// Active messages are deliverable now (including ones whose lock ran out).
+	Active int
+	// Scheduled messages become deliverable later.
+	Scheduled int
+	// Locked messages were delivered and are not settled yet. -1 means the
+	// adapter cannot tell them apart; they are then counted in Active.
+	Locked int
+	// Dead messages are in the dead-letter queue.
+	Dead int
+}
+
+// Counter is implemented by queues that can report their depth (for
+// metrics). It is separate from Queue so adapters may leave it out.
+type Counter interface {
+	Counts(ctx context.Context) (Counts, error)
+}

@@ -93,6 +93,7 @@ func Run(t *testing.T, newHarness func(t *testing.T, cfg Config) *Harness) {
 		{"ReplayDead", testReplayDead},
 		{"PurgeDead", testPurgeDead},
 		{"Ping", testPing},
+		{"Counts", testCounts},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -893,5 +894,48 @@ func testPing(s *suite) {
 	}
 	if s.q.MaxMessageBytes() <= 0 {
 		s.t.Fatalf("MaxMessageBytes() = %d, want > 0", s.q.MaxMessageBytes())
+	}
+}
+
+// testCounts runs only for adapters that implement queue.Counter. Counts may
+// lag (Service Bus updates them asynchronously), so it polls until they match.
+func testCounts(s *suite) {
+	counter, ok := s.q.(queue.Counter)
+	if !ok {
+		s.t.Skip("queue does not implement queue.Counter")
+	}
+	now := s.now()
+	s.send(
+		queue.Message{ID: s.id("c1"), Body: []byte("1")},
+		queue.Message{ID: s.id("c2"), Body: []byte("2")},
+		queue.Message{ID: s.id("c3"), Body: []byte("3")},
+		queue.Message{ID: s.id("later"), Body: []byte("later"), ScheduledAt: now.Add(time.Hour)},
+	)
+	s.receiveOne("") // stays locked
+	d := s.receiveOne("")
+	if err := s.q.DeadLetter(s.ctx(), d, "Counted", "dead-lettered by the counts test"); err != nil {
+		s.t.Fatalf("DeadLetter(%s): %v", d.ID, err)
+	}
+	want := queue.Counts{Active: 1, Scheduled: 1, Locked: 1, Dead: 1}
+	// An adapter that cannot see locks reports Locked -1 and counts the
+	// locked message as active.
+	unknownLocks := queue.Counts{Active: 2, Scheduled: 1, Locked: -1, Dead: 1}
+	deadline := time.Now().Add(patience)
+	for {
+		got, err := counter.Counts(s.ctx())
+		if err != nil {
+			s.t.Fatalf("Counts: %v", err)
+		}
+		if got == want || got == unknownLocks {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("Counts = %+v, want %+v (or %+v when locks are unknown)", got, want, unknownLocks)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-s.ctx().Done():
+			s.t.Fatal(s.ctx().Err())
+		}
 	}
 }
