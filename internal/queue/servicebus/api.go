@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus/admin"
 )
 
 // sender is the part of *azservicebus.Sender the adapter uses. The batch sits
@@ -45,9 +46,20 @@ type api struct {
 	send        sender
 	recv        receiver
 	deadLetters receiver
+	// stats reads the queue's message counts (Counts); nil when no admin
+	// client could be made, and then statsErr says why.
+	stats    stats
+	statsErr error
 	// close releases what the three share (the SDK client); may be nil.
 	close func(ctx context.Context) error
 }
+
+// stats is the part of *admin.Client Counts uses.
+type stats interface {
+	GetQueueRuntimeProperties(ctx context.Context, queueName string, options *admin.GetQueueRuntimePropertiesOptions) (*admin.GetQueueRuntimePropertiesResponse, error)
+}
+
+var _ stats = (*admin.Client)(nil)
 
 // sdkSender adapts *azservicebus.Sender to sender.
 type sdkSender struct{ s *azservicebus.Sender }

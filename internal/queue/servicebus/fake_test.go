@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus/admin"
 	"github.com/google/uuid"
 
 	"github.com/msisync/msisync/internal/clock"
@@ -86,7 +87,34 @@ func (b *fakeBroker) api() api {
 		send:        &fakeSender{b: b},
 		recv:        &fakeReceiver{b: b},
 		deadLetters: &fakeReceiver{b: b, dlq: true},
+		stats:       b,
 	}
+}
+
+// GetQueueRuntimeProperties counts as Service Bus does: locked messages are
+// active, scheduled ones are not.
+func (b *fakeBroker) GetQueueRuntimeProperties(ctx context.Context, name string, _ *admin.GetQueueRuntimePropertiesOptions) (*admin.GetQueueRuntimePropertiesResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enterLocked("GetQueueRuntimeProperties"); err != nil {
+		return nil, err
+	}
+	now := b.clock.Now()
+	b.expireLocked(now)
+	var p admin.QueueRuntimeProperties
+	for _, m := range b.active {
+		if !m.locked && now.Before(m.visibleAt) {
+			p.ScheduledMessageCount++
+		} else {
+			p.ActiveMessageCount++
+		}
+	}
+	p.DeadLetterMessageCount = int32(len(b.dead))
+	p.TotalMessageCount = int64(len(b.active) + len(b.dead))
+	return &admin.GetQueueRuntimePropertiesResponse{QueueName: name, QueueRuntimeProperties: p}, nil
 }
 
 // Advance moves the clock and wakes waiting receivers (locks may have run

@@ -129,6 +129,12 @@ func New(ctx context.Context, opts Options) (*Queue, error) {
 		_ = client.Close(ctx)
 		return nil, fmt.Errorf("servicebus: open queue %q: %w", opts.QueueName, err)
 	}
+	// Counts needs the management API; without it the queue still works.
+	if ac, err := newAdminClient(opts.Connection); err != nil {
+		a.statsErr = err
+	} else {
+		a.stats = ac
+	}
 	return newWithAPI(a, opts), nil
 }
 

@@ -3,11 +3,14 @@ package servicebus
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus/admin"
 	"github.com/Azure/go-amqp"
 	"github.com/google/uuid"
 
@@ -562,4 +565,37 @@ func TestListDeadByIDs(t *testing.T) {
 	if _, err := q.ListDead(ctx, queue.Filter{IDs: []string{"abc"}}); !errors.Is(err, queue.ErrNotFound) || !strings.Contains(err.Error(), `"abc"`) {
 		t.Fatalf("ListDead with a non-numeric id: %v", err)
 	}
+}
+
+func TestCountsErrors(t *testing.T) {
+	t.Run("unauthorized", func(t *testing.T) {
+		q, b := newFakeQueue(t, fakeConfig{})
+		b.fail("GetQueueRuntimeProperties", &azcore.ResponseError{StatusCode: http.StatusUnauthorized})
+		_, err := q.Counts(t.Context())
+		if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "Manage rights") {
+			t.Fatalf("Counts error = %v, want ErrUnauthorized naming Manage rights", err)
+		}
+	})
+	t.Run("no admin client", func(t *testing.T) {
+		q, _ := newFakeQueue(t, fakeConfig{})
+		q.api.stats, q.api.statsErr = nil, errors.New("no credential")
+		_, err := q.Counts(t.Context())
+		if err == nil || !strings.Contains(err.Error(), "no credential") || !strings.Contains(err.Error(), "msisync-test") {
+			t.Fatalf("Counts error = %v, want the cause and the queue name", err)
+		}
+	})
+	t.Run("queue missing", func(t *testing.T) {
+		q := newWithAPI(api{stats: missingQueue{}}, Options{QueueName: "gone", Logger: discardLogger()})
+		_, err := q.Counts(t.Context())
+		if !errors.Is(err, ErrQueueNotFound) || !strings.Contains(err.Error(), `"gone"`) {
+			t.Fatalf("Counts error = %v, want ErrQueueNotFound naming the queue", err)
+		}
+	})
+}
+
+// missingQueue answers as the SDK does for a queue that does not exist.
+type missingQueue struct{}
+
+func (missingQueue) GetQueueRuntimeProperties(context.Context, string, *admin.GetQueueRuntimePropertiesOptions) (*admin.GetQueueRuntimePropertiesResponse, error) {
+	return nil, nil
 }
