@@ -120,6 +120,11 @@ func TestJourneyZeroConfigServe(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(metrics, "msisync_receiver_requests_total") {
 		t.Errorf("/metrics: status %d, msisync_receiver_requests_total present: %v", code, strings.Contains(metrics, "msisync_receiver_requests_total"))
 	}
+	// The embedded queue reports its depth; the dead-letter series is there
+	// even when nothing is dead.
+	if !strings.Contains(metrics, `msisync_queue_messages{state="dead"}`) {
+		t.Errorf("/metrics has no msisync_queue_messages{state=\"dead\"} series")
+	}
 	// The refused requests are counted by status.
 	for _, want := range []string{`code="401"`, `code="422"`, `code="202"`} {
 		if !strings.Contains(metrics, "msisync_receiver_requests_total{code="+strings.TrimPrefix(want, "code=")) {

@@ -45,6 +45,9 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 	}
 	defer a.Close()
 	cfg, log := a.cfg, a.log
+	if err := registerQueueMetrics(a.registry, a.queue, log); err != nil {
+		return fmt.Errorf("queue metrics: %w", err)
+	}
 	log.Info("msisync starting", "role", role, "version", version, "addr", cfg.Addr,
 		"queue", map[bool]string{true: "servicebus:" + cfg.ServiceBusQueue, false: "sqlite:" + cfg.QueuePath()}[cfg.ServiceBus != ""],
 		"store", map[bool]string{true: "postgres", false: "sqlite:" + cfg.StorePath()}[cfg.DatabaseURL != ""])
