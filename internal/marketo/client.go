@@ -119,20 +119,20 @@ func New(cfg Config) (*Client, error) {
 	switch {
 	case cfg.CallsPerWindow == 0:
 		cfg.CallsPerWindow = 50
-	case cfg.CallsPerWindow < 0 || cfg.CallsPerWindow > 100:
-		return nil, fmt.Errorf("marketo: config: CallsPerWindow %d out of range 1..100 (Marketo allows 100 per 20 s per instance)", cfg.CallsPerWindow)
+	case cfg.CallsPerWindow < 0 || cfg.CallsPerWindow > InstanceCallsPerWindow:
+		return nil, fmt.Errorf("marketo: config: CallsPerWindow %d out of range 1..%d (Marketo allows %d per 20 s per instance)", cfg.CallsPerWindow, InstanceCallsPerWindow, InstanceCallsPerWindow)
 	}
 	switch {
 	case cfg.Window == 0:
-		cfg.Window = 20 * time.Second
+		cfg.Window = InstanceWindow
 	case cfg.Window < 0:
 		return nil, fmt.Errorf("marketo: config: Window %v must be positive", cfg.Window)
 	}
 	switch {
 	case cfg.MaxConcurrent == 0:
 		cfg.MaxConcurrent = 5
-	case cfg.MaxConcurrent < 0 || cfg.MaxConcurrent > 10:
-		return nil, fmt.Errorf("marketo: config: MaxConcurrent %d out of range 1..10 (Marketo allows 10 concurrent calls)", cfg.MaxConcurrent)
+	case cfg.MaxConcurrent < 0 || cfg.MaxConcurrent > InstanceMaxConcurrent:
+		return nil, fmt.Errorf("marketo: config: MaxConcurrent %d out of range 1..%d (Marketo allows %d concurrent calls)", cfg.MaxConcurrent, InstanceMaxConcurrent, InstanceMaxConcurrent)
 	}
 	if cfg.DailyQuota < 0 {
 		return nil, fmt.Errorf("marketo: config: DailyQuota %d must not be negative", cfg.DailyQuota)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Reason explains a skipped record.
@@ -82,6 +83,15 @@ func (w wireResult) result() Result {
 	}
 	return r
 }
+
+// Marketo's documented per-instance limits (shared by every integration of
+// the instance); the simulator and the benchmark default to them.
+const (
+	InstanceCallsPerWindow = 100
+	InstanceWindow         = 20 * time.Second
+	InstanceMaxConcurrent  = 10
+	InstanceDailyQuota     = 50000
+)
 
 // Limits of one call.
 const (

@@ -126,16 +126,16 @@ func (o *Options) defaults() {
 		o.Events = 30000
 	}
 	if o.CallsPerWindow <= 0 {
-		o.CallsPerWindow = 100
+		o.CallsPerWindow = marketo.InstanceCallsPerWindow
 	}
 	if o.Window <= 0 {
-		o.Window = 20 * time.Second
+		o.Window = marketo.InstanceWindow
 	}
 	if o.MaxConcurrent <= 0 {
-		o.MaxConcurrent = 10
+		o.MaxConcurrent = marketo.InstanceMaxConcurrent
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 300
+		o.BatchSize = marketo.MaxBatch
 	}
 	if o.ReceiveMax <= 0 {
 		o.ReceiveMax = 20 * o.BatchSize
