@@ -122,9 +122,16 @@ func loadMapping(cfg *config.Config) (*mapping.Mapping, error) {
 
 func (a *app) openQueue(ctx context.Context) error {
 	if a.cfg.ServiceBus != "" {
-		q, err := servicebus.New(ctx, servicebus.Options{Connection: a.cfg.ServiceBus, QueueName: a.cfg.ServiceBusQueue, Logger: a.log})
+		q, err := servicebus.New(ctx, servicebus.Options{Connection: a.cfg.ServiceBus, QueueName: a.cfg.ServiceBusQueue,
+			MaxMessageBytes: a.cfg.ServiceBusMaxMessageBytes, Logger: a.log})
 		if err != nil {
 			return fmt.Errorf("open Service Bus queue %q (MSISYNC_SERVICEBUS): %w", a.cfg.ServiceBusQueue, err)
+		}
+		// Check the queue's properties before any work: what cannot work
+		// (sessions, auto-forwarding) stops here, what is unsafe is logged.
+		if err := q.CheckQueue(ctx); err != nil {
+			_ = q.Close()
+			return err
 		}
 		a.queue = q
 	} else {

@@ -43,6 +43,7 @@ var Settings = []Setting{
 	{"MSISYNC_LEAD_STRATEGY", "auto", "lead upsert: auto (detect lookupField=externalPersonId once), lookup (always use it), split (query by externalPersonId, update by id, create by email)", false},
 	{"MSISYNC_SERVICEBUS", "", "Azure Service Bus connection string, or a namespace host name (azidentity); unset = embedded SQLite queue", true},
 	{"MSISYNC_SERVICEBUS_QUEUE", "msisync", "Service Bus queue name", false},
+	{"MSISYNC_SERVICEBUS_MAX_MESSAGE_BYTES", "262144", "Service Bus per-message limit in bytes, headers included: 262144 on Standard; on Premium the queue's max message size (1048576 by default, up to 104857600)", false},
 	{"MSISYNC_DATABASE_URL", "", "postgres://… selects the PostgreSQL store (needed for several replicas); unset = SQLite in the data folder", true},
 	{"MSISYNC_DATAVERSE_URL", "", "Dataverse environment URL, e.g. https://org.crm.dynamics.com (re-reads, MSI write-back, backfill, register)", false},
 	{"MSISYNC_DATAVERSE_TOKEN", "", "static Dataverse bearer token (simulators, tests); otherwise Entra ID via AZURE_* settings", true},
@@ -83,6 +84,8 @@ type Config struct {
 
 	ServiceBus      string
 	ServiceBusQueue string
+	// ServiceBusMaxMessageBytes is the broker's per-message limit.
+	ServiceBusMaxMessageBytes int
 	DatabaseURL     string
 
 	DataverseURL       string
@@ -264,6 +267,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		c.MSIInterval = d
 	}
 	c.MaxBodyBytes = int64(intIn("MSISYNC_MAX_BODY_BYTES", 1024, 64<<20))
+	c.ServiceBusMaxMessageBytes = intIn("MSISYNC_SERVICEBUS_MAX_MESSAGE_BYTES", 64<<10, 100<<20)
 	c.LogLevel = oneOf("MSISYNC_LOG_LEVEL", "debug", "info", "warn", "error")
 
 	if len(errs) > 0 {

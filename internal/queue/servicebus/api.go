@@ -15,6 +15,10 @@ import (
 type sender interface {
 	NewMessageBatch(ctx context.Context, options *azservicebus.MessageBatchOptions) (messageBatch, error)
 	SendMessageBatch(ctx context.Context, batch messageBatch, options *azservicebus.SendMessageBatchOptions) error
+	// SendMessage sends one message without a batch envelope: for a
+	// message whose properties would count twice in a batch (the envelope
+	// copies the first message's), and for partitioned queues.
+	SendMessage(ctx context.Context, message *azservicebus.Message, options *azservicebus.SendMessageOptions) error
 	Close(ctx context.Context) error
 }
 
@@ -50,6 +54,8 @@ type api struct {
 	// client could be made, and then statsErr says why.
 	stats    stats
 	statsErr error
+	// props reads the queue's properties (CheckQueue); nil like stats.
+	props queueReader
 	// close releases what the three share (the SDK client); may be nil.
 	close func(ctx context.Context) error
 }
@@ -74,6 +80,10 @@ func (w sdkSender) SendMessageBatch(ctx context.Context, batch messageBatch, opt
 		return fmt.Errorf("send batch: batch of type %T was not made by this sender", batch)
 	}
 	return w.s.SendMessageBatch(ctx, b, options)
+}
+
+func (w sdkSender) SendMessage(ctx context.Context, m *azservicebus.Message, options *azservicebus.SendMessageOptions) error {
+	return w.s.SendMessage(ctx, m, options)
 }
 
 func (w sdkSender) Close(ctx context.Context) error { return w.s.Close(ctx) }

@@ -25,7 +25,6 @@ func newFakeQueue(t testing.TB, cfg fakeConfig) (*Queue, *fakeBroker) {
 	b := newFakeBroker(clk, cfg)
 	q := newWithAPI(b.api(), Options{QueueName: "msisync-test", Logger: discardLogger()})
 	q.clock = clk
-	q.retryDelay = time.Millisecond
 	q.dlqWait = 50 * time.Millisecond
 	t.Cleanup(func() {
 		if err := q.Close(); err != nil {

@@ -2,6 +2,8 @@ package servicebus
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -9,7 +11,6 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
-	"github.com/google/uuid"
 
 	"github.com/msisync/msisync/internal/queue"
 )
@@ -67,7 +68,7 @@ func (q *Queue) peekDead(ctx context.Context, seq int64) (*azservicebus.Received
 	var msgs []*azservicebus.ReceivedMessage
 	err := q.do(ctx, "peek dead letter "+strconv.FormatInt(seq, 10), func() error {
 		var err error
-		msgs, err = q.api.deadLetters.PeekMessages(ctx, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &seq})
+		msgs, err = peekSafely(ctx, q.api.deadLetters, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &seq})
 		return err
 	})
 	if err != nil {
@@ -108,7 +109,7 @@ func (q *Queue) eachDead(ctx context.Context, f queue.Filter, visit func(*azserv
 		var msgs []*azservicebus.ReceivedMessage
 		err := q.do(ctx, "peek dead letters", func() error {
 			var err error
-			msgs, err = q.api.deadLetters.PeekMessages(ctx, peekPage, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
+			msgs, err = peekSafely(ctx, q.api.deadLetters, peekPage, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
 			return err
 		})
 		if err != nil {
@@ -172,7 +173,7 @@ func deadLetteredAt(m *azservicebus.ReceivedMessage) time.Time {
 
 func toDeadLetter(m *azservicebus.ReceivedMessage) queue.DeadLetter {
 	dl := queue.DeadLetter{
-		MessageID:      m.MessageID,
+		MessageID:      messageID(m),
 		Body:           m.Body,
 		Properties:     stringProperties(m.ApplicationProperties),
 		Reason:         deref(m.DeadLetterReason),
@@ -204,8 +205,10 @@ func hasTime(props map[string]any, key string) bool {
 
 // ReplayDead sends a copy of each matching dead letter to the queue under a
 // new message id (duplicate detection would drop the old one), then completes
-// the dead-lettered original. Without transactions this is at-least-once: a
-// crash between the two leaves both.
+// the dead-lettered original. Without transactions a crash between the two
+// leaves both; the copy's id is derived from the original id and the replay
+// count, so a replay run again within the duplicate detection window sends
+// nothing twice.
 func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
 	return q.drainDead(ctx, "replay", f, func(msgs []*azservicebus.ReceivedMessage) error {
 		copies := make([]*azservicebus.Message, len(msgs))
@@ -232,13 +235,14 @@ func replayCopy(m *azservicebus.ReceivedMessage) *azservicebus.Message {
 	}
 	orig := propString(m.ApplicationProperties[queue.PropOriginalID])
 	if orig == "" {
-		orig = m.MessageID
+		orig = messageID(m)
 	}
+	n := propInt(m.ApplicationProperties, queue.PropReplayCount) + 1
 	props[queue.PropOriginalID] = orig
-	props[queue.PropReplayCount] = strconv.Itoa(propInt(m.ApplicationProperties, queue.PropReplayCount) + 1)
+	props[queue.PropReplayCount] = strconv.Itoa(n)
 	// A replay is a fresh start: the requeue count starts again.
 	delete(props, queue.PropAttempt)
-	id := uuid.NewString()
+	id := replayID(messageID(m), n)
 	return &azservicebus.Message{
 		MessageID:             &id,
 		Body:                  m.Body,
@@ -247,6 +251,19 @@ func replayCopy(m *azservicebus.ReceivedMessage) *azservicebus.Message {
 		CorrelationID:         m.CorrelationID,
 		Subject:               m.Subject,
 	}
+}
+
+// replayID is the id of the n-th replay of the message with id: the same
+// for every attempt at that replay (so duplicate detection drops a repeat),
+// different from the id and from other replays. Ids stay within Service
+// Bus's 128 characters.
+func replayID(id string, n int) string {
+	suffix := ".replay-" + strconv.Itoa(n)
+	if len(id)+len(suffix) <= 128 {
+		return id + suffix
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:20]) + suffix
 }
 
 // drainDead receives the dead letters listed for f from the sub-queue, runs
@@ -296,7 +313,7 @@ func (q *Queue) drainDead(ctx context.Context, op string, f queue.Filter, before
 		rctx, cancel := context.WithTimeout(ctx, q.dlqWait)
 		err := q.do(rctx, "receive dead letters", func() error {
 			var err error
-			msgs, err = q.api.deadLetters.ReceiveMessages(rctx, receivePage, nil)
+			msgs, err = receiveSafely(rctx, q.api.deadLetters, receivePage)
 			return err
 		})
 		cancel()

@@ -4,39 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+	"github.com/Azure/go-amqp"
 
 	"github.com/msisync/msisync/internal/queue"
 )
 
-// transient reports whether err is worth one more try here. The SDK has
-// already retried with recovery by then (RetryOptions: 3 tries), so one more
-// attempt covers a connection dropped mid-call without hiding an outage.
-func transient(err error) bool {
-	var sbErr *azservicebus.Error
-	if !errors.As(err, &sbErr) {
-		return false
-	}
-	return sbErr.Code == azservicebus.CodeConnectionLost || sbErr.Code == azservicebus.CodeTimeout
-}
-
-// do runs call, retries it once after a transient failure, and maps the
-// final error.
+// do runs call once and maps its error. The SDK has already retried with
+// recovery (sdkRetry); a second layer here would only stack delays.
 func (q *Queue) do(ctx context.Context, op string, call func() error) error {
-	err := call()
-	if err != nil && transient(err) && ctx.Err() == nil {
-		q.log.Warn("servicebus: transient failure, retrying once", "op", op, "err", err)
-		t := time.NewTimer(q.retryDelay)
-		select {
-		case <-t.C:
-			err = call()
-		case <-ctx.Done():
-			t.Stop()
-		}
-	}
-	return q.mapErr(op, err)
+	return q.mapErr(op, call())
 }
 
 // mapErr turns SDK errors into the port's errors and actionable messages.
@@ -61,8 +39,14 @@ func (q *Queue) mapErr(op string, err error) error {
 			return fmt.Errorf("servicebus: %s: %w: %q does not exist in the namespace "+
 				"(create it with `msisync queue setup`, or check MSISYNC_SERVICEBUS_QUEUE)", op, ErrQueueNotFound, q.queueName)
 		case azservicebus.CodeConnectionLost, azservicebus.CodeTimeout:
-			return fmt.Errorf("servicebus: %s on queue %q (failed twice): %w", op, q.queueName, err)
+			return fmt.Errorf("servicebus: %s on queue %q (after the SDK's retries): %w", op, q.queueName, err)
 		}
+	}
+	var amqpErr *amqp.Error
+	if errors.As(err, &amqpErr) && amqpErr.Condition == amqp.ErrCondMessageSizeExceeded {
+		// The broker's own check (the link's max-message-size): the
+		// SDK's batch accounting let it through.
+		return fmt.Errorf("servicebus: %s: the broker refused it as too large (%s): %w", op, amqpErr.Description, queue.ErrTooLarge)
 	}
 	if errors.Is(err, azservicebus.ErrMessageTooLarge) {
 		return fmt.Errorf("servicebus: %s: %w", op, queue.ErrTooLarge)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus/admin"
+	"github.com/Azure/go-amqp"
 	"github.com/google/uuid"
 
 	"github.com/msisync/msisync/internal/clock"
@@ -24,8 +25,14 @@ import (
 // MaxDeliveryCountExceeded, scheduled enqueue, duplicate detection by
 // MessageID, settlement by lock token, lock-lost errors shaped like the SDK's,
 // dead-letter reason and description as application properties, batches
-// capped in bytes, and no concurrent ReceiveMessages on one receiver.
-// TTL, sessions and deferral are not modelled.
+// capped in bytes with the envelope counting the first message's properties
+// again (as the SDK's batch does), single sends, partitioned queues rejecting
+// batches of distinct ids, non-string AMQP message ids (MessageID stays ""
+// as the SDK leaves it), the SDK's receive timing (it collects for ~20 ms
+// after the first message), duplicate detection off (DuplicateWindow 0), and
+// no concurrent ReceiveMessages on one receiver. TTL, sessions, deferral and
+// the release of messages arriving on leftover credit are not modelled (the
+// wire-level test broker covers the last).
 type fakeBroker struct {
 	clock *clock.Fake
 	cfg   fakeConfig
@@ -46,11 +53,19 @@ type fakeConfig struct {
 	LockDuration     time.Duration
 	MaxDeliveryCount int
 	DuplicateWindow  time.Duration // 0 disables duplicate detection
-	MaxBatchBytes    uint64
+	MaxBatchBytes    uint64        // the link's max message size
+	Partitioned      bool
+	// Queue, when set, is what GetQueue answers; else it is derived from the above.
+	Queue *admin.QueueProperties
 }
+
+// sbTimeAfterFirstMessage is how long the SDK's ReceiveMessages keeps
+// collecting after the first message (receiver.go, v1.11).
+const sbTimeAfterFirstMessage = 20 * time.Millisecond
 
 type fakeMsg struct {
 	msg         azservicebus.Message // as sent (properties copied)
+	rawID       any                  // AMQP message-id when not a string
 	props       map[string]any
 	seq         int64
 	enqueued    time.Time
@@ -88,6 +103,7 @@ func (b *fakeBroker) api() api {
 		recv:        &fakeReceiver{b: b},
 		deadLetters: &fakeReceiver{b: b, dlq: true},
 		stats:       b,
+		props:       b,
 	}
 }
 
@@ -202,7 +218,10 @@ func (b *fakeBroker) list(dlq bool) *[]*fakeMsg {
 // received builds what the SDK hands out for m.
 func (b *fakeBroker) received(m *fakeMsg, withLock bool) *azservicebus.ReceivedMessage {
 	rm := &azservicebus.ReceivedMessage{
-		MessageID:     deref(m.msg.MessageID),
+		MessageID: deref(m.msg.MessageID),
+		RawAMQPMessage: &azservicebus.AMQPAnnotatedMessage{
+			Properties: &azservicebus.AMQPAnnotatedMessageProperties{MessageID: m.msg.MessageID},
+		},
 		Body:          append([]byte(nil), m.msg.Body...),
 		ContentType:   m.msg.ContentType,
 		CorrelationID: m.msg.CorrelationID,
@@ -217,6 +236,10 @@ func (b *fakeBroker) received(m *fakeMsg, withLock bool) *azservicebus.ReceivedM
 		if v, ok := m.props[sbPropDeadLetterDescription].(string); ok {
 			rm.DeadLetterErrorDescription = &v
 		}
+	}
+	if m.rawID != nil {
+		rm.MessageID = "" // the SDK fills it only for string ids
+		rm.RawAMQPMessage.Properties.MessageID = m.rawID
 	}
 	seq, enq := m.seq, m.enqueued
 	rm.SequenceNumber, rm.EnqueuedTime = &seq, &enq
@@ -256,8 +279,21 @@ func fakeSize(m *azservicebus.Message) uint64 {
 	return uint64(n)
 }
 
+// fakePropsSize is what a message's application properties add.
+func fakePropsSize(m *azservicebus.Message) uint64 {
+	n := 0
+	for k, v := range m.ApplicationProperties {
+		n += len(k) + len(propString(v)) + 8
+	}
+	return uint64(n)
+}
+
 func (fb *fakeBatch) AddMessage(m *azservicebus.Message, _ *azservicebus.AddMessageOptions) error {
 	sz := fakeSize(m)
+	if len(fb.msgs) == 0 {
+		// The SDK's envelope copies the first message's properties.
+		sz += fakePropsSize(m) + 32
+	}
 	if fb.size+sz > fb.max {
 		return azservicebus.ErrMessageTooLarge
 	}
@@ -292,8 +328,40 @@ func (s *fakeSender) SendMessageBatch(ctx context.Context, batch messageBatch, _
 	if err := b.enterLocked("SendMessageBatch"); err != nil {
 		return err
 	}
+	if b.cfg.Partitioned && b.cfg.DuplicateWindow > 0 {
+		for _, m := range fb.msgs[1:] {
+			if deref(m.MessageID) != deref(fb.msgs[0].MessageID) {
+				return &amqp.Error{Condition: amqp.ErrCondNotAllowed, Description: "Batching brokered messages with distinct MessageId is not supported for entities that have duplicate detection enabled."}
+			}
+		}
+	}
+	b.enqueueLocked(fb.msgs, nil)
+	return nil
+}
+
+// SendMessage sends one message without an envelope: its properties count once.
+func (s *fakeSender) SendMessage(ctx context.Context, m *azservicebus.Message, _ *azservicebus.SendMessageOptions) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enterLocked("SendMessage"); err != nil {
+		return err
+	}
+	if fakeSize(m) > b.cfg.MaxBatchBytes {
+		return &amqp.Error{Condition: amqp.ErrCondMessageSizeExceeded, Description: "The received message exceeds the limit currently allowed on the link."}
+	}
+	b.enqueueLocked([]*azservicebus.Message{m}, nil)
+	return nil
+}
+
+// enqueueLocked queues msgs (rawIDs[i], when given, is message i's
+// non-string AMQP id). b.mu held.
+func (b *fakeBroker) enqueueLocked(msgs []*azservicebus.Message, rawIDs []any) {
 	now := b.clock.Now()
-	for _, m := range fb.msgs {
+	for i, m := range msgs {
 		id := deref(m.MessageID)
 		if b.cfg.DuplicateWindow > 0 {
 			if at, ok := b.seen[id]; ok && now.Sub(at) < b.cfg.DuplicateWindow {
@@ -307,13 +375,15 @@ func (s *fakeSender) SendMessageBatch(ctx context.Context, batch messageBatch, _
 			fm.props = map[string]any{}
 		}
 		fm.msg.Body = append([]byte(nil), m.Body...)
+		if rawIDs != nil {
+			fm.rawID = rawIDs[i]
+		}
 		if m.ScheduledEnqueueTime != nil && m.ScheduledEnqueueTime.After(now) {
 			fm.visibleAt = *m.ScheduledEnqueueTime
 		}
 		b.active = append(b.active, fm)
 	}
 	b.broadcastLocked()
-	return nil
 }
 
 func (s *fakeSender) Close(context.Context) error { return nil }
@@ -373,6 +443,34 @@ func (r *fakeReceiver) ReceiveMessages(ctx context.Context, maxMessages int, _ *
 		ch := b.changed
 		b.mu.Unlock()
 		if len(out) > 0 {
+			if len(out) < maxMessages {
+				// The SDK keeps collecting for a moment after the first
+				// message; a caller cannot count on one call getting all.
+				t := time.NewTimer(sbTimeAfterFirstMessage)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+				}
+				b.mu.Lock()
+				now := b.clock.Now()
+				for _, m := range *b.list(r.dlq) {
+					if len(out) == maxMessages {
+						break
+					}
+					if m.locked || now.Before(m.visibleAt) {
+						continue
+					}
+					m.locked = true
+					m.lockToken = uuid.New()
+					m.lockedUntil = now.Add(b.cfg.LockDuration)
+					if !r.dlq {
+						m.deliveries++
+					}
+					out = append(out, b.received(m, true))
+				}
+				b.mu.Unlock()
+			}
 			return out, nil
 		}
 		select {
@@ -506,6 +604,34 @@ func (r *fakeReceiver) RenewMessageLock(ctx context.Context, msg *azservicebus.R
 }
 
 func (r *fakeReceiver) Close(context.Context) error { return nil }
+
+// sendRawID enqueues a message whose AMQP message-id is not a string (a
+// ulong, UUID or binary id from another producer).
+func (b *fakeBroker) sendRawID(id any, body []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.enqueueLocked([]*azservicebus.Message{{Body: body}}, []any{id})
+}
+
+// GetQueue answers the queue's properties from the configuration.
+func (b *fakeBroker) GetQueue(ctx context.Context, name string, _ *admin.GetQueueOptions) (*admin.GetQueueResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enterLocked("GetQueue"); err != nil {
+		return nil, err
+	}
+	if b.cfg.Queue != nil {
+		return &admin.GetQueueResponse{QueueName: name, QueueProperties: *b.cfg.Queue}, nil
+	}
+	p := admin.QueueProperties{
+		LockDuration:               ptr(isoDuration(b.cfg.LockDuration)),
+		MaxDeliveryCount:           ptr(int32(b.cfg.MaxDeliveryCount)),
+		RequiresDuplicateDetection: ptr(b.cfg.DuplicateWindow > 0),
+		EnablePartitioning:         ptr(b.cfg.Partitioned),
+		RequiresSession:            ptr(false),
+	}
+	return &admin.GetQueueResponse{QueueName: name, QueueProperties: p}, nil
+}
 
 // sendRaw enqueues an SDK message as another producer would (e.g.
 // Dataverse's native integration), bypassing the adapter.

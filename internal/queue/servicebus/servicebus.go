@@ -5,9 +5,11 @@ package servicebus
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -52,11 +54,27 @@ const (
 )
 
 // Limits on what DeadLetter stores: reason and description travel as
-// application properties, which Service Bus caps at 32 KB each and 64 KB in all.
+// application properties of the dead-lettered message, so together with the
+// failure-time properties they must fit the headerReserve kept free of
+// MaxMessageBytes, or a message at the limit could not be dead-lettered.
 const (
-	maxReasonLen      = 1024
-	maxDescriptionLen = 8 * 1024
+	maxReasonLen      = 256
+	maxDescriptionLen = 1024
 )
+
+// sdkRetry bounds the SDK's own retries (its defaults are 3 retries from a
+// 4 s base up to 120 s, which keeps a Receive or Send busy for minutes in an
+// outage). The adapter adds no retry of its own on top: an outage surfaces
+// within a few seconds and the caller's backoff takes over.
+var sdkRetry = azservicebus.RetryOptions{MaxRetries: 2, RetryDelay: 500 * time.Millisecond, MaxRetryDelay: 4 * time.Second}
+
+// defaultProbeWait bounds the health probe Receive runs after coming back
+// empty, so that an unreachable broker is an error, not an idle queue.
+const defaultProbeWait = 10 * time.Second
+
+// probeEvery is how long an idle Receive trusts the last successful call
+// before probing again.
+const probeEvery = 30 * time.Second
 
 // ErrUnauthorized is returned (wrapped) when Service Bus rejects the
 // credentials. It is permanent: retrying does not help.
@@ -75,8 +93,14 @@ type Options struct {
 	// QueueName is the queue, from MSISYNC_SERVICEBUS_QUEUE. Default DefaultQueueName.
 	QueueName string
 	// MaxMessageBytes is the broker's per-message limit, headers included.
-	// Default 256 KB (Standard tier); 100 MB on Premium.
+	// Default 256 KB (Standard tier); on Premium the queue's
+	// MaxMessageSizeInKilobytes (1 MB by default, up to 100 MB), from
+	// MSISYNC_SERVICEBUS_MAX_MESSAGE_BYTES.
 	MaxMessageBytes int
+	// SendSingly sends each message on its own instead of in batches. A
+	// partitioned queue with duplicate detection rejects batches of
+	// distinct message ids; CheckQueue finds out and turns this on.
+	SendSingly bool
 	// Logger gets retries and other notable events. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -96,12 +120,14 @@ type Queue struct {
 
 	mu     sync.Mutex
 	locked map[string]heldMessage // lock token → message, for settlement
+	lastOK time.Time              // last call the broker answered (wall clock)
+	single bool                   // send each message on its own (partitioned queue)
 
-	// retryDelay is the pause before the single retry of a transient failure.
-	retryDelay time.Duration
 	// dlqWait bounds each receive on the dead-letter sub-queue during replay
 	// and purge, which stop when it returns nothing.
 	dlqWait time.Duration
+	// probeWait bounds the probe after an empty Receive.
+	probeWait time.Duration
 }
 
 var _ queue.Queue = (*Queue)(nil)
@@ -124,6 +150,11 @@ func New(ctx context.Context, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.QueueName, err = queueFromEntityPath(opts.Connection, opts.QueueName)
+	if err != nil {
+		_ = client.Close(ctx)
+		return nil, err
+	}
 	a, err := sdkAPI(client, opts.QueueName)
 	if err != nil {
 		_ = client.Close(ctx)
@@ -133,7 +164,7 @@ func New(ctx context.Context, opts Options) (*Queue, error) {
 	if ac, err := newAdminClient(opts.Connection); err != nil {
 		a.statsErr = err
 	} else {
-		a.stats = ac
+		a.stats, a.props = ac, ac
 	}
 	return newWithAPI(a, opts), nil
 }
@@ -143,10 +174,10 @@ func (o *Options) validate() error {
 		return errors.New("servicebus: MSISYNC_SERVICEBUS is empty: set a connection string or a namespace host name")
 	}
 	o.QueueName = strings.TrimSpace(o.QueueName)
-	if o.QueueName == "" {
+	if o.QueueName == "" && entityPath(o.Connection) == "" {
 		o.QueueName = DefaultQueueName
 	}
-	if strings.ContainsAny(o.QueueName, " ;$?#") || len(o.QueueName) > 260 {
+	if o.QueueName != "" && (strings.ContainsAny(o.QueueName, " ;$?#") || len(o.QueueName) > 260) {
 		return fmt.Errorf("servicebus: MSISYNC_SERVICEBUS_QUEUE %q is not a valid queue name", o.QueueName)
 	}
 	if o.MaxMessageBytes < 0 || (o.MaxMessageBytes > 0 && o.MaxMessageBytes <= headerReserve) {
@@ -160,7 +191,7 @@ func (o *Options) validate() error {
 // connection string holds a key.
 func newClient(conn string) (*azservicebus.Client, error) {
 	conn = strings.TrimSpace(conn)
-	copts := &azservicebus.ClientOptions{ApplicationID: "msisync"}
+	copts := &azservicebus.ClientOptions{ApplicationID: "msisync", RetryOptions: sdkRetry}
 	if isConnectionString(conn) {
 		c, err := azservicebus.NewClientFromConnectionString(conn, copts)
 		if err != nil {
@@ -185,6 +216,39 @@ func newClient(conn string) (*azservicebus.Client, error) {
 
 func isConnectionString(s string) bool {
 	return strings.Contains(strings.ToLower(s), "endpoint=")
+}
+
+// entityPath is the EntityPath of a connection string (a policy scoped to
+// one queue has one), or "".
+func entityPath(conn string) string {
+	if !isConnectionString(conn) {
+		return ""
+	}
+	for _, part := range strings.Split(conn, ";") {
+		k, v, ok := strings.Cut(part, "=")
+		if ok && strings.EqualFold(strings.TrimSpace(k), "EntityPath") {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// queueFromEntityPath resolves the queue name when the connection string
+// names an entity: it is the queue unless MSISYNC_SERVICEBUS_QUEUE names
+// another, which the SDK would not reach with an entity-scoped key.
+func queueFromEntityPath(conn, queueName string) (string, error) {
+	ep := entityPath(conn)
+	switch {
+	case ep == "":
+		if queueName == "" {
+			return DefaultQueueName, nil
+		}
+		return queueName, nil
+	case queueName == "" || queueName == ep:
+		return ep, nil
+	}
+	return "", fmt.Errorf("servicebus: MSISYNC_SERVICEBUS has EntityPath=%s but MSISYNC_SERVICEBUS_QUEUE is %q: "+
+		"unset MSISYNC_SERVICEBUS_QUEUE or make them the same (a key scoped to one queue cannot reach another)", ep, queueName)
 }
 
 // namespaceHost turns "sb://ns.servicebus.windows.net/", "ns.servicebus.windows.net"
@@ -218,16 +282,17 @@ func newWithAPI(a api, opts Options) *Queue {
 		maxBytes = DefaultMaxMessageBytes
 	}
 	return &Queue{
-		api:        a,
-		queueName:  opts.QueueName,
-		maxBytes:   maxBytes,
-		log:        lg.With("queue", opts.QueueName),
-		clock:      clock.System{},
-		recvSlot:   make(chan struct{}, 1),
-		dlqSlot:    make(chan struct{}, 1),
-		locked:     make(map[string]heldMessage),
-		retryDelay: time.Second,
-		dlqWait:    5 * time.Second,
+		api:       a,
+		queueName: opts.QueueName,
+		maxBytes:  maxBytes,
+		log:       lg.With("queue", opts.QueueName),
+		clock:     clock.System{},
+		recvSlot:  make(chan struct{}, 1),
+		dlqSlot:   make(chan struct{}, 1),
+		locked:    make(map[string]heldMessage),
+		single:    opts.SendSingly,
+		dlqWait:   5 * time.Second,
+		probeWait: defaultProbeWait,
 	}
 }
 
@@ -239,10 +304,14 @@ func (q *Queue) MaxMessageBytes() int { return q.maxBytes - headerReserve }
 // credentials and an existing queue.
 func (q *Queue) Ping(ctx context.Context) error {
 	from := int64(1) // where the SDK's own peek iteration starts
-	return q.do(ctx, "ping", func() error {
-		_, err := q.api.recv.PeekMessages(ctx, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
+	err := q.do(ctx, "ping", func() error {
+		_, err := peekSafely(ctx, q.api.recv, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
 		return err
 	})
+	if err == nil {
+		q.markOK()
+	}
+	return err
 }
 
 // Close closes the sender, the receivers and the client.
@@ -301,9 +370,38 @@ func toSBMessage(m *queue.Message, now time.Time) *azservicebus.Message {
 	return out
 }
 
-// sendBatches fills SDK batches up to the link's limit and sends each one;
-// a message that does not fit an empty batch is queue.ErrTooLarge.
+// sendBatches fills SDK batches up to the link's limit and sends each one.
+// A message that does not fit an empty batch goes on its own: the batch
+// envelope copies the first message's application properties, so they count
+// twice in a batch but once in a single send. On a partitioned queue
+// (q.single) every message goes on its own. When a send fails after others
+// went through, the error says how many did: sending all again is safe, as
+// duplicate detection drops the repeats.
 func (q *Queue) sendBatches(ctx context.Context, op string, msgs []*azservicebus.Message) error {
+	sent := 0
+	fail := func(err error) error {
+		if sent == 0 {
+			return err
+		}
+		return &PartialSendError{Sent: sent, Total: len(msgs), Err: err}
+	}
+	single := func(m *azservicebus.Message) error {
+		if err := q.do(ctx, fmt.Sprintf("%s message %q", op, *m.MessageID), func() error {
+			return q.api.send.SendMessage(ctx, m, nil)
+		}); err != nil {
+			return fail(err)
+		}
+		sent++
+		return nil
+	}
+	if q.single {
+		for _, m := range msgs {
+			if err := single(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var batch messageBatch
 	newBatch := func() error {
 		return q.do(ctx, op+": new batch", func() error {
@@ -320,15 +418,16 @@ func (q *Queue) sendBatches(ctx context.Context, op string, msgs []*azservicebus
 		if err := q.do(ctx, fmt.Sprintf("%s: batch of %d", op, n), func() error {
 			return q.api.send.SendMessageBatch(ctx, batch, nil)
 		}); err != nil {
-			return err
+			return fail(err)
 		}
+		sent += int(n)
 		batch = nil
 		return nil
 	}
 	for _, m := range msgs {
 		if batch == nil {
 			if err := newBatch(); err != nil {
-				return err
+				return fail(err)
 			}
 		}
 		err := batch.AddMessage(m, nil)
@@ -337,19 +436,38 @@ func (q *Queue) sendBatches(ctx context.Context, op string, msgs []*azservicebus
 				return err
 			}
 			if err := newBatch(); err != nil {
-				return err
+				return fail(err)
 			}
 			err = batch.AddMessage(m, nil)
 		}
 		if errors.Is(err, azservicebus.ErrMessageTooLarge) {
-			return fmt.Errorf("servicebus: %s message %q: larger than the broker's limit with headers: %w", op, *m.MessageID, queue.ErrTooLarge)
+			// Too large with its properties twice (envelope and message):
+			// alone it needs them once.
+			batch = nil
+			if err := single(m); err != nil {
+				return err
+			}
+			continue
 		}
 		if err != nil {
-			return fmt.Errorf("servicebus: %s message %q: add to batch: %w", op, *m.MessageID, err)
+			return fail(fmt.Errorf("servicebus: %s message %q: add to batch: %w", op, *m.MessageID, err))
 		}
 	}
 	return flush()
 }
+
+// PartialSendError is a Send that failed after Sent of Total messages had
+// been queued. Err is the failure (it may wrap queue.ErrTooLarge).
+type PartialSendError struct {
+	Sent, Total int
+	Err         error
+}
+
+func (e *PartialSendError) Error() string {
+	return fmt.Sprintf("%v (%d of %d messages were queued before the failure; sending all again is safe: duplicate detection drops the repeats)", e.Err, e.Sent, e.Total)
+}
+
+func (e *PartialSendError) Unwrap() error { return e.Err }
 
 // Receive waits up to maxWait for messages and returns up to max of them,
 // each locked for the queue's lock duration.
@@ -378,15 +496,22 @@ func (q *Queue) Receive(ctx context.Context, max int, maxWait time.Duration) ([]
 	var msgs []*azservicebus.ReceivedMessage
 	err := q.do(wctx, "receive", func() error {
 		var err error
-		msgs, err = q.api.recv.ReceiveMessages(wctx, max, nil)
+		msgs, err = receiveSafely(wctx, q.api.recv, max)
 		return err
 	})
-	if err != nil {
-		if ctx.Err() == nil && wctx.Err() != nil {
-			return []*queue.Delivery{}, nil // nothing arrived within maxWait
-		}
+	if err != nil && (ctx.Err() != nil || wctx.Err() == nil) {
 		return nil, err
 	}
+	if len(msgs) == 0 {
+		// The SDK answers "nothing" both for an idle queue and while it
+		// reconnects (its retry loop ends in the deadline, a failed link
+		// in an empty result): a probe tells the two apart.
+		if err := q.probe(ctx); err != nil {
+			return nil, err
+		}
+		return []*queue.Delivery{}, nil
+	}
+	q.markOK()
 	now := q.clock.Now()
 	out := make([]*queue.Delivery, 0, len(msgs))
 	q.mu.Lock()
@@ -406,10 +531,87 @@ func (q *Queue) Receive(ctx context.Context, max int, maxWait time.Duration) ([]
 	return out, nil
 }
 
+// markOK records that the broker just answered.
+func (q *Queue) markOK() {
+	q.mu.Lock()
+	q.lastOK = time.Now()
+	q.mu.Unlock()
+}
+
+// probe checks the broker answers a peek within probeWait, unless it
+// answered something within probeEvery.
+func (q *Queue) probe(ctx context.Context) error {
+	q.mu.Lock()
+	recent := !q.lastOK.IsZero() && time.Since(q.lastOK) < probeEvery
+	q.mu.Unlock()
+	if recent {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, q.probeWait)
+	defer cancel()
+	if err := q.Ping(pctx); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("servicebus: receive: %w", ctx.Err())
+		}
+		return fmt.Errorf("servicebus: receive on queue %q: nothing arrived and the broker did not answer a probe within %v: %w", q.queueName, q.probeWait, err)
+	}
+	return nil
+}
+
+// receiveSafely calls ReceiveMessages and turns a panic inside the SDK into
+// an error: v1.11 asserts a message's DeadLetterReason property is a string,
+// and another producer may have set it to anything.
+func receiveSafely(ctx context.Context, r receiver, max int) (msgs []*azservicebus.ReceivedMessage, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			msgs, err = nil, fmt.Errorf("the Service Bus SDK panicked decoding a received message "+
+				"(a DeadLetterReason application property that is not a string?): %v", p)
+		}
+	}()
+	return r.ReceiveMessages(ctx, max, nil)
+}
+
+// peekSafely is PeekMessages with receiveSafely's recovery.
+func peekSafely(ctx context.Context, r receiver, max int, opts *azservicebus.PeekMessagesOptions) (msgs []*azservicebus.ReceivedMessage, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			msgs, err = nil, fmt.Errorf("the Service Bus SDK panicked decoding a peeked message "+
+				"(a DeadLetterReason application property that is not a string?): %v", p)
+		}
+	}()
+	return r.PeekMessages(ctx, max, opts)
+}
+
+// messageID is m's id as text. The SDK fills MessageID only when the AMQP
+// message-id is a string; other producers may send a ulong, a UUID or
+// binary. Without an id a requeue or replay would reuse one constant id and
+// duplicate detection would drop all but the first.
+func messageID(m *azservicebus.ReceivedMessage) string {
+	if m.MessageID != "" {
+		return m.MessageID
+	}
+	if raw := m.RawAMQPMessage; raw != nil && raw.Properties != nil && raw.Properties.MessageID != nil {
+		switch v := raw.Properties.MessageID.(type) {
+		case []byte:
+			return "bin-" + hex.EncodeToString(v)
+		case [16]byte:
+			return uuid.UUID(v).String()
+		default:
+			if s := propString(v); s != "" {
+				return s
+			}
+		}
+	}
+	if m.SequenceNumber != nil {
+		return "sb-seq-" + strconv.FormatInt(*m.SequenceNumber, 10)
+	}
+	return ""
+}
+
 func toDelivery(m *azservicebus.ReceivedMessage) *queue.Delivery {
 	d := &queue.Delivery{
 		Message: queue.Message{
-			ID:         m.MessageID,
+			ID:         messageID(m),
 			Body:       m.Body,
 			Properties: stringProperties(m.ApplicationProperties),
 		},

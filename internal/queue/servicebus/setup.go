@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -194,10 +196,19 @@ type emulatorTransport struct{}
 
 func (emulatorTransport) Do(req *http.Request) (*http.Response, error) {
 	req.URL.Scheme = "http"
-	if req.URL.Port() == "" {
-		req.URL.Host = req.URL.Hostname() + ":5300"
-	}
+	req.URL.Host = emulatorAdminHost(req.URL)
 	return http.DefaultClient.Do(req)
+}
+
+// emulatorAdminHost is where the emulator's management API listens: port
+// 5300 unless the endpoint names another port. 5672 is the emulator's AMQP
+// port, which connection strings often name ("sb://localhost:5672"): admin
+// calls go to 5300 then too.
+func emulatorAdminHost(u *url.URL) string {
+	if p := u.Port(); p != "" && p != "5672" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), "5300")
 }
 
 func setupWith(ctx context.Context, c adminAPI, queueName string, want QueueSettings, dryRun bool) (Plan, error) {
@@ -239,6 +250,15 @@ func setupWith(ctx context.Context, c adminAPI, queueName string, want QueueSett
 	}
 
 	props := got.QueueProperties // update sends the full set back
+	// What Setup cannot change on an existing queue: say so, and how to fix it.
+	for _, p := range checkProperties(queueName, props) {
+		switch p.Field {
+		case "RequiresDuplicateDetection", "LockDuration", "MaxDeliveryCount":
+			// warned about below, or changed
+		default:
+			plan.Warnings = append(plan.Warnings, p.What+" Fix: "+p.Fix)
+		}
+	}
 	durationField := func(field string, cur **string, want time.Duration) error {
 		have, err := parseISODuration(deref(*cur))
 		if err != nil && *cur != nil {
