@@ -84,8 +84,6 @@ type Config struct {
 
 	ServiceBus      string
 	ServiceBusQueue string
-	// ServiceBusMaxMessageBytes is the broker's per-message limit.
-	ServiceBusMaxMessageBytes int
 	DatabaseURL     string
 
 	DataverseURL       string
@@ -105,6 +103,9 @@ type Config struct {
 	MSIFields            string // raw; parsed by the msi package (main reports its errors under this name)
 	MaxBodyBytes         int64
 	LogLevel             string
+
+	// ServiceBusMaxMessageBytes is the broker's per-message limit.
+	ServiceBusMaxMessageBytes int
 }
 
 // Sandbox reports whether Marketo calls go to the built-in simulator.

@@ -363,6 +363,9 @@ func (b *fakeBroker) enqueueLocked(msgs []*azservicebus.Message, rawIDs []any) {
 	now := b.clock.Now()
 	for i, m := range msgs {
 		id := deref(m.MessageID)
+		if rawIDs != nil && rawIDs[i] != nil {
+			id = fmt.Sprintf("%T:%v", rawIDs[i], rawIDs[i])
+		}
 		if b.cfg.DuplicateWindow > 0 {
 			if at, ok := b.seen[id]; ok && now.Sub(at) < b.cfg.DuplicateWindow {
 				continue // accepted and dropped, as Service Bus does

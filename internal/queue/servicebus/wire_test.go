@@ -3,6 +3,7 @@ package servicebus
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,11 +13,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus/admin"
+	"github.com/Azure/go-amqp"
 
+	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/queue/queuetest"
 )
 
@@ -255,4 +260,135 @@ func TestConformanceWire(t *testing.T) {
 		q := newWireQueue(t, b, fmt.Sprintf("wire-%d", n))
 		return &queuetest.Harness{Queue: q, Advance: func(d time.Duration) { b.Advance(t, d) }, Now: b.Now}
 	})
+}
+
+// wireSDKSender is a plain SDK sender on b's queue name, to send what other
+// producers send (non-string ids, odd property types), bypassing the adapter.
+func wireSDKSender(t *testing.T, b *wireBroker, name string) *azservicebus.Sender {
+	t.Helper()
+	c, err := azservicebus.NewClientFromConnectionString(b.connectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.NewSender(name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()); _ = c.Close(context.Background()) })
+	return s
+}
+
+// Review item 1: the SDK leaves MessageID "" for a ulong, UUID or binary
+// AMQP message-id; the adapter takes it from the raw AMQP properties.
+func TestWireNonStringMessageIDs(t *testing.T) {
+	b := startWireBroker(t, wireConfig{LockDuration: 30 * time.Second, MaxDeliveryCount: 3})
+	s := wireSDKSender(t, b, "ids")
+	q := newWireQueue(t, b, "ids")
+	ids := []any{uint64(42), amqp.UUID{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8}, []byte{0xca, 0xfe}}
+	for _, id := range ids {
+		m := &azservicebus.AMQPAnnotatedMessage{
+			Body:       azservicebus.AMQPAnnotatedMessageBody{Data: [][]byte{[]byte("x")}},
+			Properties: &azservicebus.AMQPAnnotatedMessageProperties{MessageID: id},
+		}
+		if err := s.SendAMQPAnnotatedMessage(t.Context(), m, nil); err != nil {
+			t.Fatalf("send id %v: %v", id, err)
+		}
+	}
+	got := map[string]bool{}
+	for len(got) < len(ids) {
+		ds, err := q.Receive(t.Context(), 10, 2*time.Second)
+		if err != nil || len(ds) == 0 {
+			t.Fatalf("Receive = %d, %v; have %v", len(ds), err, got)
+		}
+		for _, d := range ds {
+			got[d.ID] = true
+		}
+	}
+	for _, want := range []string{"42", "12345678-9abc-def0-0102-030405060708", "bin-cafe"} {
+		if !got[want] {
+			t.Errorf("ids received %v, want %q among them", got, want)
+		}
+	}
+}
+
+// Review item 5: the SDK's batch envelope copies the first message's
+// application properties, so a message within MaxMessageBytes whose
+// properties are long (a requeue with msisync-last-description) does not
+// fit a batch; alone it does.
+func TestWireLongPropertiesFitAlone(t *testing.T) {
+	b := startWireBroker(t, wireConfig{LockDuration: 30 * time.Second, MaxDeliveryCount: 3})
+	q := newWireQueue(t, b, "envelope")
+	props := map[string]string{"msisync-last-description": strings.Repeat("d", 2048)}
+	body := make([]byte, q.MaxMessageBytes()-2100)
+	m := queue.Message{ID: "long-props", Body: body, Properties: props}
+	if m.Size() > q.MaxMessageBytes() {
+		t.Fatalf("test message of %d bytes is over MaxMessageBytes %d", m.Size(), q.MaxMessageBytes())
+	}
+	if err := q.Send(t.Context(), m); err != nil {
+		t.Fatalf("Send of %d bytes (limit %d) with 2 KB of properties: %v", m.Size(), q.MaxMessageBytes(), err)
+	}
+	ds, err := q.Receive(t.Context(), 1, 5*time.Second)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Receive = %d, %v", len(ds), err)
+	}
+	if len(ds[0].Body) != len(body) || ds[0].Properties["msisync-last-description"] != props["msisync-last-description"] {
+		t.Fatalf("received body %d bytes, description %d bytes", len(ds[0].Body), len(ds[0].Properties["msisync-last-description"]))
+	}
+}
+
+// Review item 5: a message the broker refuses as too large (its link limit
+// is below what msisync was told) is queue.ErrTooLarge, not a generic error.
+func TestWireBrokerSizeLimitIsErrTooLarge(t *testing.T) {
+	b := startWireBroker(t, wireConfig{LockDuration: 30 * time.Second, MaxDeliveryCount: 3, MaxMessageSize: 64 * 1024})
+	q, err := New(t.Context(), Options{Connection: b.connectionString(), QueueName: "small", MaxMessageBytes: 1 << 20, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	err = q.Send(t.Context(), queue.Message{ID: "big", Body: make([]byte, 100*1024)})
+	if !errors.Is(err, queue.ErrTooLarge) {
+		t.Fatalf("Send of 100 KB to a 64 KB link: %v, want queue.ErrTooLarge", err)
+	}
+}
+
+// Review item 7: the SDK asserts DeadLetterReason is a string and panics
+// inside ReceiveMessages otherwise; the adapter recovers and says why.
+func TestWireNonStringDeadLetterReasonDoesNotPanic(t *testing.T) {
+	b := startWireBroker(t, wireConfig{LockDuration: 30 * time.Second, MaxDeliveryCount: 3})
+	s := wireSDKSender(t, b, "odd")
+	q := newWireQueue(t, b, "odd")
+	id := "odd-reason"
+	if err := s.SendMessage(t.Context(), &azservicebus.Message{MessageID: &id, Body: []byte("x"),
+		ApplicationProperties: map[string]any{"DeadLetterReason": int64(7)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := q.Receive(t.Context(), 1, 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "DeadLetterReason") {
+		t.Fatalf("Receive = %v, want an error naming DeadLetterReason", err)
+	}
+}
+
+// Review item 6: with the broker process killed (SIGKILL), Receive reports
+// an error within its probe bound instead of "nothing arrived".
+func TestWireOutageIsNotAnIdleQueue(t *testing.T) {
+	b := startWireBroker(t, wireConfig{LockDuration: 30 * time.Second, MaxDeliveryCount: 3})
+	q := newWireQueue(t, b, "outage")
+	q.probeWait = 3 * time.Second
+	if err := q.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if err := b.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-b.exited
+	q.mu.Lock()
+	q.lastOK = time.Time{} // the Ping above would spare the probe for probeEvery
+	q.mu.Unlock()
+	ds, err := q.Receive(t.Context(), 1, time.Second)
+	if err == nil {
+		t.Fatalf("Receive with the broker killed = %d deliveries and no error, want an error", len(ds))
+	}
+	if !strings.Contains(err.Error(), "did not answer") {
+		t.Errorf("err = %v, want it to say the broker did not answer", err)
+	}
 }
