@@ -23,7 +23,8 @@ on stdin and wait for "ok" on stdout. "counts <queue>" answers
 "active scheduled dead". The broker prints "ready <port>" once it listens.
 
 Usage: sbbroker.py --port N [--lock-duration S] [--max-delivery N]
-       [--dup-window S] [--max-message-size BYTES] [--partitioned]
+       [--dup-window S] [--max-message-size BYTES]
+       [--advertise-max-message-size BYTES] [--partitioned]
 """
 
 import argparse
@@ -199,7 +200,8 @@ class Broker(MessagingHandler):
             link.target.address = addr
             link.source.address = link.remote_source.address
             if MGMT not in addr and not addr.startswith("$cbs"):
-                link.max_message_size = self.args.max_message_size
+                adv = self.args.advertise_max_message_size
+                link.max_message_size = self.args.max_message_size if adv is None else adv
             link.flow(1000)
         link.open()
 
@@ -545,6 +547,9 @@ def main():
     p.add_argument("--max-delivery", type=int, default=10)
     p.add_argument("--dup-window", type=float, default=0)
     p.add_argument("--max-message-size", type=int, default=256 * 1024)
+    # What the link's attach advertises when it differs from what is
+    # enforced, so a test can reach the broker's own size check.
+    p.add_argument("--advertise-max-message-size", type=int, default=None)
     p.add_argument("--partitioned", action="store_true")
     args = p.parse_args()
     clock = Clock()
