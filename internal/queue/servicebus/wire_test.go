@@ -400,3 +400,30 @@ func TestWireOutageIsNotAnIdleQueue(t *testing.T) {
 		t.Errorf("err = %v, want it to say the broker did not answer", err)
 	}
 }
+
+// Review item 3 over the wire: a partitioned queue with duplicate detection
+// refuses a batch of distinct ids; sending singly (what CheckQueue turns on
+// for a partitioned queue) works.
+func TestWirePartitionedQueue(t *testing.T) {
+	b := startWireBroker(t, wireConfig{LockDuration: 30 * time.Second, MaxDeliveryCount: 3, DuplicateWindow: time.Minute, Partitioned: true})
+	q := newWireQueue(t, b, "partitioned")
+	msgs := []queue.Message{{ID: "p1", Body: []byte("1")}, {ID: "p2", Body: []byte("2")}, {ID: "p3", Body: []byte("3")}}
+	err := q.Send(t.Context(), msgs...)
+	if err == nil || !strings.Contains(err.Error(), "distinct MessageId") {
+		t.Fatalf("batch of distinct ids on a partitioned queue: %v, want the broker's refusal", err)
+	}
+	q.single = true
+	if err := q.Send(t.Context(), msgs...); err != nil {
+		t.Fatalf("Send singly: %v", err)
+	}
+	got := map[string]bool{}
+	for len(got) < 3 {
+		ds, err := q.Receive(t.Context(), 3, 2*time.Second)
+		if err != nil || len(ds) == 0 {
+			t.Fatalf("Receive = %d, %v; have %v", len(ds), err, got)
+		}
+		for _, d := range ds {
+			got[d.ID] = true
+		}
+	}
+}
