@@ -18,7 +18,7 @@ type queueReader interface {
 var _ queueReader = (*admin.Client)(nil)
 
 // checkWait bounds CheckQueue's read of the queue's properties.
-const checkWait = 15 * time.Second
+const checkWait = 5 * time.Second
 
 // Problem is one queue property msisync cannot work with (Fatal) or that
 // makes it unsafe, with what to do about it.
