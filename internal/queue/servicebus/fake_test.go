@@ -44,6 +44,13 @@ type fakeBroker struct {
 	seen    map[string]time.Time
 	changed chan struct{} // closed and replaced on every change
 
+	// leftover is the link credit a queue receiver kept after its last
+	// ReceiveMessages returned with fewer than it asked for. A message
+	// sent meanwhile goes out on that credit and the SDK's releaser hands
+	// it back (ReleaseMessage: no delivery counted); the fake counts the
+	// release and leaves the message available, which is the net effect.
+	leftover map[*fakeReceiver]int
+
 	// faults are errors to return from the next calls of an operation.
 	faults map[string][]error
 	calls  map[string]int
@@ -87,12 +94,13 @@ func newFakeBroker(clk *clock.Fake, cfg fakeConfig) *fakeBroker {
 		cfg.MaxBatchBytes = DefaultMaxMessageBytes
 	}
 	return &fakeBroker{
-		clock:   clk,
-		cfg:     cfg,
-		seen:    make(map[string]time.Time),
-		changed: make(chan struct{}),
-		faults:  make(map[string][]error),
-		calls:   make(map[string]int),
+		clock:    clk,
+		cfg:      cfg,
+		seen:     make(map[string]time.Time),
+		changed:  make(chan struct{}),
+		leftover: make(map[*fakeReceiver]int),
+		faults:   make(map[string][]error),
+		calls:    make(map[string]int),
 	}
 }
 
@@ -385,8 +393,30 @@ func (b *fakeBroker) enqueueLocked(msgs []*azservicebus.Message, rawIDs []any) {
 			fm.visibleAt = *m.ScheduledEnqueueTime
 		}
 		b.active = append(b.active, fm)
+		if !now.Before(fm.visibleAt) {
+			b.releaseOnLeftoverCreditLocked()
+		}
 	}
 	b.broadcastLocked()
+}
+
+// releaseOnLeftoverCreditLocked models a new message reaching an idle
+// receiver's leftover credit: delivered, released by the SDK at once.
+func (b *fakeBroker) releaseOnLeftoverCreditLocked() {
+	for r, n := range b.leftover {
+		if n <= 0 {
+			continue
+		}
+		r.mu.Lock()
+		busy := r.receiving
+		r.mu.Unlock()
+		if busy {
+			continue
+		}
+		b.leftover[r] = n - 1
+		b.calls["ReleaseMessage"]++
+		return
+	}
 }
 
 func (s *fakeSender) Close(context.Context) error { return nil }
@@ -472,6 +502,11 @@ func (r *fakeReceiver) ReceiveMessages(ctx context.Context, maxMessages int, _ *
 					}
 					out = append(out, b.received(m, true))
 				}
+				b.mu.Unlock()
+			}
+			if !r.dlq {
+				b.mu.Lock()
+				b.leftover[r] = max(b.leftover[r], maxMessages) - len(out)
 				b.mu.Unlock()
 			}
 			return out, nil

@@ -271,3 +271,36 @@ func TestEmulatorAdminPort(t *testing.T) {
 		}
 	}
 }
+
+// The fake releases a message that arrives on a receiver's leftover credit,
+// as the SDK's releaser does, without counting a delivery.
+func TestFakeReleasesOnLeftoverCredit(t *testing.T) {
+	q, b := newFakeQueue(t, fakeConfig{})
+	if err := q.Send(t.Context(), queue.Message{ID: "first", Body: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if ds := receiveAll(t, q, 1); len(ds) != 1 {
+		t.Fatal("no first message")
+	}
+	// Receive asked for 1 and got 1: no credit left, nothing to release.
+	if err := q.Send(t.Context(), queue.Message{ID: "second", Body: []byte("2")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.callCount("ReleaseMessage"); n != 0 {
+		t.Fatalf("released %d with no leftover credit", n)
+	}
+	ds, err := q.Receive(t.Context(), 10, time.Second) // 9 credits left over
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Receive = %d, %v", len(ds), err)
+	}
+	if err := q.Send(t.Context(), queue.Message{ID: "third", Body: []byte("3")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.callCount("ReleaseMessage"); n != 1 {
+		t.Fatalf("ReleaseMessage called %d times for a message on leftover credit, want 1", n)
+	}
+	ds = receiveAll(t, q, 1)
+	if ds[0].ID != "third" || ds[0].DeliveryCount != 1 {
+		t.Fatalf("after the release got %q with delivery count %d, want third with 1", ds[0].ID, ds[0].DeliveryCount)
+	}
+}
