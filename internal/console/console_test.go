@@ -76,8 +76,12 @@ func (f *fakeDead) take(ids []string) int {
 	return n
 }
 
-func (f *fakeDead) ReplayDead(_ context.Context, flt queue.Filter) (int, error) { return f.take(flt.IDs), nil }
-func (f *fakeDead) PurgeDead(_ context.Context, flt queue.Filter) (int, error)  { return f.take(flt.IDs), nil }
+func (f *fakeDead) ReplayDead(_ context.Context, flt queue.Filter) (int, error) {
+	return f.take(flt.IDs), nil
+}
+func (f *fakeDead) PurgeDead(_ context.Context, flt queue.Filter) (int, error) {
+	return f.take(flt.IDs), nil
+}
 
 type logBuf struct {
 	mu sync.Mutex
