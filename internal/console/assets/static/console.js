@@ -8,14 +8,16 @@
   // (#token=…), which browsers never send to the server: fill the form,
   // drop the fragment from the address bar and history, and log in.
   const form = document.getElementById("login-form");
-  if (form && location.hash.startsWith("#token=")) {
+  const fromHash = () => {
+    if (!form || !location.hash.startsWith("#token=")) return;
     const tok = decodeURIComponent(location.hash.slice(7));
     history.replaceState(null, "", location.pathname + location.search);
-    if (!document.getElementById("login-error")) {
-      form.elements.token.value = tok;
-      form.submit();
-    }
-  }
+    // A wrong token comes back as this page without the fragment: no loop.
+    form.elements.token.value = tok;
+    form.submit();
+  };
+  fromHash();
+  window.addEventListener("hashchange", fromHash);
 
   // The overview reloads its own content every few seconds.
   const ov = document.getElementById("overview");
