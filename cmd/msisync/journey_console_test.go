@@ -65,7 +65,9 @@ func browser(t *testing.T) context.Context {
 	// clicking OK; listeners must not run commands themselves.
 	ctx, cancelCtx = chromedp.NewContext(actx, chromedp.WithListener(func(ev any) {
 		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
-			go func() { _, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}) }()
+			go func() {
+				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+			}()
 		}
 	}))
 	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
