@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 
 	"github.com/msisync/msisync/internal/config"
 	"github.com/msisync/msisync/internal/console"
@@ -50,9 +51,20 @@ func newConsole(a *app, role string) (http.Handler, *console.Activity, error) {
 	if a.cfg.AdminToken == "" {
 		return nil, act, nil
 	}
+	settings := config.Effective(os.Getenv)
+	for i, v := range settings {
+		// Say where a generated secret is, never what it is.
+		switch {
+		case v.Set:
+		case v.Name == "MSISYNC_WEBHOOK_KEY" && len(a.cfg.WebhookKeys) > 0:
+			settings[i].Value = "generated, in " + filepath.Join(a.cfg.DataDir, config.KeyFile)
+		case v.Name == "MSISYNC_ADMIN_TOKEN" && a.cfg.AdminTokenGenerated:
+			settings[i].Value = "generated, in " + filepath.Join(a.cfg.DataDir, config.AdminTokenFile)
+		}
+	}
 	cfg := console.Config{
 		Token: a.cfg.AdminToken, DeadLetters: a.queue, Activity: act, Gatherer: a.registry,
-		Settings: config.Effective(os.Getenv), Role: role, Logger: a.log,
+		Settings: settings, Role: role, Logger: a.log,
 	}
 	if c, ok := a.queue.(queue.Counter); ok {
 		cfg.Queue = c

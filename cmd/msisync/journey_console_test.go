@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -288,6 +289,12 @@ func TestConsoleInABrowser(t *testing.T) {
 		step(t, ctx, "phone width", chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.ID("overview")))
 		shot(t, ctx, "console-overview-phone")
 		step(t, ctx, "desktop width", chromedp.EmulateViewport(1280, 900))
+		if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}); err != nil {
+			t.Fatalf("dark mode: %v", err)
+		}
+		step(t, ctx, "dark overview", chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.ID("overview")))
+		shot(t, ctx, "console-overview-dark")
 	}
 
 	// Log out: the console asks for the token again.

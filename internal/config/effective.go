@@ -6,7 +6,7 @@ import "strings"
 // included, only whether they are set.
 type Value struct {
 	Name    string
-	Value   string // "" when unset (or when Secret)
+	Value   string // "" when unset or Secret (a caller may say where a generated secret is kept)
 	Default bool   // the value is the default (the variable is unset)
 	Secret  bool
 	Set     bool // the variable is set (for secrets: the only thing shown)
