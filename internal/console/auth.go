@@ -74,11 +74,11 @@ type session struct {
 	csrf  string
 }
 
-func (a *auth) newSession(w http.ResponseWriter) {
+func (a *auth) newSession(w http.ResponseWriter, r *http.Request) {
 	exp := strconv.FormatInt(a.now().Add(sessionTTL).Unix(), 10)
 	nonce := randomToken()
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: exp + "." + nonce + "." + a.mac("session", exp, nonce),
-		Path: "/console", HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL.Seconds())})
+		Path: "/console", HttpOnly: true, Secure: a.secureFor(r), SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL.Seconds())})
 }
 
 func (a *auth) session(r *http.Request) (session, bool) {
@@ -107,7 +107,7 @@ func (a *auth) session(r *http.Request) (session, bool) {
 	return session{nonce: nonce, csrf: a.mac("csrf", nonce)}, true
 }
 
-func (a *auth) logout(w http.ResponseWriter, s session) {
+func (a *auth) logout(w http.ResponseWriter, r *http.Request, s session) {
 	now := a.now()
 	a.mu.Lock()
 	a.revoked[s.nonce] = now.Add(sessionTTL)
@@ -117,8 +117,14 @@ func (a *auth) logout(w http.ResponseWriter, s session) {
 		}
 	}
 	a.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/console", HttpOnly: true, Secure: a.secure,
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/console", HttpOnly: true, Secure: a.secureFor(r),
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+}
+
+// secureFor marks cookies Secure when configured, or when the request came
+// over TLS (directly or through a proxy that says so).
+func (a *auth) secureFor(r *http.Request) bool {
+	return a.secure || r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 // csrfOK checks a state-changing request: the CSRF token (header or form
@@ -126,8 +132,10 @@ func (a *auth) logout(w http.ResponseWriter, s session) {
 // this host.
 func (a *auth) csrfOK(r *http.Request, s session) bool {
 	if o := r.Header.Get("Origin"); o != "" {
+		// Behind a proxy that rewrites Host, the browser's host is in
+		// X-Forwarded-Host.
 		u, err := url.Parse(o)
-		if err != nil || u.Host != r.Host {
+		if err != nil || (u.Host != r.Host && u.Host != r.Header.Get("X-Forwarded-Host")) {
 			return false
 		}
 	}
@@ -139,9 +147,9 @@ func (a *auth) csrfOK(r *http.Request, s session) bool {
 }
 
 // loginNonce sets the login form's double-submit cookie and returns it.
-func (a *auth) loginNonce(w http.ResponseWriter) string {
+func (a *auth) loginNonce(w http.ResponseWriter, r *http.Request) string {
 	n := randomToken()
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: n, Path: "/console/login", HttpOnly: true, Secure: a.secure,
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: n, Path: "/console/login", HttpOnly: true, Secure: a.secureFor(r),
 		SameSite: http.SameSiteStrictMode, MaxAge: 3600})
 	return n
 }

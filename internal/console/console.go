@@ -186,8 +186,6 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-type ctxKey struct{}
-
 // page requires a session; without one a browser is sent to the login form.
 func (s *server) page(h func(http.ResponseWriter, *http.Request, session)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

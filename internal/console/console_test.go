@@ -279,6 +279,14 @@ func TestStateChangesNeedTheCSRFToken(t *testing.T) {
 	if code, out := replay(t, c, e.srv.URL, tok); code != http.StatusUnprocessableEntity || !strings.Contains(out["detail"].(string), "ids") {
 		t.Fatalf("replay of nothing: %d %v, want 422 naming ids", code, out)
 	}
+	// A page on another site cannot use the token either (Origin check).
+	b, _ := json.Marshal(map[string]any{"ids": []string{"dl-1"}})
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/console/api/deadletters/replay", bytes.NewReader(b))
+	req.Header.Set(csrfHeader, tok)
+	req.Header.Set("Origin", "https://evil.example")
+	if resp, err := c.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin replay: %v %v, want 403", resp.StatusCode, err)
+	}
 	code, out := replay(t, c, e.srv.URL, tok, "dl-1")
 	if code != 200 || out["replayed"] != 1.0 || len(e.dead.replayed) != 1 {
 		t.Fatalf("replay: %d %v (replayed %v)", code, out, e.dead.replayed)

@@ -120,7 +120,7 @@ func (s *server) loginPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 		return
 	}
-	s.render(w, r, http.StatusOK, "login", view{Title: "Log in", Data: loginData{Nonce: s.auth.loginNonce(w), Next: safeNext(r.URL.Query().Get("next"))}})
+	s.render(w, r, http.StatusOK, "login", view{Title: "Log in", Data: loginData{Nonce: s.auth.loginNonce(w, r), Next: safeNext(r.URL.Query().Get("next"))}})
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) {
@@ -130,13 +130,13 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 	if limited, retry := s.auth.limited(client); limited {
 		s.log.WarnContext(r.Context(), "console login refused: too many failed attempts", "remote", client)
 		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
-		s.render(w, r, http.StatusTooManyRequests, "login", view{Title: "Log in", Data: loginData{Nonce: s.auth.loginNonce(w), Next: next,
+		s.render(w, r, http.StatusTooManyRequests, "login", view{Title: "Log in", Data: loginData{Nonce: s.auth.loginNonce(w, r), Next: next,
 			Error: fmt.Sprintf("Too many failed attempts from your address: try again in %d s.", int(retry.Seconds())+1)}})
 		return
 	}
 	if !s.auth.loginNonceOK(r) {
 		s.log.WarnContext(r.Context(), "console login refused: the form's CSRF token is missing or stale", "remote", client)
-		s.render(w, r, http.StatusForbidden, "login", view{Title: "Log in", Data: loginData{Nonce: s.auth.loginNonce(w), Next: next,
+		s.render(w, r, http.StatusForbidden, "login", view{Title: "Log in", Data: loginData{Nonce: s.auth.loginNonce(w, r), Next: next,
 			Error: "The form expired (or cookies are off): enter the token again."}})
 		return
 	}
@@ -144,17 +144,17 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 		s.auth.failed(client)
 		// Never the token itself, not even a prefix.
 		s.log.WarnContext(r.Context(), "console login failed: wrong admin token", "remote", client)
-		s.render(w, r, http.StatusUnauthorized, "login", view{Title: "Log in", Data: loginData{Nonce: s.auth.loginNonce(w), Next: next,
+		s.render(w, r, http.StatusUnauthorized, "login", view{Title: "Log in", Data: loginData{Nonce: s.auth.loginNonce(w, r), Next: next,
 			Error: "Wrong admin token. It is MSISYNC_ADMIN_TOKEN, or the admin.token file in the data folder."}})
 		return
 	}
-	s.auth.newSession(w)
+	s.auth.newSession(w, r)
 	s.log.InfoContext(r.Context(), "console login", "remote", client)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (s *server) logout(w http.ResponseWriter, r *http.Request, sess session) {
-	s.auth.logout(w, sess)
+	s.auth.logout(w, r, sess)
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 }
 
