@@ -291,6 +291,26 @@ func TestStateChangesNeedTheCSRFToken(t *testing.T) {
 	if code != 200 || out["replayed"] != 1.0 || len(e.dead.replayed) != 1 {
 		t.Fatalf("replay: %d %v (replayed %v)", code, out, e.dead.replayed)
 	}
+	// Purge goes through the same checks and port.
+	e.dead.mu.Lock()
+	e.dead.items = append(e.dead.items, queue.DeadLetter{ID: "dl-2", Reason: "MarketoRejected"})
+	e.dead.mu.Unlock()
+	pb, _ := json.Marshal(map[string]any{"ids": []string{"dl-2"}})
+	req, _ = http.NewRequest(http.MethodPost, e.srv.URL+"/console/api/deadletters/purge", bytes.NewReader(pb))
+	req.Header.Set(csrfHeader, tok)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pout map[string]int
+	_ = json.NewDecoder(resp.Body).Decode(&pout)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || pout["purged"] != 1 {
+		t.Fatalf("purge: %d %v", resp.StatusCode, pout)
+	}
+	if _, err := e.dead.GetDead(context.Background(), "dl-2"); err == nil {
+		t.Fatal("dl-2 is still there after the purge")
+	}
 	// Another client (no session) with the same CSRF token gets nothing.
 	if code, _ := replay(t, e.client(t), e.srv.URL, tok, "dl-1"); code != http.StatusUnauthorized {
 		t.Fatalf("replay without a session: %d, want 401", code)
