@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/msisync/msisync/internal/store"
@@ -50,23 +51,38 @@ func (s *Store) AppendHistory(ctx context.Context, entries []store.HistoryEntry)
 		return fmt.Errorf("sqlitestore: append history: %w", err)
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// Multi-row statements: one INSERT per maxRows entries, one trim per
+		// chunk of records (a window over just those records' rows).
 		type rk struct{ entity, id string }
-		touched := map[rk]bool{}
-		for _, e := range entries {
+		seen := map[rk]bool{}
+		var keys []any
+		for chunk := range slices.Chunk(entries, maxRows) {
+			args := make([]any, 0, 9*len(chunk))
+			for _, e := range chunk {
+				args = append(args, e.Entity, e.RecordID, e.MessageID, e.Message, e.Outcome, e.Reason, e.Detail,
+					s.stamp(e.ReceivedAt), s.stamp(e.At))
+				if k := (rk{e.Entity, e.RecordID}); !seen[k] {
+					seen[k] = true
+					keys = append(keys, e.Entity, e.RecordID)
+				}
+			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO record_history
 				(entity, record_id, message_id, message, outcome, reason, detail, received_at, at)
-				VALUES (?,?,?,?,?,?,?,?,?)`,
-				e.Entity, e.RecordID, e.MessageID, e.Message, e.Outcome, e.Reason, e.Detail,
-				s.stamp(e.ReceivedAt), s.stamp(e.At)); err != nil {
-				return fmt.Errorf("insert %s/%s: %w", e.Entity, e.RecordID, err)
+				VALUES `+placeholders(len(chunk), 9), args...); err != nil {
+				return fmt.Errorf("insert: %w", err)
 			}
-			touched[rk{e.Entity, e.RecordID}] = true
 		}
-		for k := range touched {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM record_history WHERE entity = ? AND record_id = ? AND id NOT IN
-				(SELECT id FROM record_history WHERE entity = ? AND record_id = ? ORDER BY id DESC LIMIT ?)`,
-				k.entity, k.id, k.entity, k.id, store.HistoryPerRecord); err != nil {
-				return fmt.Errorf("trim %s/%s: %w", k.entity, k.id, err)
+		for chunk := range slices.Chunk(keys, 2*maxRows) {
+			args := append(slices.Clone(chunk), store.HistoryPerRecord-1)
+			// For each record, find the id of its HistoryPerRecord-th newest
+			// row (one index seek), then delete the rows below it (an index
+			// range): work in proportion to what is deleted, not to the table.
+			if _, err := tx.ExecContext(ctx, `WITH k(entity, record_id) AS (VALUES `+placeholders(len(chunk)/2, 2)+`),
+				cut AS (SELECT k.entity, k.record_id, (SELECT n.id FROM record_history AS n
+					WHERE n.entity = k.entity AND n.record_id = k.record_id ORDER BY n.id DESC LIMIT 1 OFFSET ?) AS id FROM k)
+				DELETE FROM record_history WHERE id IN (SELECT h.id FROM cut JOIN record_history AS h
+					ON h.entity = cut.entity AND h.record_id = cut.record_id AND h.id < cut.id WHERE cut.id IS NOT NULL)`, args...); err != nil {
+				return fmt.Errorf("trim: %w", err)
 			}
 		}
 		return nil
