@@ -425,3 +425,18 @@ func TestActivitySeriesAndLag(t *testing.T) {
 		t.Fatalf("two hours later: received %d, lag %+v; want the hour to have rolled off", s.Received, s.Lag)
 	}
 }
+
+func TestLoginRedirectStaysInTheConsole(t *testing.T) {
+	for in, want := range map[string]string{
+		"/console/deadletters?entity=contact": "/console/deadletters?entity=contact",
+		"//evil.example/console/":             "/console/",
+		"https://evil.example/":               "/console/",
+		"/console/\\evil":                     "/console/",
+		"/metrics":                            "/console/",
+		"":                                    "/console/",
+	} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
