@@ -440,3 +440,61 @@ func TestLoginRedirectStaysInTheConsole(t *testing.T) {
 		}
 	}
 }
+
+type fakeBudget struct{}
+
+func (fakeBudget) Budget(context.Context) (Budget, error) {
+	return Budget{Day: "2026-12-01", Quota: 50000, Used: 41000, ByPurpose: map[string]int{"sync": 40000, "msi": 1000},
+		WindowCalls: 37, WindowLimit: 50, Window: 20 * time.Second}, nil
+}
+
+type fakeCycles struct{}
+
+func (fakeCycles) Cycles(context.Context) ([]Cycle, error) {
+	return []Cycle{{Name: "Reconcile", OK: false, Detail: "change tracking token expired", Finished: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}}, nil
+}
+
+type fakeCounter struct{}
+
+func (fakeCounter) Counts(context.Context) (queue.Counts, error) {
+	return queue.Counts{Active: 12, Scheduled: 3, Locked: -1, Dead: 1}, nil
+}
+
+// The overview shows what its sources report, and "not available" for the
+// ones a process does not have.
+func TestOverviewShowsBudgetCyclesAndQueue(t *testing.T) {
+	render := func(cfg Config) string {
+		t.Helper()
+		cfg.Token = testToken
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		h, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		e := &env{srv: srv}
+		c := e.client(t)
+		e.login(t, c, testToken)
+		resp, err := c.Get(srv.URL + "/console/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	body := render(Config{Budget: fakeBudget{}, Cycles: fakeCycles{}, Queue: fakeCounter{}, DeadLetters: &fakeDead{}})
+	for _, want := range []string{"<strong>41000</strong> of 50000 calls (82 %)", "<td>sync</td><td class=\"num\">40000</td>",
+		"<strong>37</strong> of 50 calls", "change tracking token expired", `id="q-active">12<`, `id="q-locked">—<`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("overview lacks %q", want)
+		}
+	}
+	body = render(Config{})
+	for _, want := range []string{"Not available in this version or process.", "this queue cannot count its messages"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("overview without sources lacks %q", want)
+		}
+	}
+}
