@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/term"
+
 	"github.com/msisync/msisync/internal/config"
 	"github.com/msisync/msisync/internal/console"
 	"github.com/msisync/msisync/internal/doctor"
@@ -20,25 +22,36 @@ import (
 // and prints where the console is. Elsewhere an unset MSISYNC_ADMIN_TOKEN
 // keeps the admin API and the console off.
 func consoleToken(cfg *config.Config, notice io.Writer) error {
+	created := false
 	if cfg.AdminToken == "" && cfg.ServiceBus == "" {
-		if _, err := cfg.EnsureAdminToken(); err != nil {
+		var err error
+		if created, err = cfg.EnsureAdminToken(); err != nil {
 			return fmt.Errorf("admin token (MSISYNC_ADMIN_TOKEN): %w", err)
 		}
 	}
 	base := "http://" + hostPort(cfg.Addr) + console.Path + "/"
+	file := filepath.Join(cfg.DataDir, config.AdminTokenFile)
 	switch {
 	case cfg.AdminToken == "":
 		fmt.Fprintf(notice, "\nConsole: off (set MSISYNC_ADMIN_TOKEN to turn it and the admin API on).\n\n")
-	case cfg.AdminTokenGenerated:
+	case cfg.AdminTokenGenerated && (created || isTerminal(notice)):
 		// The token rides in the fragment, which the browser never sends:
-		// the login page fills it in. It is the admin.token file's content,
-		// printed on this terminal only (never logged).
-		fmt.Fprintf(notice, "\nConsole: %slogin#token=%s\n  (admin token saved in %s/%s; the admin API takes it as a bearer token)\n\n",
-			base, cfg.AdminToken, cfg.DataDir, config.AdminTokenFile)
+		// the login page fills it in. Printed on the run that generated it
+		// and on a terminal, never logged, so that a container's log
+		// collector sees it once at most.
+		fmt.Fprintf(notice, "\nConsole: %slogin#token=%s\n  (admin token saved in %s; the admin API takes it as a bearer token)\n\n",
+			base, cfg.AdminToken, file)
+	case cfg.AdminTokenGenerated:
+		fmt.Fprintf(notice, "\nConsole: %s  (log in with the admin token in %s)\n\n", base, file)
 	default:
 		fmt.Fprintf(notice, "\nConsole: %s  (log in with MSISYNC_ADMIN_TOKEN)\n\n", base)
 	}
 	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // newConsole builds the console from what this process opened; the
