@@ -498,3 +498,21 @@ func TestOverviewShowsBudgetCyclesAndQueue(t *testing.T) {
 		}
 	}
 }
+
+func TestChartDrawsEveryMinute(t *testing.T) {
+	var series []Point
+	for i := range 60 {
+		series = append(series, Point{Start: time.Date(2026, 12, 1, 10, i, 0, 0, time.UTC), Received: i % 7, Synced: i % 5})
+	}
+	svg := string(chart(series))
+	if n := strings.Count(svg, "<rect"); n != 48 { // minutes with synced > 0: 60 - 12 multiples of 5
+		t.Errorf("%d bars, want 48", n)
+	}
+	pts := regexp.MustCompile(`points="([^"]*)"`).FindStringSubmatch(svg)
+	if pts == nil || len(strings.Fields(pts[1])) != 60 {
+		t.Fatalf("received line: %v", pts)
+	}
+	if !strings.Contains(svg, "peak 6") || !strings.Contains(svg, "10:59: 4 synced") {
+		t.Errorf("chart labels missing:\n%s", svg[:300])
+	}
+}
