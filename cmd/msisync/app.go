@@ -46,6 +46,9 @@ type app struct {
 	sandbox   *marketosim.Server // non-nil when Marketo is the built-in sandbox
 	dataverse *dataverse.Client  // nil when MSISYNC_DATAVERSE_URL is unset
 	mapping   *mapping.Mapping
+	// onSettle gets what the syncer did with each message (record history,
+	// the console's activity); nil outside serve and worker.
+	onSettle func(context.Context, []store.HistoryEntry)
 
 	closers []func() error
 }

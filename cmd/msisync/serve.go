@@ -77,6 +77,15 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		}
 	}
 
+	if err := consoleToken(cfg, notice); err != nil {
+		return err
+	}
+	consoleHandler, activity, err := newConsole(a, role)
+	if err != nil {
+		return err
+	}
+	a.onSettle = recordSettled(a, activity)
+
 	ready := func(ctx context.Context) error {
 		if err := a.queue.Ping(ctx); err != nil {
 			return fmt.Errorf("queue: %w", err)
@@ -128,7 +137,7 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		Keys: cfg.WebhookKeys, Header: cfg.WebhookHeader, Orgs: cfg.Orgs, AdminToken: cfg.AdminToken,
 		MaxBodyBytes: cfg.MaxBodyBytes, Queue: a.queue, MaxMessageBytes: a.queue.MaxMessageBytes(),
 		DeadLetters: a.queue, Ready: ready, Logger: log, Registerer: a.registry, Gatherer: a.registry,
-		Public: public, Extra: admin, DisableWebhooks: !runReceiver,
+		Public: public, Extra: admin, DisableWebhooks: !runReceiver, Console: consoleHandler,
 	})
 	if err != nil {
 		return fmt.Errorf("receiver: %w", err)
@@ -155,6 +164,7 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		return srv.Shutdown(sctx)
 	})
 	log.Info("listening", "addr", ln.Addr().String())
+	g.Go(func() error { activity.Run(gctx); return nil })
 
 	if runWorker {
 		// Check once that this Marketo instance has what MSI non-native needs
@@ -170,7 +180,9 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 			names = append(names, f.Marketo)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if err := a.marketo.CheckInstance(cctx, names); err != nil {
+		err = a.marketo.CheckInstance(cctx, names)
+		activity.SetInstanceCheck(err)
+		if err != nil {
 			log.Error("Marketo instance check failed: is the MSI Non-Native feature enabled (Marketo Support) and does the API user have Read-Write Lead and schema permissions?", "error", err)
 		} else {
 			log.Info("Marketo instance has externalPersonId, the external keys and the MSI fields")
@@ -235,7 +247,7 @@ func newSyncer(a *app) (*syncer.Syncer, error) {
 		ParseNative: remotecontext.ParseServiceBus, Mapping: a.mapping,
 		BatchSize: cfg.BatchSize, BatchWait: batchWait, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
 		DeletePolicy: cfg.DeletePolicy, AnyConnectionRole: cfg.AnyConnectionRole, AppUserID: cfg.DataverseAppUserID, DefaultSalesPersonID: cfg.DefaultSalesPersonID,
-		WorkerID: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry,
+		WorkerID: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry, OnSettle: a.onSettle,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)

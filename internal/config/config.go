@@ -32,7 +32,7 @@ var Settings = []Setting{
 	{"MSISYNC_WEBHOOK_KEY", "(generated)", "webhook keys, comma-separated for rotation; generated and saved in the data folder when unset", true},
 	{"MSISYNC_WEBHOOK_HEADER", "x-msisync-key", "header name for Dataverse's HttpHeader auth mode (the ?code= WebhookKey mode is always accepted)", false},
 	{"MSISYNC_ORGS", "", "optional allow-list of Dataverse organisation ids or names, comma-separated", false},
-	{"MSISYNC_ADMIN_TOKEN", "", "bearer token for /admin/v1; the admin API is off when unset", true},
+	{"MSISYNC_ADMIN_TOKEN", "(generated)", "bearer token for /admin/v1 and the console's login; with the embedded queue it is generated and saved in the data folder when unset, otherwise the admin API and console are off when unset", true},
 	{"MSISYNC_MARKETO_URL", "(sandbox)", "Marketo base URL, e.g. https://123-ABC-456.mktorest.com; unset = built-in Marketo sandbox", false},
 	{"MSISYNC_MARKETO_CLIENT_ID", "", "Marketo custom service client id", false},
 	{"MSISYNC_MARKETO_CLIENT_SECRET", "", "Marketo custom service client secret", true},
@@ -72,6 +72,7 @@ type Config struct {
 	WebhookHeader       string
 	Orgs                []string
 	AdminToken          string
+	AdminTokenGenerated bool // read from or saved to the data folder (EnsureAdminToken)
 
 	MarketoURL          string // empty = sandbox
 	MarketoClientID     string

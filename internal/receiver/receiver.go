@@ -92,6 +92,9 @@ type Config struct {
 	Extra func(r chi.Router)
 	// Public mounts more routes with no auth (the local sandbox's state).
 	Public func(r chi.Router)
+	// Console, when set, serves /console/… (it does its own login) and /
+	// redirects to it.
+	Console http.Handler
 	// DisableWebhooks leaves out the /webhooks routes (404), for a process
 	// that only works the queue but still serves health, metrics and admin.
 	// Keys and Queue are then optional.
@@ -196,6 +199,11 @@ func New(cfg Config) (http.Handler, error) {
 	r.Method(http.MethodGet, RouteMetrics, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
 	if cfg.Public != nil {
 		cfg.Public(r)
+	}
+	if cfg.Console != nil {
+		r.Handle("/console", cfg.Console)
+		r.Handle("/console/*", cfg.Console)
+		r.Get("/", func(w http.ResponseWriter, req *http.Request) { http.Redirect(w, req, "/console/", http.StatusFound) })
 	}
 	if cfg.AdminToken != "" {
 		r.Group(func(ar chi.Router) {

@@ -1371,7 +1371,7 @@ func (b *batch) settle(ctx context.Context) error {
 				if msg.Properties[queue.PropAttempt] != strconv.Itoa(m.attempt) {
 					kind = opRequeued
 				}
-				ops = append(ops, op{m: m, kind: kind})
+				ops = append(ops, op{m: m, kind: kind, reason: f.reason, desc: f.desc})
 			}
 		}
 	}
@@ -1410,6 +1410,7 @@ func (b *batch) settle(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	var settled []store.HistoryEntry
 	for i, o := range ops {
 		if !done[i] {
 			continue
@@ -1428,7 +1429,10 @@ func (b *batch) settle(ctx context.Context) error {
 		case opRescheduled:
 			b.stats.Rescheduled++
 		}
+		settled = append(settled, b.historyEntry(o.m, [...]string{store.OutcomeSynced, store.OutcomeSkipped,
+			store.OutcomeDeadLettered, store.OutcomeRequeued, store.OutcomeRescheduled}[o.kind], o.reason, o.desc))
 	}
+	b.s.reportSettled(ctx, settled)
 	for _, err := range errs {
 		if err != nil {
 			return err

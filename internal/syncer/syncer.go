@@ -106,6 +106,9 @@ type Config struct {
 	// OnBatch, when set, is called with the stats of every settled batch
 	// (progress bars, benchmarks). It must not block for long.
 	OnBatch func(Stats)
+	// OnSettle, when set, gets what became of each settled message (record
+	// history, sync lag); see history.go. It must not block for long.
+	OnSettle func(ctx context.Context, settled []store.HistoryEntry)
 }
 
 // Syncer consumes change events and writes them to Marketo.
