@@ -105,6 +105,7 @@ type Server struct {
 	tokens   tokens
 	dq       deliveryQueue
 	stats    statsCounters
+	sw       switches // change tracking and webhook fault switches (changetracking.go, faults.go)
 }
 
 // New returns a simulator with the schema, the SDK message tables, the
