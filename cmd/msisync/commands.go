@@ -86,6 +86,11 @@ func withDataverse(c *cobra.Command, n needs, fn func(a *app) (fmt.Stringer, err
 	return nil
 }
 
+// stringer prints a ready-made text.
+type stringer string
+
+func (s stringer) String() string { return string(s) }
+
 func needDataverse(a *app) error {
 	if a.dataverse == nil {
 		return usagef("this command needs MSISYNC_DATAVERSE_URL (and MSISYNC_DATAVERSE_TOKEN or AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET)")
@@ -147,7 +152,12 @@ func newDataverseCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return withDataverse(c, needs{}, func(a *app) (fmt.Stringer, error) {
-				return a.dataverse.Status(c.Context(), name)
+				st, err := a.dataverse.Status(c.Context(), name)
+				if err != nil {
+					return nil, err
+				}
+				// Beside the failed system jobs: what reconcile found they lost.
+				return stringer(st.String() + "\n" + reconcileStatus(c.Context(), a)), nil
 			})
 		},
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/queue"
+	"github.com/msisync/msisync/internal/store"
 )
 
 // Store keys and defaults.
@@ -133,6 +134,13 @@ type TableReport struct {
 	Deleted int `json:"deleted"`
 	// Baseline rows were read only to take the first token, not enqueued.
 	Baseline int `json:"baseline"`
+	// Unsure rows: the store has the record at the same modifiedon second
+	// and no RowVersion to tell; enqueued (a repeat write costs less than a
+	// lost change), not counted as found.
+	Unsure int `json:"unsure"`
+	// Ignored rows are ones the syncer does not sync (the reciprocal row of
+	// a connection).
+	Ignored int `json:"ignored"`
 	// Unknown deletions are of records msisync never had: nothing to do.
 	Unknown  int    `json:"unknown"`
 	Invalid  int    `json:"invalid"`
@@ -166,8 +174,8 @@ func (r Report) String() string {
 	}
 	var b strings.Builder
 	for _, t := range r.Tables {
-		fmt.Fprintf(&b, "%-12s %-10s %3d requests, %d rows, %d deletes: %d applied, %d missed, %d new, %d deleted, %d baseline → %d enqueued",
-			t.Entity, t.Method, t.Requests, t.Rows, t.Deletes, t.Applied, t.Missed, t.New, t.Deleted, t.Baseline, t.Enqueued)
+		fmt.Fprintf(&b, "%-12s %-10s %3d requests, %d rows, %d deletes: %d applied, %d missed, %d new, %d deleted, %d unsure, %d baseline → %d enqueued",
+			t.Entity, t.Method, t.Requests, t.Rows, t.Deletes, t.Applied, t.Missed, t.New, t.Deleted, t.Unsure, t.Baseline, t.Enqueued)
 		if t.Reason != "" {
 			fmt.Fprintf(&b, " (%s)", t.Reason)
 		}
@@ -549,7 +557,7 @@ func (r *Reconciler) modifiedSince(ctx context.Context, entity string, since tim
 
 func (r *Reconciler) listOptions(entity string) dataverse.ListOptions {
 	opts := dataverse.ListOptions{PageSize: r.cfg.PageSize}
-	cols := []string{entity + "id", "modifiedon"}
+	cols := []string{entity + "id", "modifiedon", "versionnumber"}
 	if r.cfg.Columns != nil {
 		for _, c := range r.cfg.Columns(entity) {
 			c = strings.ToLower(strings.TrimSpace(c))
@@ -586,7 +594,7 @@ func (r *Reconciler) consider(ctx context.Context, entity string, p dataverse.Pa
 			continue
 		}
 		evs = append(evs, ev)
-		keys = append(keys, entity+"/"+ev.RecordID)
+		keys = append(keys, entity+"/"+ev.RecordID, store.RowVersionKey(entity+"/"+ev.RecordID))
 	}
 	for _, id := range p.Deleted {
 		keys = append(keys, entity+"/"+event.NormalizeID(id))
@@ -598,12 +606,23 @@ func (r *Reconciler) consider(ctx context.Context, entity string, p dataverse.Pa
 	var out []*event.Event
 	for _, ev := range evs {
 		stored, known := versions[entity+"/"+ev.RecordID]
+		state := stateApplied
+		if known {
+			state = compare(ev, stored, versions[store.RowVersionKey(entity+"/"+ev.RecordID)])
+		}
 		switch {
-		case known && (stored == tombstone || (ev.Version > 0 && stored >= ev.Version)):
+		case !known && ignored(ev):
+			tr.Ignored++
+		case known && state == stateApplied:
 			tr.Applied++
+		case known && state == stateUnsure && baseline:
+			tr.Applied++ // a baseline takes what it cannot tell apart for applied
+		case known && state == stateUnsure:
+			tr.Unsure++
+			out = append(out, supersede(ev, stored))
 		case known:
 			tr.Missed++
-			out = append(out, ev)
+			out = append(out, supersede(ev, stored))
 		case baseline && (since.IsZero() || ev.Version > 0 && ev.OccurredAt.Before(since)):
 			tr.Baseline++
 		default:
@@ -628,6 +647,61 @@ func (r *Reconciler) consider(ctx context.Context, entity string, p dataverse.Pa
 		}
 	}
 	return r.send(ctx, entity, out, tr)
+}
+
+const (
+	stateApplied = iota
+	stateMissed
+	stateUnsure
+)
+
+// compare tells whether the store shows the row's current state applied:
+// by RowVersion when both sides have one (exact); else by modifiedon, which
+// Dataverse keeps in whole seconds while a webhook's version may carry the
+// operation's milliseconds, so the same second is unsure.
+func compare(ev *event.Event, stored, storedRowVersion int64) int {
+	switch {
+	case stored == tombstone:
+		return stateApplied
+	case storedRowVersion > 0 && ev.RowVersion > 0:
+		if storedRowVersion >= ev.RowVersion {
+			return stateApplied
+		}
+		return stateMissed
+	case ev.Version <= 0:
+		return stateUnsure
+	}
+	switch s, r := stored/1000, ev.Version/1000; {
+	case s > r:
+		return stateApplied
+	case s < r:
+		return stateMissed
+	}
+	return stateUnsure
+}
+
+// supersede makes a re-read row newer than what the store holds: the row is
+// Dataverse's current state, but modifiedon has whole seconds while a stored
+// webhook version may carry the operation's milliseconds, and the syncer
+// drops columns older than the stored ones.
+func supersede(ev *event.Event, stored int64) *event.Event {
+	if stored >= ev.Version && stored < tombstone-1 {
+		ev.Version = stored + 1
+		ev.ID = ev.DeriveID()
+	}
+	return ev
+}
+
+// ignored reports rows the syncer never applies, so the store has no version
+// for them and they are not losses: the reciprocal (contact → opportunity)
+// row of a stakeholder connection, and connections between other tables.
+func ignored(ev *event.Event) bool {
+	if ev.Entity != event.EntityConnection {
+		return false
+	}
+	r1, ok1 := ev.Attributes["record1id"].Reference()
+	r2, ok2 := ev.Attributes["record2id"].Reference()
+	return ok1 && ok2 && (r1.LogicalName != event.EntityOpportunity || r2.LogicalName != event.EntityContact)
 }
 
 func (r *Reconciler) send(ctx context.Context, entity string, evs []*event.Event, tr *TableReport) error {

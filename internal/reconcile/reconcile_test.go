@@ -20,6 +20,7 @@ import (
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/reconcile"
+	"github.com/msisync/msisync/internal/store"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
 	"github.com/msisync/msisync/internal/syncer/mapping"
 )
@@ -141,6 +142,9 @@ func (e *env) applyAll(t *testing.T) {
 			if mo, ok := row["modifiedon"].(time.Time); ok {
 				v[entity+"/"+id] = mo.UnixMilli()
 			}
+			if rv, ok := row["versionnumber"].(int64); ok {
+				v[store.RowVersionKey(entity+"/"+id)] = rv
+			}
 		}
 	}
 	if err := e.store.PutVersions(context.Background(), v); err != nil {
@@ -151,7 +155,8 @@ func (e *env) applyAll(t *testing.T) {
 func (e *env) apply(t *testing.T, entity, id string) {
 	t.Helper()
 	row, _ := e.sim.Get(entity, id)
-	if err := e.store.PutVersions(context.Background(), map[string]int64{entity + "/" + id: row["modifiedon"].(time.Time).UnixMilli()}); err != nil {
+	if err := e.store.PutVersions(context.Background(), map[string]int64{entity + "/" + id: row["modifiedon"].(time.Time).UnixMilli(),
+		store.RowVersionKey(entity + "/" + id): row["versionnumber"].(int64)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -328,4 +333,29 @@ func metric(t *testing.T, g prometheus.Gatherer, name string, labels ...string) 
 		}
 	}
 	return -1
+}
+
+// Two changes within one second share modifiedon; the RowVersion the syncer
+// stores tells that the second one was lost.
+func TestSecondChangeInTheSameSecondIsNotTakenForApplied(t *testing.T) {
+	e := newEnv(t, seed)
+	e.applyAll(t)
+	e.cycle(t)
+	c := e.seeded.IDs["contact"][5]
+	e.clk.Advance(time.Minute)
+	if err := e.sim.Update("contact", c, map[string]any{"jobtitle": "first"}); err != nil {
+		t.Fatal(err)
+	}
+	e.apply(t, "contact", c) // delivered and applied
+	if err := e.sim.Update("contact", c, map[string]any{"jobtitle": "second, same second"}); err != nil {
+		t.Fatal(err)
+	}
+	rep := e.cycle(t)
+	if tr := table(rep, "contact"); tr.Missed != 1 || tr.Enqueued != 1 {
+		t.Errorf("contacts: %+v; want the same-second change found missed", tr)
+	}
+	evs := e.sink.take(t)
+	if len(evs) != 1 || evs[0].Attributes["jobtitle"].Text() != "second, same second" {
+		t.Errorf("events %v", evs)
+	}
 }

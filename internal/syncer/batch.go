@@ -127,6 +127,7 @@ type rec struct {
 	formatted             map[string]string
 	colVersion            map[string]int64 // version of the event that supplied each column
 	version               int64
+	rowVersion            int64 // highest Dataverse RowVersion applied (store.RowVersionKey), for reconcile
 	full                  bool // Create or re-read: carries the whole record
 	deleted               bool
 	synthetic             bool // a dependency read from Dataverse, no message of its own
@@ -389,6 +390,7 @@ func (b *batch) merge(r *rec, stored map[string]int64) bool {
 		set(ev.Attributes)
 		maps.Copy(r.formatted, ev.Formatted)
 		r.version = max(r.version, v)
+		r.rowVersion = max(r.rowVersion, ev.RowVersion)
 		if ev.Truncated || len(ev.Attributes) == 0 || fresh(ev, r, stored) {
 			work = true
 		}
@@ -1266,6 +1268,9 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 		links = append(links, l)
 		if r.version > 0 {
 			versions[r.key] = r.version
+		}
+		if r.rowVersion > 0 {
+			versions[store.RowVersionKey(r.key)] = r.rowVersion
 		}
 		for c, v := range r.colVersion {
 			if v > 0 {
