@@ -128,7 +128,7 @@ type rec struct {
 	colVersion            map[string]int64 // version of the event that supplied each column
 	version               int64
 	rowVersion            int64 // highest Dataverse RowVersion applied (store.RowVersionKey), for reconcile
-	full                  bool // Create or re-read: carries the whole record
+	full                  bool  // Create or re-read: carries the whole record
 	deleted               bool
 	synthetic             bool // a dependency read from Dataverse, no message of its own
 	deps                  []dep
