@@ -127,8 +127,7 @@ type rec struct {
 	formatted             map[string]string
 	colVersion            map[string]int64 // version of the event that supplied each column
 	version               int64
-	rowVersion            int64 // highest Dataverse RowVersion applied (store.RowVersionKey), for reconcile
-	full                  bool  // Create or re-read: carries the whole record
+	full                  bool // Create or re-read: carries the whole record
 	deleted               bool
 	synthetic             bool // a dependency read from Dataverse, no message of its own
 	deps                  []dep
@@ -144,6 +143,10 @@ type rec struct {
 	staleLink bool   // byID was not found in Marketo
 	noCompany bool   // leave company fields out (the person is linked to a company: 1021)
 	movedFrom string // lead GUID whose Marketo person this contact takes over
+
+	// rowVersion is the highest Dataverse RowVersion merged; stored under
+	// store.RowVersionKey so that reconcile can tell same-second changes apart.
+	rowVersion int64
 }
 
 func (r *rec) name() string { return r.entity + " " + r.id }
