@@ -77,7 +77,7 @@ func newReconciler(a *app, entities []string, interval time.Duration) (*reconcil
 	host, _ := os.Hostname()
 	r, err := reconcile.New(reconcile.Config{
 		Dataverse: a.dataverse, Sender: a.queue, Store: a.store, Entities: entities, Columns: m.Columns,
-		Interval: interval, Holder: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry,
+		Interval: interval, Holder: host + "-" + randomHex(3), AppUserID: a.cfg.DataverseAppUserID, Logger: a.log, Registerer: a.registry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)

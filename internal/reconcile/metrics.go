@@ -20,7 +20,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		findings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "msisync_reconcile_rows_total",
-			Help: "Rows and deletions reconcile read, by table and finding: missed, new, deleted (changes webhooks did not deliver), unsure (re-sent), applied, baseline, ignored, unknown, invalid."},
+			Help: "Rows and deletions reconcile read, by table and finding: missed, new, deleted (changes webhooks did not deliver), unsure and own (re-sent), applied, baseline, ignored, unknown, invalid."},
 			[]string{"entity", "finding"}),
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "msisync_reconcile_enqueued_total", Help: "Events reconcile enqueued, by table."}, []string{"entity"}),
@@ -81,7 +81,7 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error)
 
 func (m *metrics) observeTable(t TableReport) {
 	for finding, n := range map[string]int{"missed": t.Missed, "new": t.New, "deleted": t.Deleted, "applied": t.Applied,
-		"baseline": t.Baseline, "unsure": t.Unsure, "ignored": t.Ignored, "unknown": t.Unknown, "invalid": t.Invalid} {
+		"baseline": t.Baseline, "unsure": t.Unsure, "own": t.Own, "ignored": t.Ignored, "unknown": t.Unknown, "invalid": t.Invalid} {
 		if n > 0 {
 			m.findings.WithLabelValues(t.Entity, finding).Add(float64(n))
 		}

@@ -98,6 +98,10 @@ type Config struct {
 	// MaxMessageBytes, when > 0, reduces larger events to a reference the
 	// worker re-reads; taken from the Sender when it has MaxMessageBytes().
 	MaxMessageBytes int
+	// AppUserID is msisync's own Dataverse application user: rows it modified
+	// last (the MSI write-back, which fires no webhook) are re-sent but not
+	// counted as changes webhooks missed.
+	AppUserID string
 	// Overlap: see DefaultOverlap.
 	Overlap        time.Duration
 	OrgID, OrgName string
@@ -138,6 +142,9 @@ type TableReport struct {
 	// and no RowVersion to tell; enqueued (a repeat write costs less than a
 	// lost change), not counted as found.
 	Unsure int `json:"unsure"`
+	// Own rows were last modified by msisync's application user (the MSI
+	// write-back): re-sent, not counted as found.
+	Own int `json:"own"`
 	// Ignored rows are ones the syncer does not sync (the reciprocal row of
 	// a connection).
 	Ignored int `json:"ignored"`
@@ -174,8 +181,8 @@ func (r Report) String() string {
 	}
 	var b strings.Builder
 	for _, t := range r.Tables {
-		fmt.Fprintf(&b, "%-12s %-10s %3d requests, %d rows, %d deletes: %d applied, %d missed, %d new, %d deleted, %d unsure, %d baseline → %d enqueued",
-			t.Entity, t.Method, t.Requests, t.Rows, t.Deletes, t.Applied, t.Missed, t.New, t.Deleted, t.Unsure, t.Baseline, t.Enqueued)
+		fmt.Fprintf(&b, "%-12s %-10s %3d requests, %d rows, %d deletes: %d applied, %d missed, %d new, %d deleted, %d unsure, %d own, %d baseline → %d enqueued",
+			t.Entity, t.Method, t.Requests, t.Rows, t.Deletes, t.Applied, t.Missed, t.New, t.Deleted, t.Unsure, t.Own, t.Baseline, t.Enqueued)
 		if t.Reason != "" {
 			fmt.Fprintf(&b, " (%s)", t.Reason)
 		}
@@ -248,6 +255,12 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.AppUserID != "" {
+		if !event.IsGUID(cfg.AppUserID) {
+			return nil, fmt.Errorf("reconcile: AppUserID %q is not a GUID", cfg.AppUserID)
+		}
+		cfg.AppUserID = event.NormalizeID(cfg.AppUserID)
 	}
 	if cfg.Holder == "" {
 		cfg.Holder = "reconcile"
@@ -558,6 +571,9 @@ func (r *Reconciler) modifiedSince(ctx context.Context, entity string, since tim
 func (r *Reconciler) listOptions(entity string) dataverse.ListOptions {
 	opts := dataverse.ListOptions{PageSize: r.cfg.PageSize}
 	cols := []string{entity + "id", "modifiedon", "versionnumber"}
+	if r.cfg.AppUserID != "" {
+		cols = append(cols, "modifiedby")
+	}
 	if r.cfg.Columns != nil {
 		for _, c := range r.cfg.Columns(entity) {
 			c = strings.ToLower(strings.TrimSpace(c))
@@ -568,6 +584,11 @@ func (r *Reconciler) listOptions(entity string) dataverse.ListOptions {
 		opts.Select = cols
 	}
 	return opts
+}
+
+// selects reports whether the mapping itself selects a column.
+func (r *Reconciler) selects(entity, column string) bool {
+	return r.cfg.Columns != nil && slices.Contains(r.cfg.Columns(entity), column)
 }
 
 // consider compares a page with the store's versions and enqueues what
@@ -606,6 +627,12 @@ func (r *Reconciler) consider(ctx context.Context, entity string, p dataverse.Pa
 	var out []*event.Event
 	for _, ev := range evs {
 		stored, known := versions[entity+"/"+ev.RecordID]
+		own := false
+		if mb, ok := ev.Attributes["modifiedby"]; ok && !r.selects(entity, "modifiedby") {
+			ref, _ := mb.Reference()
+			own = r.cfg.AppUserID != "" && event.NormalizeID(ref.ID) == r.cfg.AppUserID
+			delete(ev.Attributes, "modifiedby") // read only to tell; not a mapped column
+		}
 		state := stateApplied
 		if known {
 			state = compare(ev, stored, versions[store.RowVersionKey(entity+"/"+ev.RecordID)])
@@ -619,6 +646,9 @@ func (r *Reconciler) consider(ctx context.Context, entity string, p dataverse.Pa
 			tr.Applied++ // a baseline takes what it cannot tell apart for applied
 		case known && state == stateUnsure:
 			tr.Unsure++
+			out = append(out, supersede(ev, stored))
+		case known && own:
+			tr.Own++
 			out = append(out, supersede(ev, stored))
 		case known:
 			tr.Missed++

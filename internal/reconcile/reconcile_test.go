@@ -91,6 +91,8 @@ type env struct {
 	reg    *prometheus.Registry
 	rec    *reconcile.Reconciler
 	seeded dataversesim.SeedResult
+	// appUser is set by a setup func to configure AppUserID.
+	appUser string
 }
 
 func newEnv(t *testing.T, seed dataversesim.SeedOptions, setup ...func(*env)) *env {
@@ -124,7 +126,7 @@ func newEnvOpts(t *testing.T, o dataversesim.Options, seed dataversesim.SeedOpti
 		f(e)
 	}
 	e.rec, err = reconcile.New(reconcile.Config{Dataverse: e.lister, Sender: e.sink, Store: e.store, Columns: mapping.Default().Columns,
-		Clock: e.clk, Logger: quiet(), Registerer: e.reg, Holder: "test"})
+		Clock: e.clk, Logger: quiet(), Registerer: e.reg, Holder: "test", AppUserID: e.appUser})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,5 +359,30 @@ func TestSecondChangeInTheSameSecondIsNotTakenForApplied(t *testing.T) {
 	evs := e.sink.take(t)
 	if len(evs) != 1 || evs[0].Attributes["jobtitle"].Text() != "second, same second" {
 		t.Errorf("events %v", evs)
+	}
+}
+
+// The MSI write-back changes rows as msisync's application user and fires no
+// webhook: reconcile re-sends such rows but does not count them as losses.
+func TestOwnChangesAreNotCountedAsLosses(t *testing.T) {
+	e := newEnv(t, seed, func(e *env) { e.appUser = strings.ToUpper(e.sim.AppUserID()) })
+	e.applyAll(t)
+	e.cycle(t)
+	e.clk.Advance(time.Minute)
+	c := e.seeded.IDs["contact"][7]
+	if err := e.client.Update(context.Background(), "contact", c, map[string]any{"msi_priority": 4}); err != nil {
+		t.Fatal(err)
+	}
+	rep := e.cycle(t)
+	tr := table(rep, "contact")
+	if tr.Own != 1 || tr.Found() != 0 || tr.Enqueued != 1 || rep.Found != 0 {
+		t.Errorf("contacts after an MSI write-back: %+v; want 1 own row re-sent, 0 found", tr)
+	}
+	evs := e.sink.take(t)
+	if len(evs) != 1 {
+		t.Fatalf("%d events", len(evs))
+	}
+	if _, ok := evs[0].Attributes["modifiedby"]; ok {
+		t.Error("modifiedby (read only to tell own changes) sent in the event")
 	}
 }
