@@ -206,3 +206,21 @@ func TestDisabledStepFiresNothing(t *testing.T) {
 		t.Errorf("statecode after re-enable = %v", sc)
 	}
 }
+
+func TestSwitchesFromOptions(t *testing.T) {
+	rcv, got := webhookCounter(t)
+	a := newAPI(t, dataversesim.Options{Untracked: []string{"lead"}, WebhookFaults: dataversesim.WebhookFaults{Drop: 1}})
+	if def := a.do("GET", "EntityDefinitions(LogicalName='lead')", nil); def.json(t)["ChangeTrackingEnabled"] != false {
+		t.Error("Options.Untracked did not turn change tracking off")
+	}
+	registerStep(t, a, rcv.URL, "Create", "account")
+	a.sim.Create("account", map[string]any{"name": "lost"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.sim.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if dropped, _ := a.sim.WebhookFaultCounts(); dropped != 1 || len(got()) != 0 {
+		t.Errorf("Options.WebhookFaults Drop 1: dropped %d, delivered %d", dropped, len(got()))
+	}
+}

@@ -91,3 +91,16 @@ func (s *Server) SetStepsEnabled(nameContains string, enabled bool) int {
 	}
 	return n
 }
+
+// applySwitches sets the switches given in Options (checked by the caller's
+// flags; an invalid fraction leaves webhooks unfaulted and is logged).
+func (s *Server) applySwitches(o Options) {
+	if f := o.WebhookFaults; f.Drop != 0 || f.Fail != 0 {
+		if err := s.SetWebhookFaults(f); err != nil {
+			s.log.Error("dataversesim: webhook faults not applied", "err", err)
+		}
+	}
+	for _, e := range o.Untracked {
+		s.SetChangeTracking(e, false)
+	}
+}

@@ -77,6 +77,10 @@ type Options struct {
 	UserID string
 	// Seed is applied by ListenAndServe before serving (zero: no rows).
 	Seed SeedOptions
+	// WebhookFaults and Untracked set the switches of SetWebhookFaults and
+	// SetChangeTracking from the start (msisync sim dataverse flags).
+	WebhookFaults WebhookFaults
+	Untracked     []string
 }
 
 // Server is the simulator. It is an http.Handler serving /api/data/v9.2/.
@@ -165,6 +169,7 @@ func New(o Options) *Server {
 	s.throttle.init()
 	s.dq.init()
 	s.seedSystem()
+	s.applySwitches(o)
 	return s
 }
 
