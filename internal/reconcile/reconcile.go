@@ -199,6 +199,10 @@ func (r Report) String() string {
 // TableState is what the store keeps per table (JSON under StatePrefix+entity).
 type TableState struct {
 	DeltaLink string `json:"deltaLink,omitempty"`
+	// Select is the column list the delta link was taken with: a delta
+	// link returns the columns of its first query, so a changed mapping
+	// takes a new token (the modifiedon read covers the gap).
+	Select string `json:"select,omitempty"`
 	// LastSuccess is when the last successful cycle of the table started:
 	// a modifiedon read (no tracking, or a refused token) starts there.
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
@@ -212,6 +216,9 @@ type Reconciler struct {
 	// untracked: tables without change tracking, checked once per process.
 	untracked map[string]bool
 	checked   bool
+	// sent: event ids sent for the current table (a recovery reads a row
+	// twice: by modifiedon and for the new token).
+	sent map[string]bool
 }
 
 // New checks the configuration.
@@ -434,6 +441,7 @@ func LastReport(ctx context.Context, st interface {
 // table reconciles one table and saves its state when it succeeded.
 func (r *Reconciler) table(ctx context.Context, entity string) (TableReport, error) {
 	tr := TableReport{Entity: entity}
+	r.sent = map[string]bool{}
 	key := StatePrefix + entity
 	st, err := r.loadState(ctx, key)
 	if err != nil {
@@ -445,7 +453,12 @@ func (r *Reconciler) table(ctx context.Context, entity string) (TableReport, err
 	if !st.LastSuccess.IsZero() {
 		since = st.LastSuccess.Add(-r.cfg.Overlap)
 	}
-	next := TableState{LastSuccess: cycleStart}
+	selected := strings.Join(r.listOptions(entity).Select, ",")
+	next := TableState{LastSuccess: cycleStart, Select: selected}
+	if st.DeltaLink != "" && st.Select != selected {
+		tr.Reason = "the mapped columns changed: new token"
+		st.DeltaLink = ""
+	}
 
 	switch {
 	case r.untracked[entity]:
@@ -626,6 +639,9 @@ func (r *Reconciler) consider(ctx context.Context, entity string, p dataverse.Pa
 	}
 	var out []*event.Event
 	for _, ev := range evs {
+		if r.sent[sentKey(ev)] {
+			continue // read a second time in this cycle (recovery)
+		}
 		stored, known := versions[entity+"/"+ev.RecordID]
 		own := false
 		if mb, ok := ev.Attributes["modifiedby"]; ok && !r.selects(entity, "modifiedby") {
@@ -737,6 +753,9 @@ func ignored(ev *event.Event) bool {
 func (r *Reconciler) send(ctx context.Context, entity string, evs []*event.Event, tr *TableReport) error {
 	msgs := make([]queue.Message, 0, len(evs))
 	for _, ev := range evs {
+		if r.sent != nil {
+			r.sent[sentKey(ev)] = true
+		}
 		m, _, err := backfill.RowMessage(ev, r.cfg.MaxMessageBytes)
 		if err != nil {
 			return fmt.Errorf("reconcile: %s %s: %w", entity, ev.RecordID, err)
@@ -778,4 +797,10 @@ func (r *Reconciler) saveState(ctx context.Context, key string, st TableState) e
 		return fmt.Errorf("reconcile: write state %s: %w", key, err)
 	}
 	return nil
+}
+
+// sentKey names a row's state: its RowVersion and modifiedon (not Version,
+// which supersede may raise).
+func sentKey(ev *event.Event) string {
+	return fmt.Sprint(ev.Entity, "/", ev.RecordID, "@", ev.RowVersion, "/", ev.OccurredAt.UnixMilli())
 }
