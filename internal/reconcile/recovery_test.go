@@ -180,3 +180,35 @@ func TestChangedMappingTakesANewToken(t *testing.T) {
 		t.Errorf("account (mapping unchanged) method %s, want delta", a.Method)
 	}
 }
+
+// A delta with more changes than a page is read page by page.
+func TestDeltaPages(t *testing.T) {
+	e := newEnv(t, seed)
+	rec, err := reconcile.New(reconcile.Config{Dataverse: e.lister, Sender: e.sink, Store: e.store, Columns: mapping.Default().Columns,
+		Clock: e.clk, Logger: quiet(), Holder: "test", PageSize: 4, Entities: []string{"contact"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.applyAll(t)
+	if _, err := rec.Cycle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(time.Minute)
+	for _, c := range e.seeded.IDs["contact"][:10] {
+		if err := e.sim.Update("contact", c, map[string]any{"jobtitle": "paged"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := rec.Cycle(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := table(rep, "contact"); tr.Requests != 3 || tr.Missed != 10 || tr.Enqueued != 10 {
+		t.Errorf("10 changes in pages of 4: %+v; want 3 requests finding all 10", tr)
+	}
+	e.applyAll(t)
+	e.clk.Advance(time.Minute)
+	if rep, _ := rec.Cycle(context.Background()); rep.Requests != 1 || rep.Enqueued != 0 {
+		t.Errorf("after the paged delta: %d requests, %d enqueued; want 1 and 0 (the last page's delta link)", rep.Requests, rep.Enqueued)
+	}
+}

@@ -131,8 +131,36 @@ func (s *Server) serveDelta(w http.ResponseWriter, r *http.Request, m *entityMet
 			values = append(values, jobj{{"@odata.context", baseURL(r) + "$metadata#" + m.set + "/$deletedEntity"}, {"id", d.id}, {"reason", "deleted"}})
 		}
 	}
-	body := jobj{{"@odata.context", contextURL(r, m, cols, false) + "/$delta"}, {"value", append([]jobj{}, values...)},
-		{"@odata.deltaLink", baseURL(r) + m.set + "?" + s.deltaQuery(r.URL.Query(), s.version)}}
+	// Pages of odata.maxpagesize (≤ 5000) with a next link; the delta link
+	// on the last page starts where the first page was read.
+	q := r.URL.Query()
+	size := 5000
+	if p.maxPageSize > 0 && p.maxPageSize < size {
+		size = p.maxPageSize
+	}
+	offset := 0
+	if sk := q.Get("$skiptoken"); sk != "" {
+		n, err := strconv.Atoi(sk)
+		if err != nil || n < 0 {
+			return errBad("$skiptoken %q is not valid", sk)
+		}
+		offset = min(n, len(values))
+	}
+	end := min(offset+size, len(values))
+	body := jobj{{"@odata.context", contextURL(r, m, cols, false) + "/$delta"}, {"value", append([]jobj{}, values[offset:end]...)}}
+	if end < len(values) {
+		nq := url.Values{}
+		for k, v := range q {
+			nq[k] = v
+		}
+		nq.Set("$skiptoken", strconv.Itoa(end))
+		if !nq.Has(trackStartParam) {
+			nq.Set(trackStartParam, strconv.FormatInt(s.version, 10))
+		}
+		body = append(body, jfield{"@odata.nextLink", baseURL(r) + m.set + "?" + nq.Encode()})
+	} else {
+		body = append(body, jfield{"@odata.deltaLink", baseURL(r) + m.set + "?" + s.deltaQuery(q, s.trackStart(q))})
+	}
 	w.Header().Set("Preference-Applied", "odata.track-changes")
 	writeJSON(w, 200, body)
 	return nil
