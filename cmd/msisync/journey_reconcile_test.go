@@ -338,3 +338,24 @@ func TestJourneyReconcileHealsLostWebhooks(t *testing.T) {
 		t.Errorf("dataverse status does not show the last reconcile:\n%s", st)
 	}
 }
+
+// Flag errors name the flag and exit with status 2; a bad setting is named.
+func TestReconcileUsageErrors(t *testing.T) {
+	cleanEnv(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"reconcile", "--once", "--entities", "contact,invoice"}, `--entities: "invoice"`},
+		{[]string{"reconcile", "--once"}, "MSISYNC_DATAVERSE_URL"},
+	} {
+		r := run(t, tc.args...)
+		if r.exitCode() != 2 || !strings.Contains(r.err.Error(), tc.want) {
+			t.Errorf("msisync %s: exit %d, %v; want status 2 naming %s", strings.Join(tc.args, " "), r.exitCode(), r.err, tc.want)
+		}
+	}
+	t.Setenv("MSISYNC_RECONCILE_INTERVAL", "30s")
+	if r := run(t, "reconcile", "--once"); r.exitCode() == 0 || !strings.Contains(r.err.Error(), "MSISYNC_RECONCILE_INTERVAL") {
+		t.Errorf("MSISYNC_RECONCILE_INTERVAL=30s: exit %d, %v; want a settings error naming it", r.exitCode(), r.err)
+	}
+}
