@@ -86,6 +86,11 @@ func withDataverse(c *cobra.Command, n needs, fn func(a *app) (fmt.Stringer, err
 	return nil
 }
 
+// stringer prints a ready-made text.
+type stringer string
+
+func (s stringer) String() string { return string(s) }
+
 func needDataverse(a *app) error {
 	if a.dataverse == nil {
 		return usagef("this command needs MSISYNC_DATAVERSE_URL (and MSISYNC_DATAVERSE_TOKEN or AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET)")
@@ -147,7 +152,12 @@ func newDataverseCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return withDataverse(c, needs{}, func(a *app) (fmt.Stringer, error) {
-				return a.dataverse.Status(c.Context(), name)
+				st, err := a.dataverse.Status(c.Context(), name)
+				if err != nil {
+					return nil, err
+				}
+				// Beside the failed system jobs: what reconcile found they lost.
+				return stringer(st.String() + "\n" + reconcileStatus(c.Context(), a)), nil
 			})
 		},
 	}
@@ -329,17 +339,34 @@ func newSimCmd() *cobra.Command {
 	mk.Flags().DurationVar(&tick, "msi-tick", 0, "change the MSI fields of some leads this often, as Marketo does (0 = off)")
 	mk.Flags().IntVar(&tickN, "msi-tick-leads", 5, "leads changed per --msi-tick")
 
-	var dvAddr, token string
+	var dvAddr, token, untracked string
+	var drop, failJobs float64
 	dv := &cobra.Command{
 		Use:   "dataverse --addr :9091",
 		Short: "Run the Dataverse simulator (Web API, registration tables, webhook delivery)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return dataversesim.ListenAndServe(c.Context(), dvAddr, dataversesim.Options{Token: token}, newLogger("info"))
+			if drop < 0 || failJobs < 0 || drop+failJobs > 1 {
+				return usagef("--drop-webhooks (%v) and --fail-webhooks (%v) must be fractions ≥ 0 adding up to ≤ 1", drop, failJobs)
+			}
+			var off []string
+			for _, e := range strings.Split(untracked, ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					if !event.IsSyncedEntity(e) {
+						return usagef("--no-change-tracking: %q is not one of %s", e, strings.Join(event.SyncedEntities, ", "))
+					}
+					off = append(off, e)
+				}
+			}
+			return dataversesim.ListenAndServe(c.Context(), dvAddr, dataversesim.Options{Token: token,
+				WebhookFaults: dataversesim.WebhookFaults{Drop: drop, Fail: failJobs, Seed: time.Now().UnixNano()}, Untracked: off}, newLogger("info"))
 		},
 	}
 	dv.Flags().StringVar(&dvAddr, "addr", "127.0.0.1:9091", "listen address")
 	dv.Flags().StringVar(&token, "token", "dev-token", "bearer token the Web API accepts (set MSISYNC_DATAVERSE_TOKEN to the same)")
+	dv.Flags().Float64Var(&drop, "drop-webhooks", 0, "fraction of webhook deliveries silently lost (0-1), for trying msisync reconcile")
+	dv.Flags().Float64Var(&failJobs, "fail-webhooks", 0, "fraction of webhook deliveries failed as system jobs (statuscode 31) without a call (0-1)")
+	dv.Flags().StringVar(&untracked, "no-change-tracking", "", "comma-separated tables without change tracking (reconciled by modifiedon)")
 	cmd.AddCommand(mk, dv)
 	return cmd
 }

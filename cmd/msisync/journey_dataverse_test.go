@@ -47,6 +47,9 @@ func startSimulators(t *testing.T) *simulators {
 	// Changes msisync itself makes in Dataverse (MSI write-back) are not
 	// synced back (loop prevention).
 	t.Setenv("MSISYNC_DATAVERSE_APP_USER_ID", dv.AppUserID())
+	// Journeys run reconcile by hand (msisync reconcile --once) when they
+	// want it, so serve's loop does not add Dataverse requests they count.
+	t.Setenv("MSISYNC_RECONCILE_INTERVAL", "0")
 	return &simulators{mk: mk, dv: dv}
 }
 

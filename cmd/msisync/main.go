@@ -87,6 +87,7 @@ func newRoot() *cobra.Command {
 		newQueueCmd(),
 		newDataverseCmd(),
 		newBackfillCmd(),
+		newReconcileCmd(),
 		newMSICmd(),
 		newDoctorCmd(),
 		newSimCmd(),

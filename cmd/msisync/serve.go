@@ -212,6 +212,15 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 				}
 			})
 		}
+		if a.dataverse != nil && cfg.ReconcileInterval > 0 {
+			// One replica at a time (a lease in the store) heals what the
+			// webhooks lost.
+			r, err := newReconciler(a, nil, cfg.ReconcileInterval)
+			if err != nil {
+				return err
+			}
+			g.Go(func() error { return r.Run(gctx) })
+		}
 		if a.dataverse != nil && cfg.MSIInterval > 0 {
 			w, err := newMSIWriter(a)
 			if err != nil {

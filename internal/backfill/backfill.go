@@ -432,9 +432,9 @@ func prefetch(ctx context.Context, cfg *Config, entity string, opts dataverse.Li
 	return out, func() { cancel(); <-done }
 }
 
-// selectColumns adds the id and modifiedon to the mapped columns.
+// selectColumns adds the id, modifiedon and versionnumber to the mapped columns.
 func selectColumns(entity string, cols []string) []string {
-	out := []string{entity + "id", "modifiedon"}
+	out := []string{entity + "id", "modifiedon", "versionnumber"} // versionnumber: the RowVersion the syncer stores
 	for _, c := range cols {
 		c = strings.ToLower(strings.TrimSpace(c))
 		if c != "" && !slices.Contains(out, c) {

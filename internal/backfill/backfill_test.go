@@ -96,9 +96,9 @@ func TestEntitiesInDependencyOrderPagedWithEventShape(t *testing.T) {
 		t.Errorf("progress = %s", got)
 	}
 
-	// Every list asks for the mapped columns plus id and modifiedon, a page size, no filter.
+	// Every list asks for the mapped columns plus id, modifiedon and versionnumber, a page size, no filter.
 	c := l.callsFor("contact")[0]
-	if got := strings.Join(c.Opts.Select, ","); got != "contactid,modifiedon,name" || c.Opts.PageSize != 3 || c.Opts.Filter != "" {
+	if got := strings.Join(c.Opts.Select, ","); got != "contactid,modifiedon,versionnumber,name" || c.Opts.PageSize != 3 || c.Opts.Filter != "" {
 		t.Fatalf("contact list options = %+v", c.Opts)
 	}
 

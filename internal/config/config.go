@@ -56,6 +56,7 @@ var Settings = []Setting{
 	{"MSISYNC_MAX_ATTEMPTS", "8", "requeues before an event is dead-lettered (1-100)", false},
 	{"MSISYNC_MSI_FIELDS", "(MSI defaults)", "MSI write-back fields, marketoField=dataverseColumn[:text|number|datetime], comma-separated; default msiLastInterestingMomentType=msi_lastinterestingmomenttype, …, priority=msi_priority:number, relativeUrgency=msi_relativeurgency:number, <score field>=msi_relativescore:number", false},
 	{"MSISYNC_MSI_INTERVAL", "15m", "MSI write-back interval (Go duration, ≥ 1m; 0 disables it)", false},
+	{"MSISYNC_RECONCILE_INTERVAL", "15m", "reconcile interval: read Dataverse changes (change tracking) and enqueue what webhooks missed (Go duration, ≥ 1m; 0 disables it; needs MSISYNC_DATAVERSE_URL)", false},
 	{"MSISYNC_MAX_BODY_BYTES", "1048576", "largest webhook body accepted (bytes)", false},
 	{"MSISYNC_LOG_LEVEL", "info", "debug, info, warn or error", false},
 	{"AZURE_TENANT_ID", "", "Entra ID tenant for Dataverse and Service Bus (azidentity)", false},
@@ -101,6 +102,7 @@ type Config struct {
 	BatchSize            int
 	MaxAttempts          int
 	MSIInterval          time.Duration
+	ReconcileInterval    time.Duration
 	MSIFields            string // raw; parsed by the msi package (main reports its errors under this name)
 	MaxBodyBytes         int64
 	LogLevel             string
@@ -267,6 +269,13 @@ func Load(getenv func(string) string) (*Config, error) {
 			bad("MSISYNC_MSI_INTERVAL", "%q is not a duration of at least 1m (or 0 to disable), e.g. 15m", v)
 		}
 		c.MSIInterval = d
+	}
+	if v := get("MSISYNC_RECONCILE_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || (d != 0 && d < time.Minute) {
+			bad("MSISYNC_RECONCILE_INTERVAL", "%q is not a duration of at least 1m (or 0 to disable), e.g. 15m", v)
+		}
+		c.ReconcileInterval = d
 	}
 	c.MaxBodyBytes = int64(intIn("MSISYNC_MAX_BODY_BYTES", 1024, 64<<20))
 	c.ServiceBusMaxMessageBytes = intIn("MSISYNC_SERVICEBUS_MAX_MESSAGE_BYTES", 64<<10, 100<<20)

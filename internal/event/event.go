@@ -22,6 +22,7 @@ const (
 	SourceWebhook    = "webhook"    // Dataverse webhook step via the HTTP receiver
 	SourceServiceBus = "servicebus" // Dataverse's native Service Bus integration
 	SourceBackfill   = "backfill"   // msisync backfill
+	SourceReconcile  = "reconcile"  // msisync reconcile (Dataverse change tracking)
 	SourceCustom     = "custom"     // the simple envelope (custom plug-ins, Power Automate)
 )
 

@@ -45,6 +45,12 @@ type Connection struct {
 	UpdatedAt     time.Time
 }
 
+// RowVersionKey is the Versions key under which the syncer keeps the highest
+// Dataverse RowVersion (versionnumber) it applied for a record key
+// ("entity/id"): modifiedon has whole seconds, so two changes within one
+// second share it, while RowVersion tells them apart (reconcile compares it).
+func RowVersionKey(recordKey string) string { return recordKey + "@rv" }
+
 // Store is the full state port.
 type Store interface {
 	// Links by external id. Missing ids are absent from the map.

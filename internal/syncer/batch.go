@@ -143,6 +143,10 @@ type rec struct {
 	staleLink bool   // byID was not found in Marketo
 	noCompany bool   // leave company fields out (the person is linked to a company: 1021)
 	movedFrom string // lead GUID whose Marketo person this contact takes over
+
+	// rowVersion is the highest Dataverse RowVersion merged; stored under
+	// store.RowVersionKey so that reconcile can tell same-second changes apart.
+	rowVersion int64
 }
 
 func (r *rec) name() string { return r.entity + " " + r.id }
@@ -389,6 +393,7 @@ func (b *batch) merge(r *rec, stored map[string]int64) bool {
 		set(ev.Attributes)
 		maps.Copy(r.formatted, ev.Formatted)
 		r.version = max(r.version, v)
+		r.rowVersion = max(r.rowVersion, ev.RowVersion)
 		if ev.Truncated || len(ev.Attributes) == 0 || fresh(ev, r, stored) {
 			work = true
 		}
@@ -1266,6 +1271,9 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 		links = append(links, l)
 		if r.version > 0 {
 			versions[r.key] = r.version
+		}
+		if r.rowVersion > 0 {
+			versions[store.RowVersionKey(r.key)] = r.rowVersion
 		}
 		for c, v := range r.colVersion {
 			if v > 0 {

@@ -284,6 +284,9 @@ func (b *batch) retire(ctx context.Context) error {
 		if r.version > 0 {
 			versions[r.key] = r.version
 		}
+		if r.rowVersion > 0 {
+			versions[store.RowVersionKey(r.key)] = r.rowVersion
+		}
 		for c, v := range r.colVersion {
 			if v > 0 {
 				versions[r.key+"#"+c] = v

@@ -173,6 +173,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, rest, user string
 		writeJSON(w, 200, jobj{{"@odata.context", baseURL(r) + "$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse"},
 			{"BusinessUnitId", s.buID}, {"UserId", user}, {"OrganizationId", s.opts.OrgID}})
 		return
+	case strings.HasPrefix(rest, "EntityDefinitions(") && r.Method == http.MethodGet:
+		s.serveEntityDefinition(w, r, rest)
+		return
 	case strings.HasPrefix(rest, "RetrieveTotalRecordCount("):
 		s.serveCount(w, r, rest)
 		return
@@ -392,6 +395,9 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, m *entityMeta
 		return aerr
 	}
 	p := parsePrefer(r.Header)
+	if p.trackChanges && !s.tracking(m.logical) {
+		p.trackChanges = false // not enabled on the table: the preference is ignored
+	}
 	if q.Has("$deltatoken") || p.trackChanges {
 		for _, opt := range []string{"$filter", "$orderby", "$top", "$expand"} {
 			if q.Has(opt) {
@@ -547,7 +553,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, m *entityMeta
 	}
 	body = append(body, jfield{"value", values})
 	if p.trackChanges && !more {
-		body = append(body, jfield{"@odata.deltaLink", baseURL(r) + m.set + "?" + deltaQuery(q, s.version)})
+		body = append(body, jfield{"@odata.deltaLink", baseURL(r) + m.set + "?" + s.deltaQuery(q, s.trackStart(q))})
 	}
 	if more && len(pageRows) > 0 {
 		nq := url.Values{}
@@ -557,44 +563,12 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, m *entityMeta
 			}
 		}
 		nq.Set("$skiptoken", skiptoken(page+1, pageRows[len(pageRows)-1][m.idCol].(string)))
+		if p.trackChanges && !nq.Has(trackStartParam) {
+			nq.Set(trackStartParam, strconv.FormatInt(s.version, 10))
+		}
 		body = append(body, jfield{"@odata.nextLink", baseURL(r) + m.set + "?" + nq.Encode()})
 	}
 	applied(w, p, pageSize)
-	writeJSON(w, 200, body)
-	return nil
-}
-
-func deltaQuery(q url.Values, version int64) string {
-	nq := url.Values{}
-	if sel := q.Get("$select"); sel != "" {
-		nq.Set("$select", sel)
-	}
-	nq.Set("$deltatoken", strconv.FormatInt(version, 10))
-	return nq.Encode()
-}
-
-// serveDelta answers a deltaLink: the rows changed and deleted since the
-// token's version, and the next deltaLink.
-func (s *Server) serveDelta(w http.ResponseWriter, r *http.Request, m *entityMeta, cols []string, p prefs, tok string) *apiError {
-	since, err := strconv.ParseInt(tok, 10, 64)
-	if err != nil || since < 0 || since > s.version {
-		return errBad("$deltatoken %q is not valid", tok)
-	}
-	var values []jobj
-	for _, id := range s.sortedIDs(m.logical) {
-		row := s.tables[m.logical][id]
-		if v, _ := row["versionnumber"].(int64); v > since {
-			values = append(values, s.webRow(m, row, cols, p))
-		}
-	}
-	for _, d := range s.deleted[m.logical] {
-		if d.version > since {
-			values = append(values, jobj{{"@odata.context", baseURL(r) + "$metadata#" + m.set + "/$deletedEntity"}, {"id", d.id}, {"reason", "deleted"}})
-		}
-	}
-	body := jobj{{"@odata.context", contextURL(r, m, cols, false) + "/$delta"}, {"value", append([]jobj{}, values...)},
-		{"@odata.deltaLink", baseURL(r) + m.set + "?" + deltaQuery(r.URL.Query(), s.version)}}
-	w.Header().Set("Preference-Applied", "odata.track-changes")
 	writeJSON(w, 200, body)
 	return nil
 }

@@ -77,6 +77,10 @@ type Options struct {
 	UserID string
 	// Seed is applied by ListenAndServe before serving (zero: no rows).
 	Seed SeedOptions
+	// WebhookFaults and Untracked set the switches of SetWebhookFaults and
+	// SetChangeTracking from the start (msisync sim dataverse flags).
+	WebhookFaults WebhookFaults
+	Untracked     []string
 }
 
 // Server is the simulator. It is an http.Handler serving /api/data/v9.2/.
@@ -105,6 +109,7 @@ type Server struct {
 	tokens   tokens
 	dq       deliveryQueue
 	stats    statsCounters
+	sw       switches // change tracking and webhook fault switches (changetracking.go, faults.go)
 }
 
 // New returns a simulator with the schema, the SDK message tables, the
@@ -164,6 +169,7 @@ func New(o Options) *Server {
 	s.throttle.init()
 	s.dq.init()
 	s.seedSystem()
+	s.applySwitches(o)
 	return s
 }
 

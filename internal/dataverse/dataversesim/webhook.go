@@ -711,6 +711,9 @@ func (s *Server) Flush(ctx context.Context) error { return s.WaitIdle(ctx) }
 // deliver posts one webhook: a 60 s timeout, only the status code counts,
 // one more attempt on 502/503/504; failures become Failed system jobs.
 func (s *Server) deliver(d *delivery) {
+	if s.webhookFault(d) {
+		return
+	}
 	if d.failNow != "" {
 		s.stats.failed.Add(1)
 		s.log.Warn("dataversesim: webhook delivery failed", "step", d.stepName, "entity", d.entity, "id", d.recordID, "err", d.failNow)
