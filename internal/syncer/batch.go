@@ -371,22 +371,30 @@ func (b *batch) merge(r *rec, stored map[string]int64) bool {
 	for _, m := range r.msgs[start:] {
 		ev := m.ev
 		v := ev.Version
-		set := func(attrs event.Attributes) {
+		set := func(attrs event.Attributes, target bool) {
 			for c, val := range attrs {
 				if v > 0 && v < stored[r.key+"#"+c] {
 					continue
+				}
+				cur, have := r.attrs[c]
+				val, apply := overlay(cur, have, val, ev, c, target)
+				if !apply {
+					continue
+				}
+				if _, ok := ev.Formatted[c]; !ok {
+					delete(r.formatted, c) // an older event's label may describe an older value
 				}
 				r.attrs[c] = val
 				r.colVersion[c] = max(r.colVersion[c], v)
 			}
 		}
 		for _, img := range ev.PreImages {
-			set(img)
+			set(img, false)
 		}
 		for _, img := range ev.PostImages {
-			set(img)
+			set(img, false)
 		}
-		set(ev.Attributes)
+		set(ev.Attributes, true)
 		maps.Copy(r.formatted, ev.Formatted)
 		r.version = max(r.version, v)
 		if ev.Truncated || len(ev.Attributes) == 0 || fresh(ev, r, stored) {
@@ -530,6 +538,12 @@ func (b *batch) prepare(ctx context.Context) error {
 			if r.fail != nil {
 				continue
 			}
+		}
+		if err := b.nameRefs(ctx, r); err != nil {
+			return err
+		}
+		if r.fail != nil {
+			continue
 		}
 		if r.entity == event.EntityConnection {
 			b.interpretConnection(r)

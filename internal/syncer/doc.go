@@ -45,6 +45,28 @@
 //  9. Persist links, versions and connections, release the record locks, and
 //     settle the messages (in Run, while the next batch is processed).
 //
+// # What a message's Target may overwrite
+//
+// Per event, pre images, then post images, then the Target are folded in.
+// The Target holds what the caller sent, so a lookup there usually has no
+// name (bound by id): it takes the name of the same row (same id) from the
+// post image, else the pre image, else what an earlier event of the record
+// said. A null in the Target of a Create or Update is what the caller sent
+// and clears the column; the attributes of other messages (Assign, SetState)
+// are built from their inputs, so a null there does not erase an image's value.
+//
+// # Lookup names (refname fields)
+//
+// A field mapped with type refname (the opportunity role's "role") never
+// receives a GUID. A lookup still without a name after the events takes it
+// from FormattedValues, then the store (names learnt from earlier images or
+// reads, store meta "refname/<table>/<id>"), then a Dataverse read of the
+// row's primary name (connectionrole: name, read and cached with its
+// category). Without a name the record is requeued and, after MaxAttempts,
+// dead-lettered (MissingData) with a reason naming the lookup and the fix:
+// register a post image (msisync dataverse register does) or set
+// MSISYNC_DATAVERSE_URL.
+//
 // # Stakeholder connections
 //
 // An opportunity→contact connection becomes a Marketo opportunity role

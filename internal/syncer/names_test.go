@@ -1,0 +1,66 @@
+package syncer
+
+import (
+	"testing"
+
+	"github.com/msisync/msisync/internal/event"
+)
+
+// overlay decides per value what a message's Target may erase or rename
+// (see names.go); these cases are the shapes real webhooks send.
+func TestOverlayKeepsImageNamesAndRealClears(t *testing.T) {
+	role := "0f2a7c1e-5b8d-4c3a-9e61-3d2b1a0f9e8c"
+	other := "1a2b3c4d-0000-4000-8000-000000000001"
+	// Target lookups carry no name in real webhooks (bound by id), and the
+	// id may be upper case.
+	nameless := event.Reference("connectionrole", "0F2A7C1E-5B8D-4C3A-9E61-3D2B1A0F9E8C", "")
+	named := event.Reference("connectionrole", role, "Decision Maker")
+	cases := []struct {
+		name      string
+		ev        *event.Event
+		cur       *event.Value
+		val       event.Value
+		target    bool
+		wantName  string
+		wantNull  bool
+		wantApply bool
+	}{
+		{name: "post image names the Target lookup", target: true, val: nameless, wantApply: true, wantName: "Decision Maker",
+			ev: &event.Event{Message: event.MessageCreate, PostImages: map[string]event.Attributes{"PostImage": {"record2roleid": named}}}},
+		{name: "pre image names an unchanged lookup", target: true, val: nameless, wantApply: true, wantName: "Decision Maker",
+			ev: &event.Event{Message: event.MessageUpdate, PreImages: map[string]event.Attributes{"PreImage": {"record2roleid": named}}}},
+		{name: "pre image of another row does not", target: true, val: nameless, wantApply: true, wantName: "",
+			ev: &event.Event{Message: event.MessageUpdate, PreImages: map[string]event.Attributes{"PreImage": {"record2roleid": event.Reference("connectionrole", other, "Champion")}}}},
+		{name: "an earlier event's name of the same row", target: true, val: nameless, cur: &named, wantApply: true, wantName: "Decision Maker",
+			ev: &event.Event{Message: event.MessageUpdate}},
+		{name: "null in an Update's Target is a clear", target: true, val: event.Null(), cur: &named, wantApply: true, wantNull: true,
+			ev: &event.Event{Message: event.MessageUpdate}},
+		{name: "null built from an Assign's inputs keeps the image value", target: true, val: event.Null(), cur: &named, wantApply: false,
+			ev: &event.Event{Message: event.MessageAssign}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var cur event.Value
+			if c.cur != nil {
+				cur = *c.cur
+			}
+			got, apply := overlay(cur, c.cur != nil, c.val, c.ev, "record2roleid", c.target)
+			if apply != c.wantApply {
+				t.Fatalf("apply %v, want %v", apply, c.wantApply)
+			}
+			if !apply {
+				return
+			}
+			if c.wantNull {
+				if !got.IsNull() {
+					t.Fatalf("got %+v, want null", got)
+				}
+				return
+			}
+			ref, ok := got.Reference()
+			if !ok || ref.ID != role || ref.Name != c.wantName {
+				t.Fatalf("got %+v, want %s named %q", ref, role, c.wantName)
+			}
+		})
+	}
+}
