@@ -325,6 +325,17 @@ func (b *batch) group(ctx context.Context, msgs []*msg) error {
 			for c := range m.ev.Attributes {
 				keys = append(keys, key+"#"+c)
 			}
+			// Image columns too: a late event's post image is an older
+			// state and must not overwrite columns a newer event wrote.
+			for _, imgs := range []map[string]event.Attributes{m.ev.PreImages, m.ev.PostImages} {
+				for _, img := range imgs {
+					for c := range img {
+						if _, ok := m.ev.Attributes[c]; !ok {
+							keys = append(keys, key+"#"+c)
+						}
+					}
+				}
+			}
 		}
 	}
 	versions, err := b.s.cfg.Store.GetVersions(ctx, keys)
