@@ -5,6 +5,7 @@ import (
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/syncer"
 )
 
 // Two Dataverse connections between the same opportunity and contact with
@@ -17,8 +18,8 @@ func TestDuplicateConnectionsInOneBatchAreOneRole(t *testing.T) {
 	own := event.Reference(event.EntitySystemUser, user, "")
 	role := event.Reference("connectionrole", guid(5, 1), "Decision Maker")
 	conn := func(id string) *event.Event {
-		return mkEvent(event.EntityConnection, id, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
-			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": role})
+		return syncer.WebhookShape(mkEvent(event.EntityConnection, id, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
+			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": role}))
 	}
 	k.send(
 		mkEvent(event.EntitySystemUser, user, event.Attributes{"internalemailaddress": event.String("ann@example.com")}),

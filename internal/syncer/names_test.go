@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/msisync/msisync/internal/event"
@@ -13,7 +14,7 @@ func TestOverlayKeepsImageNamesAndRealClears(t *testing.T) {
 	other := "1a2b3c4d-0000-4000-8000-000000000001"
 	// Target lookups carry no name in real webhooks (bound by id), and the
 	// id may be upper case.
-	nameless := event.Reference("connectionrole", "0F2A7C1E-5B8D-4C3A-9E61-3D2B1A0F9E8C", "")
+	nameless := event.Value{Kind: event.KindRef, Ref: &event.Ref{LogicalName: "connectionrole", ID: "0F2A7C1E-5B8D-4C3A-9E61-3D2B1A0F9E8C"}}
 	named := event.Reference("connectionrole", role, "Decision Maker")
 	cases := []struct {
 		name      string
@@ -58,7 +59,7 @@ func TestOverlayKeepsImageNamesAndRealClears(t *testing.T) {
 				return
 			}
 			ref, ok := got.Reference()
-			if !ok || ref.ID != role || ref.Name != c.wantName {
+			if !ok || !strings.EqualFold(ref.ID, role) || ref.Name != c.wantName {
 				t.Fatalf("got %+v, want %s named %q", ref, role, c.wantName)
 			}
 		})
