@@ -26,7 +26,11 @@ const receivePage = 100
 func (q *Queue) ListDead(ctx context.Context, f queue.Filter) ([]queue.DeadLetter, error) {
 	var out []queue.DeadLetter
 	err := q.eachDead(ctx, f, func(m *azservicebus.ReceivedMessage) bool {
-		out = append(out, toDeadLetter(m))
+		dl := toDeadLetter(m)
+		if f.NoBody {
+			dl.Body = nil
+		}
+		out = append(out, dl)
 		return f.Limit <= 0 || len(out) < f.Limit
 	})
 	if err != nil {
@@ -104,6 +108,13 @@ func (q *Queue) eachDead(ctx context.Context, f queue.Filter, visit func(*azserv
 		return nil
 	}
 	from := int64(1) // where the SDK's own peek iteration starts
+	if f.After != "" {
+		after, err := parseDeadID(f.After)
+		if err != nil {
+			return err
+		}
+		from = after + 1
+	}
 	for {
 		var msgs []*azservicebus.ReceivedMessage
 		err := q.do(ctx, "peek dead letters", func() error {
@@ -207,6 +218,7 @@ func hasTime(props map[string]any, key string) bool {
 // the dead-lettered original. Without transactions this is at-least-once: a
 // crash between the two leaves both.
 func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
+	f.After, f.NoBody = "", false // listing options: a replay needs the bodies
 	return q.drainDead(ctx, "replay", f, func(msgs []*azservicebus.ReceivedMessage) error {
 		copies := make([]*azservicebus.Message, len(msgs))
 		for i, m := range msgs {
@@ -218,6 +230,7 @@ func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
 
 // PurgeDead deletes the matching dead letters.
 func (q *Queue) PurgeDead(ctx context.Context, f queue.Filter) (int, error) {
+	f.After, f.NoBody = "", false // listing options: a replay needs the bodies
 	return q.drainDead(ctx, "purge", f, nil)
 }
 
