@@ -416,8 +416,9 @@ func TestChaos(t *testing.T) {
 	// also carry would; see the issue 10 report). The simulator's clock moves
 	// a second per reading, as changes of one record by people are apart.
 	dv := dataversesim.New(dataversesim.Options{Token: "tok", Logger: slog.New(slog.DiscardHandler), Delivery: dataversesim.DeliveryShuffled,
-		Clock:      &steppingClock{t: time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)},
-		HTTPClient: &http.Client{Timeout: 60 * time.Second, Transport: retryingTransport{base: http.DefaultTransport}}})
+		UpperCaseGUIDs: true,
+		Clock:          &steppingClock{t: time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)},
+		HTTPClient:     &http.Client{Timeout: 60 * time.Second, Transport: retryingTransport{base: http.DefaultTransport}}})
 	dsrv := httptest.NewServer(dv)
 	defer dsrv.Close()
 	dc, err := dataverse.New(dataverse.Config{URL: dsrv.URL, Token: "tok", Logger: slog.New(slog.DiscardHandler)})
@@ -425,7 +426,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := mapping.Default()
-	if _, err := dc.Register(ctx, dataverse.RegisterOptions{URL: "http://" + addr + receiver.RouteDataverse, Key: chaosKey,
+	if _, err := dc.Register(ctx, dataverse.RegisterOptions{Salt: []byte("test-install-salt-for-syncer"), URL: "http://" + addr + receiver.RouteDataverse, Key: chaosKey,
 		Steps: dataverse.StepsFor(m.Columns, m.WriteBack())}); err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,9 @@ type dvStack struct {
 // images) and gives the worker Dataverse access when withDV is set.
 func newDVStack(t *testing.T, withDV bool, steps []dataverse.StepSpec) *dvStack {
 	t.Helper()
-	dv := dataversesim.New(dataversesim.Options{Token: "tok", Logger: slog.New(slog.DiscardHandler)})
+	// The runs with Dataverse access also get upper-case GUIDs in the
+	// bodies (case must not matter anywhere).
+	dv := dataversesim.New(dataversesim.Options{Token: "tok", Logger: slog.New(slog.DiscardHandler), UpperCaseGUIDs: withDV})
 	dsrv := httptest.NewServer(dv)
 	t.Cleanup(dsrv.Close)
 	dc, err := dataverse.New(dataverse.Config{URL: dsrv.URL, Token: "tok", Logger: slog.New(slog.DiscardHandler)})
@@ -56,7 +58,7 @@ func newDVStack(t *testing.T, withDV bool, steps []dataverse.StepSpec) *dvStack 
 		m := mapping.Default()
 		steps = dataverse.StepsFor(m.Columns, m.WriteBack())
 	}
-	if _, err := dc.Register(context.Background(), dataverse.RegisterOptions{URL: rsrv.URL + receiver.RouteDataverse, Key: "real-shape-key", Steps: steps}); err != nil {
+	if _, err := dc.Register(context.Background(), dataverse.RegisterOptions{Salt: []byte("test-install-salt-for-syncer"), URL: rsrv.URL + receiver.RouteDataverse, Key: "real-shape-key", Steps: steps}); err != nil {
 		t.Fatal(err)
 	}
 	return &dvStack{stack: k, dv: dv}
