@@ -16,6 +16,7 @@ func TestDuplicateConnectionsInOneBatchAreOneRole(t *testing.T) {
 	k := newStack(t, marketosim.Options{}, nil)
 	user, acc, con, opp := guid(0, 1), guid(1, 1), guid(2, 1), guid(3, 1)
 	own := event.Reference(event.EntitySystemUser, user, "")
+	// Named here; WebhookShape moves the name into the post image, as Dataverse sends it.
 	role := event.Reference("connectionrole", guid(5, 1), "Decision Maker")
 	conn := func(id string) *event.Event {
 		return syncer.WebhookShape(mkEvent(event.EntityConnection, id, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
