@@ -1,6 +1,8 @@
 package syncer
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,5 +65,40 @@ func TestOverlayKeepsImageNamesAndRealClears(t *testing.T) {
 				t.Fatalf("got %+v, want %s named %q", ref, role, c.wantName)
 			}
 		})
+	}
+}
+
+// A name learnt from one event's image serves a later event whose Target
+// names the same role by id only and has no image (the store source), also
+// in a new worker process (a new Syncer on the same store); a role never
+// named anywhere waits, and its record is dead-lettered naming the lookup.
+func TestLookupNameFromTheStoreAndDeadLetterWithoutOne(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxAttempts = 1 })
+	e.send(graph()...) // connEv: Decision Maker named in the post image
+	e.drain()
+	restarted, err := New(e.s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.s = restarted // the in-process cache is gone; the store remembers
+	bare := func(id string, roleN int) *event.Event {
+		return ev(event.EntityConnection, id, event.MessageCreate, event.Attributes{
+			"record1id":     event.Reference(event.EntityOpportunity, oppID, ""),
+			"record2id":     event.Reference(event.EntityContact, contactID, ""),
+			"record2roleid": event.Reference("connectionrole", gid("role", roleN), "")})
+	}
+	e.send(bare(gid("conne", 7), len("Decision Maker")), bare(gid("conne", 8), 99))
+	e.drain()
+	if got := e.roleKeys(); !slices.Equal(got, []string{e.roleKeyOf("Decision Maker")}) {
+		t.Fatalf("roles %v, want only Decision Maker", got)
+	}
+	dead := e.q.deadLetters()
+	if len(dead) != 1 || dead[0].Reason != ReasonMissingData || !strings.Contains(dead[0].Description, "lookup record2roleid of connection "+gid("conne", 8)) {
+		t.Fatalf("dead letters %+v, want connection %s dead-lettered for its nameless role", dead, gid("conne", 8))
+	}
+	for _, r := range e.mk.roles {
+		if s := fmt.Sprint(r["role"]); event.IsGUID(s) {
+			t.Fatalf("a role named by its GUID reached Marketo: %v", r)
+		}
 	}
 }
