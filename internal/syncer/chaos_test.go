@@ -222,8 +222,9 @@ var chaosRoles = []string{"Stakeholder", "Champion", "Decision Maker", "End User
 // chaosOps works in the Dataverse simulator as users would, about
 // scale × 2,500 webhook deliveries: creates, partial updates, owner changes
 // (Assign), SetState, role changes, lead qualification, deletes. midway runs
-// once, half-way through.
-func chaosOps(t *testing.T, dv *dataversesim.Server, seed uint64, scale int, midway func()) (users []string) {
+// once, half-way through. invalid lists the accounts Marketo must refuse
+// (a name over its 255 characters, which Dataverse takes).
+func chaosOps(t *testing.T, dv *dataversesim.Server, seed uint64, scale int, midway func()) (users, invalid []string) {
 	t.Helper()
 	rnd := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	pick := func(ids []string) string { return ids[rnd.IntN(len(ids))] }
@@ -337,7 +338,10 @@ func chaosOps(t *testing.T, dv *dataversesim.Server, seed uint64, scale int, mid
 			must("", dv.Delete("account", id))
 		}
 	}
-	return users
+	for i := 0; i < 2; i++ {
+		invalid = append(invalid, must(dv.Create("account", map[string]any{"name": strings.Repeat("X", 300), "ownerid": owner()})))
+	}
+	return users, invalid
 }
 
 // steppingClock moves one second each time it is read.
@@ -432,7 +436,7 @@ func TestChaos(t *testing.T) {
 	}
 
 	kills := 0
-	users := chaosOps(t, dv, seed, scale, func() {
+	users, invalid := chaosOps(t, dv, seed, scale, func() {
 		// Kill the receiver while webhooks are still being delivered.
 		for dv.Stats().Attempts < 400 {
 			time.Sleep(5 * time.Millisecond)
@@ -505,20 +509,38 @@ func TestChaos(t *testing.T) {
 	}
 	recv.kill(t)
 
-	checkSimOracle(t, dv, sim.Dump(), users)
+	checkSimOracle(t, dv, sim.Dump(), users, invalid)
+	// The dead-letter queue holds exactly the accounts made invalid on
+	// purpose, each once, with Marketo's reason.
 	rows, err := qdb.QueryContext(ctx, "SELECT reason, description FROM dead")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	dead := 0
+	want := map[string]bool{}
+	for _, id := range invalid {
+		want[id] = true
+	}
 	for rows.Next() {
 		var reason, desc string
 		if err := rows.Scan(&reason, &desc); err != nil {
 			t.Fatal(err)
 		}
 		dead++
-		t.Errorf("dead letter: %s: %s", reason, desc)
+		ok := false
+		for id := range want {
+			if reason == syncer.ReasonRejected && strings.Contains(desc, "exceeds max length 255") && strings.Contains(desc, "account "+id) {
+				delete(want, id)
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("unexpected dead letter: %s: %s", reason, desc)
+		}
+	}
+	for id := range want {
+		t.Errorf("account %s (name over 255 characters) was not dead-lettered", id)
 	}
 	s := sim.Stats()
 	t.Logf("%d webhooks, %d queue messages, %d SIGKILLs (receiver once, worker twice), %d Marketo calls, faults %v, %d dead letters, %v in all",
@@ -527,7 +549,7 @@ func TestChaos(t *testing.T) {
 
 // checkSimOracle compares Marketo with the Dataverse simulator's final
 // state, link by link, including every role name.
-func checkSimOracle(t *testing.T, dv *dataversesim.Server, d marketosim.State, users []string) {
+func checkSimOracle(t *testing.T, dv *dataversesim.Server, d marketosim.State, users, invalid []string) {
 	t.Helper()
 	str := func(v any) string {
 		if v == nil {
@@ -561,7 +583,12 @@ func checkSimOracle(t *testing.T, dv *dataversesim.Server, d marketosim.State, u
 	for _, r := range d.Companies {
 		gotCo[str(r["externalCompanyId"])] = r
 	}
-	accounts := dv.IDs("account")
+	var accounts []string
+	for _, id := range dv.IDs("account") {
+		if !slices.Contains(invalid, id) {
+			accounts = append(accounts, id)
+		}
+	}
 	for _, id := range accounts {
 		a, c := row("account", id), gotCo[id]
 		if c == nil {
