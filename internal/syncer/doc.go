@@ -18,8 +18,10 @@
 //     touch only MSI write-back columns (mapping.WriteBack) and system columns.
 //  4. Coalesce per record in version order. Versions are kept per column as
 //     well as per record: an Update carries only the columns it changed, so a
-//     late, older Update still applies the columns no newer event wrote. A
-//     Delete stores a tombstone: later events of the record are stale.
+//     late, older Update still applies the columns no newer event wrote.
+//     Image columns count too: a late event's post image is an older state
+//     and does not overwrite what a newer event wrote. A Delete stores a
+//     tombstone: later events of the record are stale.
 //  5. Lock the records in the store (Store.LockRecords): records another
 //     worker holds are rescheduled after LockedDelay. This is what makes several
 //     workers on one queue and one PostgreSQL store safe: a record is written
