@@ -392,8 +392,8 @@ func (b *batch) merge(r *rec, stored map[string]int64) bool {
 				if !apply {
 					continue
 				}
-				if _, ok := ev.Formatted[c]; !ok {
-					delete(r.formatted, c) // an older event's label may describe an older value
+				if _, ok := ev.Formatted[c]; !ok && have && !sameScalar(cur, val) {
+					delete(r.formatted, c) // an older event's label describes the older value
 				}
 				r.attrs[c] = val
 				r.colVersion[c] = max(r.colVersion[c], v)

@@ -67,6 +67,12 @@ func overlay(cur event.Value, have bool, val event.Value, ev *event.Event, col s
 	return val, true
 }
 
+// sameScalar reports whether two values are the same for the purpose of
+// keeping a display label: same kind and same text (a lookup by its id).
+func sameScalar(a, b event.Value) bool {
+	return a.Kind == b.Kind && a.Text() == b.Text()
+}
+
 // sameRefName returns v's name when v is a lookup to the same row as ref.
 func sameRefName(v event.Value, ref event.Ref) string {
 	o, ok := v.Reference()

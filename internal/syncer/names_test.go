@@ -102,3 +102,30 @@ func TestLookupNameFromTheStoreAndDeadLetterWithoutOne(t *testing.T) {
 		}
 	}
 }
+
+// An option-set label from an earlier event of the batch survives a later
+// event that repeats the value without labels, and is dropped when the later
+// event changes the value (the old label would describe the old value).
+func TestLabelKeptForTheSameValueDroppedForANewOne(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		later int
+		want  string
+	}{{"same value", 7, "Consulting"}, {"new value", 8, "8"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			create := accountEv(accountID, userID)
+			create.Attributes["industrycode"] = event.Option(7)
+			create.Formatted = map[string]string{"industrycode": "Consulting"}
+			up := ev(event.EntityAccount, accountID, event.MessageUpdate, event.Attributes{"industrycode": event.Option(tc.later)})
+			e.send(userEv(userID, "ann@example.com"), create, up)
+			e.drain()
+			e.mk.mu.Lock()
+			got := e.mk.companies[accountID]["industry"]
+			e.mk.mu.Unlock()
+			if fmt.Sprint(got) != tc.want {
+				t.Fatalf("industry %v, want %s", got, tc.want)
+			}
+		})
+	}
+}
