@@ -490,7 +490,18 @@ func TestChaos(t *testing.T) {
 			// SIGKILL mid-batch: once the worker has settled a third of the
 			// backlog, at a moment it holds locked messages.
 			target := total * (2 - run) / 3
-			ok := wait(func() bool { n := count(""); return n >= 0 && n <= target && count("WHERE lock_token IS NOT NULL") > 0 })
+			// Held by this worker: locked now, and locked after it started
+			// (a lock runs LockDuration from its receive), so not a lock
+			// the previous, killed worker left behind.
+			started := time.Now()
+			heldByThisWorker := func() bool {
+				since := started.Add(chaosQueueOptions.LockDuration)
+				if now := time.Now(); now.After(since) {
+					since = now
+				}
+				return count(fmt.Sprintf("WHERE lock_token IS NOT NULL AND visible_at > %d", since.UnixNano())) > 0
+			}
+			ok := wait(func() bool { n := count(""); return n >= 0 && n <= target && heldByThisWorker() })
 			w.kill(t)
 			kills++
 			t.Logf("killed worker %d mid-batch with %d of %d messages left (%v)", run, count(""), total, time.Since(start))
