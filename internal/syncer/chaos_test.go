@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -196,7 +197,10 @@ func (h *helper) kill(t *testing.T) {
 // Failed system jobs of a Dataverse whose receiver was away. A request that
 // reached the receiver before it died is sent twice; the queue drops the
 // duplicate by its stable message id.
-type retryingTransport struct{ base http.RoundTripper }
+type retryingTransport struct {
+	base    http.RoundTripper
+	retries *atomic.Int64 // re-sends made while the receiver was away
+}
 
 func (rt retryingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	deadline := time.Now().Add(60 * time.Second)
@@ -213,6 +217,7 @@ func (rt retryingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if err == nil || time.Now().After(deadline) || req.Context().Err() != nil {
 			return resp, err
 		}
+		rt.retries.Add(1)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
@@ -419,10 +424,11 @@ func TestChaos(t *testing.T) {
 	// delivered out of order cannot be told apart (the RowVersion the events
 	// also carry would; see the issue 10 report). The simulator's clock moves
 	// a second per reading, as changes of one record by people are apart.
+	var resent atomic.Int64
 	dv := dataversesim.New(dataversesim.Options{Token: "tok", Logger: slog.New(slog.DiscardHandler), Delivery: dataversesim.DeliveryShuffled,
 		UpperCaseGUIDs: true,
 		Clock:          &steppingClock{t: time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)},
-		HTTPClient:     &http.Client{Timeout: 60 * time.Second, Transport: retryingTransport{base: http.DefaultTransport}}})
+		HTTPClient:     &http.Client{Timeout: 60 * time.Second, Transport: retryingTransport{base: http.DefaultTransport, retries: &resent}}})
 	dsrv := httptest.NewServer(dv)
 	defer dsrv.Close()
 	dc, err := dataverse.New(dataverse.Config{URL: dsrv.URL, Token: "tok", Logger: slog.New(slog.DiscardHandler)})
@@ -455,7 +461,10 @@ func TestChaos(t *testing.T) {
 	if ds.Failed != 0 {
 		t.Fatalf("%d webhook deliveries failed", ds.Failed)
 	}
-	t.Logf("%d webhooks delivered (%d posts) in %v", ds.Delivered, ds.Attempts, time.Since(start))
+	t.Logf("%d webhooks delivered (%d posts, %d re-sent while the receiver was down) in %v", ds.Delivered, ds.Attempts, resent.Load(), time.Since(start))
+	if resent.Load() == 0 {
+		t.Error("no webhook met the killed receiver: the kill was not mid-delivery")
+	}
 	if ds.Delivered < 2000*int64(scale) {
 		t.Fatalf("%d webhooks delivered, want ≥ %d", ds.Delivered, 2000*scale)
 	}
