@@ -113,7 +113,7 @@ func newDataverseCmd() *cobra.Command {
 			if auth != "WebhookKey" && auth != "HttpHeader" {
 				return usagef("--auth must be WebhookKey or HttpHeader, got %q", auth)
 			}
-			return withDataverse(c, needs{}, func(a *app) (fmt.Stringer, error) {
+			return withDataverse(c, needs{store: true}, func(a *app) (fmt.Stringer, error) {
 				if _, err := a.cfg.EnsureWebhookKey(); err != nil {
 					return nil, err
 				}
@@ -121,9 +121,13 @@ func newDataverseCmd() *cobra.Command {
 				if err != nil {
 					return nil, err
 				}
+				salt, err := installSalt(c.Context(), a.store)
+				if err != nil {
+					return nil, err
+				}
 				return a.dataverse.Register(c.Context(), dataverse.RegisterOptions{
 					URL: url, AuthType: auth, Key: a.cfg.WebhookKeys[0], Header: a.cfg.WebhookHeader, Name: name,
-					Steps: stepSpecs(m), DryRun: dryRun,
+					Steps: stepSpecs(m), DryRun: dryRun, Salt: salt,
 				})
 			})
 		},

@@ -44,6 +44,9 @@ func (f *dlqFlags) filter(ids []string) (queue.Filter, error) {
 	return flt, nil
 }
 
+// dlqPage is how many dead letters `dlq list` reads per call.
+var dlqPage = 500
+
 func newDLQCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "dlq", Short: "Inspect, replay and purge dead-lettered events (embedded queue or Service Bus, per the settings)"}
 	var f dlqFlags
@@ -67,21 +70,45 @@ func newDLQCmd() *cobra.Command {
 				return err
 			}
 			defer closeQ()
-			items, err := q.ListDead(c.Context(), flt)
-			if err != nil {
-				return fmt.Errorf("list dead letters: %w", err)
+			// Page through the dead letters without their bodies: a large
+			// dead-letter queue is never loaded whole.
+			var views []deadView
+			tw := tabwriter.NewWriter(c.OutOrStdout(), 2, 4, 2, ' ', 0)
+			if !f.json {
+				fmt.Fprintln(tw, "ID\tENTITY\tRECORD\tMESSAGE\tDELIVERIES\tFIRST FAILURE\tLAST FAILURE\tREASON")
+			}
+			n := 0
+			for page := flt; ; {
+				page.NoBody, page.Limit = true, dlqPage
+				if flt.Limit > 0 {
+					page.Limit = min(dlqPage, flt.Limit-n)
+				}
+				items, err := q.ListDead(c.Context(), page)
+				if err != nil {
+					return fmt.Errorf("list dead letters: %w", err)
+				}
+				n += len(items)
+				for _, v := range deadViews(items) {
+					if f.json {
+						views = append(views, v)
+						continue
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", v.ID, v.Entity, v.RecordID, v.Message, v.DeliveryCount,
+						v.FirstFailureAt.Format(time.RFC3339), v.LastFailureAt.Format(time.RFC3339), oneLine(v.Reason+": "+v.Description, 100))
+				}
+				if len(items) < page.Limit || (flt.Limit > 0 && n >= flt.Limit) {
+					break
+				}
+				page.After = items[len(items)-1].ID
 			}
 			if f.json {
-				return writeJSON(c.OutOrStdout(), deadViews(items))
-			}
-			tw := tabwriter.NewWriter(c.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tENTITY\tRECORD\tMESSAGE\tDELIVERIES\tFIRST FAILURE\tLAST FAILURE\tREASON")
-			for _, v := range deadViews(items) {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", v.ID, v.Entity, v.RecordID, v.Message, v.DeliveryCount,
-					v.FirstFailureAt.Format(time.RFC3339), v.LastFailureAt.Format(time.RFC3339), oneLine(v.Reason+": "+v.Description, 100))
+				if views == nil {
+					views = []deadView{}
+				}
+				return writeJSON(c.OutOrStdout(), views)
 			}
 			tw.Flush()
-			fmt.Fprintf(c.ErrOrStderr(), "%d dead letter(s)\n", len(items))
+			fmt.Fprintf(c.ErrOrStderr(), "%d dead letter(s)\n", n)
 			return nil
 		},
 	}

@@ -165,6 +165,34 @@ func TestJourneyDataverse(t *testing.T) {
 		t.Errorf("%d webhook deliveries failed (system jobs with status 31)", f)
 	}
 
+	// Issue 10: a stakeholder connection reaches Marketo with the role's
+	// name (the webhook's Target names it by id only), and so does a role change.
+	opp, err := dv.Create("opportunity", map[string]any{"name": "Analytical Engine", "ownerid": dataversesim.Ref{LogicalName: "systemuser", ID: user},
+		"parentaccountid": dataversesim.Ref{LogicalName: "account", ID: account}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := dv.Connect(opp, contact, "Decision Maker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roleIs := func(want string) func() (bool, string) {
+		return func() (bool, string) {
+			st := sims.marketo()
+			ok := len(st.Roles) == 1 && str(st.Roles[0], "role") == want && strings.EqualFold(str(st.Roles[0], "externalOpportunityId"), opp)
+			return ok, summary("want one role %q\n%s", want, st)
+		}
+	}
+	eventually(t, "the connection's role in Marketo by name", roleIs("Decision Maker"))
+	buyer, err := dv.Create("connectionrole", map[string]any{"name": "Economic Buyer", "category": dataversesim.OptionValue(1000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dv.Update("connection", conn, map[string]any{"record2roleid": dataversesim.Ref{LogicalName: "connectionrole", ID: buyer}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the changed role in Marketo by name", roleIs("Economic Buyer"))
+
 	// The doctor agrees the contact is linked; a record never synced is not.
 	out := mustRun(t, "doctor", "contact", contact)
 	if !strings.Contains(out, contact) || strings.Contains(out, "[fail") {

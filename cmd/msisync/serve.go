@@ -192,6 +192,13 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		if err != nil {
 			return err
 		}
+		// Every object the worker writes, with the mapping: name each field
+		// the instance lacks now rather than dead-letter the first record.
+		cctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		if err := s.CheckInstance(cctx, a.marketo); err != nil {
+			log.Error("Marketo instance check of the mapped fields failed", "error", err)
+		}
+		cancel()
 		g.Go(func() error { return s.Run(gctx) })
 		if a.sandbox != nil {
 			// Let the sandbox's MSI scores move, as Marketo's do, so the

@@ -64,7 +64,14 @@ type Config struct {
 	AuthorityHost string
 	// Credential overrides the token source (tests).
 	Credential azcore.TokenCredential
+	// MaxResponseBytes caps how much of a response is read (default
+	// DefaultMaxResponseBytes): a larger one is an error, not a memory spike.
+	MaxResponseBytes int64
 }
+
+// DefaultMaxResponseBytes bounds one Web API response: a page of 5000 rows
+// with annotations stays far below it, a $batch of 1000 reads too.
+const DefaultMaxResponseBytes = 64 << 20
 
 // Client calls the Dataverse Web API.
 type Client struct {
@@ -79,6 +86,7 @@ type Client struct {
 	authDesc string
 	retries  int
 	sleep    func(ctx context.Context, d time.Duration) error
+	maxBody  int64
 }
 
 // New checks the configuration and returns a client. It makes no request.
@@ -93,7 +101,10 @@ func New(cfg Config) (*Client, error) {
 	}
 	raw = strings.TrimSuffix(raw, strings.TrimSuffix(APIPath, "/"))
 	c := &Client{base: raw + APIPath, origin: u.Scheme + "://" + u.Host, hc: cfg.HTTPClient, clk: cfg.Clock, log: cfg.Logger,
-		token: cfg.Token, retries: cfg.MaxRetries, sleep: cfg.Sleep, scope: raw + "/.default"}
+		token: cfg.Token, retries: cfg.MaxRetries, sleep: cfg.Sleep, scope: raw + "/.default", maxBody: cfg.MaxResponseBytes}
+	if c.maxBody <= 0 {
+		c.maxBody = DefaultMaxResponseBytes
+	}
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: 2 * time.Minute}
 	}
@@ -293,10 +304,14 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, []byte, err
 			backoff = min(backoff*2, 30*time.Second)
 			continue
 		}
-		body, err := io.ReadAll(resp.Body)
+		limit := c.maxBody
+		body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 		resp.Body.Close()
 		if err != nil {
 			return nil, nil, fmt.Errorf("dataverse: %s %s: read response: %w", r.method, path, err)
+		}
+		if int64(len(body)) > limit {
+			return nil, nil, fmt.Errorf("dataverse: %s %s: response over %d bytes (HTTP %d): ask for fewer rows or columns (odata.maxpagesize, $select)", r.method, path, limit, resp.StatusCode)
 		}
 		switch {
 		case resp.StatusCode == http.StatusTooManyRequests:

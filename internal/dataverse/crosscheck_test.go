@@ -16,7 +16,7 @@ func TestSimulatorPayloadsParse(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{TruncateOver: 20000})
 	rcv := newReceiver(t)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
 	acc, _ := e.sim.Create("account", map[string]any{"name": "Contoso", "revenue": dataversesim.Money(10.5)})

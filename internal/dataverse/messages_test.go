@@ -28,7 +28,7 @@ func TestStateOwnerAndQualifyMessages(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{})
 	rcv := newReceiver(t)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
 	lead, err := e.sim.Create("lead", map[string]any{"firstname": "Lea", "lastname": "D", "companyname": "Fabrikam", "emailaddress1": "lea@example.com"})
@@ -117,7 +117,7 @@ func TestSplitStateUpdatesFireTwice(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{SplitStateUpdates: true})
 	rcv := newReceiver(t)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
 	acc, _ := e.sim.Create("account", map[string]any{"name": "A"})
@@ -145,7 +145,7 @@ func TestConcurrentWritesDeliverEveryChange(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{})
 	rcv := newReceiver(t)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/w", Key: "k",
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/w", Key: "k",
 		Steps: []dataverse.StepSpec{{Entity: "contact", Message: "Update", FilteringAttributes: []string{"jobtitle"}}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package dataverse
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -36,8 +37,12 @@ type RegisterOptions struct {
 	Key      string // the shared secret (write-only in Dataverse)
 	Header   string // header name for AuthHTTPHeader (default DefaultHeader)
 	Name     string // endpoint name and step prefix (default DefaultName)
-	Steps    []StepSpec
-	DryRun   bool
+	// Salt keys the HMAC of the key fingerprint kept in the endpoint's
+	// description (≥ 16 bytes, secret, one per installation: main keeps it
+	// in the store), so the description gives no handle on the key.
+	Salt   []byte
+	Steps  []StepSpec
+	DryRun bool
 }
 
 // StepSpec is one asynchronous post-operation step to register.
@@ -130,11 +135,18 @@ func normCSV(s string) string { return normList(strings.Split(s, ",")) }
 func odataString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // keyFingerprint lets Register tell whether the write-only authvalue is
-// current without storing the key: a short hash in the description.
-func keyFingerprint(authType int, header, key string) string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("msisync\x00%d\x00%s\x00%s", authType, header, key)))
-	return hex.EncodeToString(h[:6])
+// current without storing the key: a short HMAC in the description, keyed
+// by the installation's secret salt, so the same key gives unrelated
+// fingerprints in two installations and none can be checked against a
+// guessed key without the salt.
+func keyFingerprint(salt []byte, authType int, header, key string) string {
+	m := hmac.New(sha256.New, salt)
+	fmt.Fprintf(m, "msisync\x00%d\x00%s\x00%s", authType, header, key)
+	return "h" + hex.EncodeToString(m.Sum(nil)[:8])
 }
+
+// MinSaltBytes is the shortest RegisterOptions.Salt accepted.
+const MinSaltBytes = 16
 
 func (o *RegisterOptions) normalize() error {
 	if o.Name == "" {
@@ -164,6 +176,9 @@ func (o *RegisterOptions) normalize() error {
 	}
 	if o.Key == "" {
 		return errors.New("dataverse: register: the webhook key (MSISYNC_WEBHOOK_KEY) is required")
+	}
+	if len(o.Salt) < MinSaltBytes {
+		return fmt.Errorf("dataverse: register: the key fingerprint salt has %d bytes, want at least %d", len(o.Salt), MinSaltBytes)
 	}
 	if strings.ContainsFunc(o.Key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return errors.New("dataverse: register: the webhook key contains control characters")
@@ -234,7 +249,7 @@ func (c *Client) Register(ctx context.Context, o RegisterOptions) (Plan, error) 
 	}
 	var plan Plan
 	authType, authValue := o.authValue()
-	desc := "Managed by msisync; key fingerprint " + keyFingerprint(authType, o.Header, o.Key)
+	desc := "Managed by msisync; key fingerprint " + keyFingerprint(o.Salt, authType, o.Header, o.Key)
 
 	// Resolve messages and filters first, so a bad spec writes nothing.
 	type resolved struct {

@@ -3,7 +3,10 @@ package dataverse_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -78,7 +81,7 @@ func counts(sim *dataversesim.Server) [3]int {
 func TestRegisterIsIdempotent(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{})
 	ctx := context.Background()
-	opts := dataverse.RegisterOptions{URL: "https://msisync.example.com/webhooks/dataverse", Key: "k1"}
+	opts := dataverse.RegisterOptions{Salt: testSalt, URL: "https://msisync.example.com/webhooks/dataverse", Key: "k1"}
 
 	dry := opts
 	dry.DryRun = true
@@ -172,13 +175,14 @@ func TestRegisterIsIdempotent(t *testing.T) {
 func TestRegisterRejectsBadOptions(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{})
 	for _, o := range []dataverse.RegisterOptions{
-		{URL: "", Key: "k"},
-		{URL: "https://h.example.com/x", Key: ""},
-		{URL: "https://h.example.com/x", Key: "k", AuthType: "Basic"},
-		{URL: "https://h.example.com/x", Key: "k", AuthType: dataverse.AuthHTTPHeader, Header: "bad header"},
-		{URL: "https://h.example.com/x", Key: "k\n", AuthType: dataverse.AuthHTTPHeader},
-		{URL: "https://h.example.com/x?code=1", Key: "k"},
-		{URL: "https://h.example.com/x", Key: "k", Steps: []dataverse.StepSpec{{Entity: "contact", Message: "Frobnicate"}}},
+		{Salt: testSalt, URL: "", Key: "k"},
+		{Salt: testSalt, URL: "https://h.example.com/x", Key: ""},
+		{Salt: testSalt, URL: "https://h.example.com/x", Key: "k", AuthType: "Basic"},
+		{Salt: testSalt, URL: "https://h.example.com/x", Key: "k", AuthType: dataverse.AuthHTTPHeader, Header: "bad header"},
+		{Salt: testSalt, URL: "https://h.example.com/x", Key: "k\n", AuthType: dataverse.AuthHTTPHeader},
+		{Salt: testSalt, URL: "https://h.example.com/x?code=1", Key: "k"},
+		{Salt: testSalt, URL: "https://h.example.com/x", Key: "k", Steps: []dataverse.StepSpec{{Entity: "contact", Message: "Frobnicate"}}},
+		{Salt: []byte("short"), URL: "https://h.example.com/x", Key: "k"},
 	} {
 		if _, err := e.client.Register(context.Background(), o); err == nil {
 			t.Errorf("Register(%+v) accepted bad options", o)
@@ -192,7 +196,7 @@ func TestRegisterRejectsBadOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := real.Register(context.Background(), dataverse.RegisterOptions{URL: "https://h.example.com:8443/x", Key: "k"}); err == nil || !strings.Contains(err.Error(), "80 and 443") {
+	if _, err := real.Register(context.Background(), dataverse.RegisterOptions{Salt: testSalt, URL: "https://h.example.com:8443/x", Key: "k"}); err == nil || !strings.Contains(err.Error(), "80 and 443") {
 		t.Errorf("port 8443 on a real environment: %v", err)
 	}
 }
@@ -201,7 +205,7 @@ func TestStatusShowsFailedDelivery(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{})
 	rcv := newReceiver(t, 500)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/webhooks/dataverse", Key: "secret-key",
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/webhooks/dataverse", Key: "secret-key",
 		Steps: []dataverse.StepSpec{{Entity: "contact", Message: "Create", PostImageAttributes: []string{"fullname"}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +244,7 @@ func TestWebhookRetriesOnceOn503(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{})
 	rcv := newReceiver(t, 503, 503, 503, 200)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/hook", Key: "k",
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/hook", Key: "k",
 		Steps: []dataverse.StepSpec{{Entity: "account", Message: "Create"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +281,7 @@ func TestWebhookPayloadFormat(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{})
 	rcv := newReceiver(t)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/webhooks/dataverse", Key: "hdr-secret",
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/webhooks/dataverse", Key: "hdr-secret",
 		AuthType: dataverse.AuthHTTPHeader, Header: "x-msisync-key"}); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +422,7 @@ func TestWebhookKeyAndTruncation(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{TruncateOver: 12000})
 	rcv := newReceiver(t)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/webhooks/dataverse", Key: "a b&c",
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/webhooks/dataverse", Key: "a b&c",
 		Steps: []dataverse.StepSpec{{Entity: "account", Message: "Create", PostImageAttributes: []string{"name"}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +459,7 @@ func TestConnectionsStoreTwoRowsAndDeliverPerOption(t *testing.T) {
 	for _, twice := range []bool{false, true} {
 		e := newEnv(t, dataversesim.Options{DeliverConnectionTwice: twice})
 		rcv := newReceiver(t)
-		if _, err := e.client.Register(context.Background(), dataverse.RegisterOptions{URL: rcv.srv.URL + "/h", Key: "k",
+		if _, err := e.client.Register(context.Background(), dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/h", Key: "k",
 			Steps: []dataverse.StepSpec{{Entity: "connection", Message: "Create", PostImageAttributes: []string{"record1id", "record2id", "ismaster"}}}}); err != nil {
 			t.Fatal(err)
 		}
@@ -484,5 +488,49 @@ func TestConnectionsStoreTwoRowsAndDeliverPerOption(t *testing.T) {
 		if n := len(rcv.take()); n != want {
 			t.Errorf("twice=%v: %d webhook calls, want %d", twice, n, want)
 		}
+	}
+}
+
+// testSalt is the installation salt of the key fingerprint in tests.
+var testSalt = []byte("test-install-salt-0123456789")
+
+// The endpoint's description keeps an HMAC of the key under the
+// installation's salt: the same key gives unrelated fingerprints in two
+// installations, none is the key's plain hash, and re-registering with the
+// same salt and key changes nothing while a new key is noticed.
+func TestKeyFingerprintIsAnHMACUnderTheInstallSalt(t *testing.T) {
+	ctx := context.Background()
+	desc := func(salt []byte, key string) string {
+		t.Helper()
+		e := newEnv(t, dataversesim.Options{})
+		if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: salt, URL: "https://h.example.com/x", Key: key}); err != nil {
+			t.Fatal(err)
+		}
+		row, _ := e.sim.Get("serviceendpoint", e.sim.IDs("serviceendpoint")[0])
+		return fmt.Sprint(row["description"])
+	}
+	a, b := desc(testSalt, "k1"), desc([]byte("another-install-salt-xyz"), "k1")
+	if a == b {
+		t.Fatalf("two installations with one key share the fingerprint %q", a)
+	}
+	plain := sha256.Sum256([]byte("msisync\x004\x00\x00k1"))
+	for _, d := range []string{a, b} {
+		if strings.Contains(d, hex.EncodeToString(plain[:6])) || strings.Contains(d, "k1") {
+			t.Fatalf("description %q carries the key or its unsalted hash", d)
+		}
+	}
+
+	e := newEnv(t, dataversesim.Options{})
+	opts := dataverse.RegisterOptions{Salt: testSalt, URL: "https://h.example.com/x", Key: "k1"}
+	if _, err := e.client.Register(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := e.client.Register(ctx, opts)
+	if err != nil || plan.Changes() != 0 {
+		t.Fatalf("same salt and key: %d changes (%v), want none:\n%s", plan.Changes(), err, plan)
+	}
+	opts.Key = "k2"
+	if plan, err = e.client.Register(ctx, opts); err != nil || !strings.Contains(plan.String(), "key changed") {
+		t.Fatalf("new key: %v, plan:\n%s", err, plan)
 	}
 }

@@ -478,7 +478,8 @@ func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
 		c.metrics.call(k.endpoint, "HTTP "+code)
 		e := &Error{Op: k.op, Code: code, HTTPStatus: resp.StatusCode, Message: http.StatusText(resp.StatusCode)}
 		if resp.StatusCode == http.StatusUnauthorized {
-			e.Code = "601" // treat like an invalid token: renew once
+			e.Code = "601"    // treat like an invalid token: renew once
+			c.invalidate(tok) // so the retry fetches a new one instead of resending this one
 		}
 		return nil, e
 	}

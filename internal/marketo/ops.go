@@ -164,23 +164,62 @@ func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Resul
 		} else if req.DedupeBy != "" {
 			body["dedupeBy"] = req.DedupeBy
 		}
-		bs, err := json.Marshal(body)
-		if err != nil {
+		if _, err := json.Marshal(body); err != nil {
 			return results, fmt.Errorf("marketo: %s: encode: %w", op, err)
 		}
-		c.stats.records(obj, len(in))
-		c.metrics.recordsPerCall(obj, len(in))
-		env, err := c.do(ctx, call{op: op + span("records", ch[0], ch[len(ch)-1], len(req.Input)), endpoint: op,
-			method: http.MethodPost, path: "/rest/v1/" + string(obj) + ".json",
-			body: func() ([]byte, string) { return bs, "application/json" }})
-		if err != nil {
-			return results, err
-		}
-		if err := mapResults(op, obj, env.Result, ch, results); err != nil {
+		if err := c.sendSplitting(ctx, op, obj, ch, len(req.Input), results, func(idx []int) call {
+			in := make([]Record, 0, len(idx))
+			for _, i := range idx {
+				in = append(in, req.Input[i])
+			}
+			body["input"] = in
+			bs, _ := json.Marshal(body) // encoded whole above
+			return call{op: op + span("records", idx[0], idx[len(idx)-1], len(req.Input)), endpoint: op,
+				method: http.MethodPost, path: "/rest/v1/" + string(obj) + ".json",
+				body: func() ([]byte, string) { return bs, "application/json" }}
+		}); err != nil {
 			return results, err
 		}
 	}
 	return results, nil
+}
+
+// tooLarge reports whether Marketo (or a proxy before it) refused a call as
+// too large: HTTP 413 for the body, 414 for the URL.
+func tooLarge(err error) (int, bool) {
+	var me *Error
+	if errors.As(err, &me) && (me.HTTPStatus == http.StatusRequestEntityTooLarge || me.HTTPStatus == http.StatusRequestURITooLong) {
+		return me.HTTPStatus, true
+	}
+	return 0, false
+}
+
+// sendSplitting sends the records idx in one call built by build and maps
+// the results. A call refused as too large (HTTP 413/414) is split in halves
+// and each half retried, down to single records: a record refused alone is
+// marked skipped with that status as its reason (the syncer dead-letters
+// it), so one oversized record no longer fails the whole batch.
+func (c *Client) sendSplitting(ctx context.Context, op string, obj Object, idx []int, total int, results []Result, build func(idx []int) call) error {
+	c.stats.records(obj, len(idx))
+	c.metrics.recordsPerCall(obj, len(idx))
+	env, err := c.do(ctx, build(idx))
+	if status, big := tooLarge(err); big {
+		if len(idx) == 1 {
+			results[idx[0]] = Result{Seq: idx[0], Status: "skipped", Reasons: []Reason{{Code: strconv.Itoa(status),
+				Message: fmt.Sprintf("Marketo refused this record alone with HTTP %d %s (record %d of %d)", status, http.StatusText(status), idx[0], total)}}}
+			return nil
+		}
+		c.log.Warn("marketo: call too large, splitting it in halves", "op", op, "records", len(idx), "http_status", status)
+		half := len(idx) / 2
+		if err := c.sendSplitting(ctx, op, obj, idx[:half], total, results, build); err != nil {
+			return err
+		}
+		return c.sendSplitting(ctx, op, obj, idx[half:], total, results, build)
+	}
+	if err != nil {
+		return err
+	}
+	return mapResults(op, obj, env.Result, idx, results)
 }
 
 // span names the inputs of one call in errors: " (records 300..599 of 650)".
@@ -257,8 +296,8 @@ func (c *Client) Query(ctx context.Context, obj Object, filterType string, value
 	}
 	var out []Record
 	path := "/rest/v1/" + string(obj) + ".json"
-	for lo := 0; lo < len(values); lo += maxFilterValue {
-		hi := min(lo+maxFilterValue, len(values))
+	var query func(lo, hi int) error
+	query = func(lo, hi int) error {
 		group := values[lo:hi]
 		c.stats.records(obj, len(group))
 		c.metrics.recordsPerCall(obj, len(group))
@@ -279,8 +318,19 @@ func (c *Client) Query(ctx context.Context, obj Object, filterType string, value
 			}
 			return k, nil
 		})
+		if _, big := tooLarge(err); big && len(recs) == 0 && hi-lo > 1 {
+			// Refused as too large before any page: split the values.
+			mid := lo + (hi-lo)/2
+			if err := query(lo, mid); err != nil {
+				return err
+			}
+			return query(mid, hi)
+		}
 		out = append(out, recs...)
-		if err != nil {
+		return err
+	}
+	for lo := 0; lo < len(values); lo += maxFilterValue {
+		if err := query(lo, min(lo+maxFilterValue, len(values))); err != nil {
 			return out, err
 		}
 	}
@@ -293,7 +343,12 @@ func (c *Client) Query(ctx context.Context, obj Object, filterType string, value
 func (c *Client) pages(ctx context.Context, op string, build func(token string) (call, error)) ([]Record, error) {
 	var out []Record
 	token := ""
-	for page := 0; page <= maxPages; page++ {
+	for page := 0; ; page++ {
+		if page == maxPages {
+			// A short list would look complete to the caller (a lead taken
+			// for absent is created twice): fail instead.
+			return out, &Error{Op: op, Code: "paging", Message: fmt.Sprintf("stopped after %d pages (%d records): Marketo kept sending nextPageToken, the result would be incomplete", maxPages, len(out))}
+		}
 		k, err := build(token)
 		if err != nil {
 			return out, err
@@ -316,8 +371,8 @@ func (c *Client) pages(ctx context.Context, op string, build func(token string) 
 }
 
 // maxPages bounds a query's pages against a server that never stops
-// sending nextPageToken.
-const maxPages = 10000
+// sending nextPageToken (a variable so tests can lower it).
+var maxPages = 10000
 
 func decodeRecords(op string, raw json.RawMessage) ([]Record, error) {
 	if len(raw) == 0 || string(raw) == "null" {
@@ -394,19 +449,20 @@ func (c *Client) Delete(ctx context.Context, obj Object, deleteBy string, input 
 		if obj != Leads && deleteBy != "" {
 			body["deleteBy"] = deleteBy
 		}
-		bs, err := json.Marshal(body)
-		if err != nil {
+		if _, err := json.Marshal(body); err != nil {
 			return results, fmt.Errorf("marketo: %s: encode input %d..%d: %w", op, lo, hi-1, err)
 		}
-		c.stats.records(obj, hi-lo)
-		c.metrics.recordsPerCall(obj, hi-lo)
-		env, err := c.do(ctx, call{op: op + span("records", lo, hi-1, len(input)), endpoint: op,
-			method: http.MethodPost, path: "/rest/v1/" + string(obj) + "/delete.json",
-			body: func() ([]byte, string) { return bs, "application/json" }})
-		if err != nil {
-			return results, err
-		}
-		if err := mapResults(op, obj, env.Result, idx, results); err != nil {
+		if err := c.sendSplitting(ctx, op, obj, idx, len(input), results, func(part []int) call {
+			in := make([]Record, 0, len(part))
+			for _, i := range part {
+				in = append(in, input[i])
+			}
+			body["input"] = in
+			bs, _ := json.Marshal(body)
+			return call{op: op + span("records", part[0], part[len(part)-1], len(input)), endpoint: op,
+				method: http.MethodPost, path: "/rest/v1/" + string(obj) + "/delete.json",
+				body: func() ([]byte, string) { return bs, "application/json" }}
+		}); err != nil {
 			return results, err
 		}
 	}

@@ -131,6 +131,14 @@ type Filter struct {
 	Reason string    // reason or description contains (case-insensitive)
 	Since  time.Time // dead-lettered at or after
 	Limit  int       // at most this many (0 = no limit)
+	// After pages a listing: only dead letters listed after the one with
+	// this id (pass the last id of the previous page; lists are in id
+	// order). ListDead only: ReplayDead and PurgeDead ignore it.
+	After string
+	// NoBody lets ListDead leave Body empty, for listings that show only
+	// the metadata (a page then does not hold every event in memory).
+	// ReplayDead and PurgeDead ignore it.
+	NoBody bool
 }
 
 // DeadLetters are the operator's operations on the dead-letter queue.

@@ -37,6 +37,8 @@ type DeadLetterList struct {
 	Items []queue.DeadLetter `json:"items"`
 	Count int                `json:"count"`
 	Limit int                `json:"limit"`
+	// Next, when set, is the after= value of the next page.
+	Next string `json:"next,omitempty"`
 }
 
 // Selector chooses dead letters for replay and purge: explicit ids, or all
@@ -64,7 +66,8 @@ type BulkResult struct {
 
 func (s *server) dlqList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := queue.Filter{Entity: q.Get("entity"), Reason: q.Get("reason"), Limit: defaultDLQLimit}
+	// A page of metadata (no bodies); ?after=<next> reads the following one.
+	f := queue.Filter{Entity: q.Get("entity"), Reason: q.Get("reason"), Limit: defaultDLQLimit, After: q.Get("after"), NoBody: true}
 	var issues []FieldIssue
 	if v := q.Get("since"); v != "" {
 		t, err := s.since(v)
@@ -80,6 +83,11 @@ func (s *server) dlqList(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
+	if f.After != "" {
+		if n, err := strconv.ParseInt(f.After, 10, 64); err != nil || n < 0 {
+			issues = append(issues, FieldIssue{Field: "after", Reason: "must be a dead-letter id (the previous page's next)"})
+		}
+	}
 	if len(issues) > 0 {
 		writeProblem(w, http.StatusBadRequest, probBadRequest, problemAdminBody, "invalid query parameters", issues...)
 		return
@@ -92,7 +100,11 @@ func (s *server) dlqList(w http.ResponseWriter, r *http.Request) {
 	if items == nil {
 		items = []queue.DeadLetter{}
 	}
-	writeJSON(w, http.StatusOK, DeadLetterList{Items: items, Count: len(items), Limit: f.Limit})
+	list := DeadLetterList{Items: items, Count: len(items), Limit: f.Limit}
+	if len(items) == f.Limit {
+		list.Next = items[len(items)-1].ID
+	}
+	writeJSON(w, http.StatusOK, list)
 }
 
 func (s *server) dlqGet(w http.ResponseWriter, r *http.Request) {

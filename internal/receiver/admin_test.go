@@ -89,7 +89,17 @@ func TestAdminList(t *testing.T) {
 	if list := decodeJSON[DeadLetterList](t, w); list.Count != 3 || list.Limit != defaultDLQLimit {
 		t.Errorf("unfiltered list %+v", list)
 	}
-	for _, q := range []string{"?limit=0", "?limit=x", "?limit=100000", "?since=yesterday", "?since=-1h"} {
+	// A full page names the next one; the list asks the queue for pages
+	// without bodies.
+	w = hs.do(t, req{method: "GET", path: RouteDLQ + "?limit=2", header: bearer(admin)})
+	if list := decodeJSON[DeadLetterList](t, w); list.Count != 2 || list.Next != list.Items[1].ID {
+		t.Errorf("page of 2: %+v, want next = the last id", list)
+	}
+	w = hs.do(t, req{method: "GET", path: RouteDLQ + "?limit=2&after=2", header: bearer(admin)})
+	if last := hs.dlq.filters[len(hs.dlq.filters)-1]; w.Code != 200 || last.After != "2" || !last.NoBody {
+		t.Errorf("after=2: status %d, filter %+v, want After 2 and NoBody", w.Code, last)
+	}
+	for _, q := range []string{"?limit=0", "?limit=x", "?limit=100000", "?since=yesterday", "?since=-1h", "?after=x", "?after=-3"} {
 		w := hs.do(t, req{method: "GET", path: RouteDLQ + q, header: bearer(admin)})
 		p := decodeJSON[Problem](t, w)
 		if w.Code != 400 || len(p.Errors) == 0 || !strings.Contains(q, p.Errors[0].Field) {

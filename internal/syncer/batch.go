@@ -329,6 +329,17 @@ func (b *batch) group(ctx context.Context, msgs []*msg) error {
 			for c := range m.ev.Attributes {
 				keys = append(keys, key+"#"+c)
 			}
+			// Image columns too: a late event's post image is an older
+			// state and must not overwrite columns a newer event wrote.
+			for _, imgs := range []map[string]event.Attributes{m.ev.PreImages, m.ev.PostImages} {
+				for _, img := range imgs {
+					for c := range img {
+						if _, ok := m.ev.Attributes[c]; !ok {
+							keys = append(keys, key+"#"+c)
+						}
+					}
+				}
+			}
 		}
 	}
 	versions, err := b.s.cfg.Store.GetVersions(ctx, keys)
@@ -375,22 +386,30 @@ func (b *batch) merge(r *rec, stored map[string]int64) bool {
 	for _, m := range r.msgs[start:] {
 		ev := m.ev
 		v := ev.Version
-		set := func(attrs event.Attributes) {
+		set := func(attrs event.Attributes, target bool) {
 			for c, val := range attrs {
 				if v > 0 && v < stored[r.key+"#"+c] {
 					continue
+				}
+				cur, have := r.attrs[c]
+				val, apply := overlay(cur, have, val, ev, c, target)
+				if !apply {
+					continue
+				}
+				if _, ok := ev.Formatted[c]; !ok && have && !sameScalar(cur, val) {
+					delete(r.formatted, c) // an older event's label describes the older value
 				}
 				r.attrs[c] = val
 				r.colVersion[c] = max(r.colVersion[c], v)
 			}
 		}
 		for _, img := range ev.PreImages {
-			set(img)
+			set(img, false)
 		}
 		for _, img := range ev.PostImages {
-			set(img)
+			set(img, false)
 		}
-		set(ev.Attributes)
+		set(ev.Attributes, true)
 		maps.Copy(r.formatted, ev.Formatted)
 		r.version = max(r.version, v)
 		r.rowVersion = max(r.rowVersion, ev.RowVersion)
@@ -535,6 +554,12 @@ func (b *batch) prepare(ctx context.Context) error {
 			if r.fail != nil {
 				continue
 			}
+		}
+		if err := b.nameRefs(ctx, r); err != nil {
+			return err
+		}
+		if r.fail != nil {
+			continue
 		}
 		if r.entity == event.EntityConnection {
 			b.interpretConnection(r)

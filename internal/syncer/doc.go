@@ -18,8 +18,10 @@
 //     touch only MSI write-back columns (mapping.WriteBack) and system columns.
 //  4. Coalesce per record in version order. Versions are kept per column as
 //     well as per record: an Update carries only the columns it changed, so a
-//     late, older Update still applies the columns no newer event wrote. A
-//     Delete stores a tombstone: later events of the record are stale.
+//     late, older Update still applies the columns no newer event wrote.
+//     Image columns count too: a late event's post image is an older state
+//     and does not overwrite what a newer event wrote. A Delete stores a
+//     tombstone: later events of the record are stale.
 //  5. Lock the records in the store (Store.LockRecords): records another
 //     worker holds are rescheduled after LockedDelay. This is what makes several
 //     workers on one queue and one PostgreSQL store safe: a record is written
@@ -44,6 +46,28 @@
 //     reschedule everything after RequeueMax without counting an attempt.
 //  9. Persist links, versions and connections, release the record locks, and
 //     settle the messages (in Run, while the next batch is processed).
+//
+// # What a message's Target may overwrite
+//
+// Per event, pre images, then post images, then the Target are folded in.
+// The Target holds what the caller sent, so a lookup there usually has no
+// name (bound by id): it takes the name of the same row (same id) from the
+// post image, else the pre image, else what an earlier event of the record
+// said. A null in the Target of a Create or Update is what the caller sent
+// and clears the column; the attributes of other messages (Assign, SetState)
+// are built from their inputs, so a null there does not erase an image's value.
+//
+// # Lookup names (refname fields)
+//
+// A field mapped with type refname (the opportunity role's "role") never
+// receives a GUID. A lookup still without a name after the events takes it
+// from FormattedValues, then the store (names learnt from earlier images or
+// reads, store meta "refname/<table>/<id>"), then a Dataverse read of the
+// row's primary name (connectionrole: name, read and cached with its
+// category). Without a name the record is requeued and, after MaxAttempts,
+// dead-lettered (MissingData) with a reason naming the lookup and the fix:
+// register a post image (msisync dataverse register does) or set
+// MSISYNC_DATAVERSE_URL.
 //
 // # Stakeholder connections
 //

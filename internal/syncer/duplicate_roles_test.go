@@ -5,6 +5,7 @@ import (
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/syncer"
 )
 
 // Two Dataverse connections between the same opportunity and contact with
@@ -15,10 +16,11 @@ func TestDuplicateConnectionsInOneBatchAreOneRole(t *testing.T) {
 	k := newStack(t, marketosim.Options{}, nil)
 	user, acc, con, opp := guid(0, 1), guid(1, 1), guid(2, 1), guid(3, 1)
 	own := event.Reference(event.EntitySystemUser, user, "")
+	// Named here; WebhookShape moves the name into the post image, as Dataverse sends it.
 	role := event.Reference("connectionrole", guid(5, 1), "Decision Maker")
 	conn := func(id string) *event.Event {
-		return mkEvent(event.EntityConnection, id, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
-			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": role})
+		return syncer.WebhookShape(mkEvent(event.EntityConnection, id, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
+			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": role}))
 	}
 	k.send(
 		mkEvent(event.EntitySystemUser, user, event.Attributes{"internalemailaddress": event.String("ann@example.com")}),

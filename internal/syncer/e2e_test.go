@@ -71,6 +71,7 @@ func (k *stack) send(evs ...*event.Event) {
 		if ev.Version == 0 {
 			ev.Version = int64(1000 + i)
 		}
+		syncer.CheckTargetNames(k.t, ev, "")
 		ev.ID = ev.DeriveID()
 		b, err := event.Encode(ev)
 		if err != nil {
@@ -118,10 +119,10 @@ func mkEvent(entity, id string, attrs event.Attributes) *event.Event {
 func TestE2EGraphPostedInReverseOrderIsLinked(t *testing.T) {
 	k := newStack(t, marketosim.Options{}, nil)
 	user, acc, con, opp, conn := guid(0, 1), guid(1, 1), guid(2, 1), guid(3, 1), guid(4, 1)
-	own := event.Reference(event.EntitySystemUser, strings.ToUpper(user), "Ann")
+	own := event.Reference(event.EntitySystemUser, strings.ToUpper(user), "")
 	evs := []*event.Event{
-		mkEvent(event.EntityConnection, conn, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
-			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": event.Reference("connectionrole", guid(5, 1), "Decision Maker")}),
+		syncer.WebhookShape(mkEvent(event.EntityConnection, conn, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
+			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": event.Reference("connectionrole", strings.ToUpper(guid(5, 1)), "Decision Maker")})),
 		mkEvent(event.EntityOpportunity, opp, event.Attributes{"name": event.String("Deal"), "ownerid": own, "estimatedvalue": event.Money("5000"),
 			"parentaccountid": event.Reference(event.EntityAccount, acc, ""), "statecode": event.Option(1)}),
 		mkEvent(event.EntityContact, con, event.Attributes{"emailaddress1": event.String("joe@example.com"), "lastname": event.String("Doe"), "ownerid": own,
@@ -250,8 +251,8 @@ func TestE2EStakeholderRolesFromDataverseAndDeactivation(t *testing.T) {
 	user, acc, con, opp := guid(0, 1), guid(1, 1), guid(2, 1), guid(3, 1)
 	own := event.Reference(event.EntitySystemUser, user, "")
 	conn := func(id, roleID, role string) *event.Event {
-		return mkEvent(event.EntityConnection, id, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
-			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": event.Reference("connectionrole", roleID, role)})
+		return syncer.WebhookShape(mkEvent(event.EntityConnection, id, event.Attributes{"record1id": event.Reference(event.EntityOpportunity, opp, ""),
+			"record2id": event.Reference(event.EntityContact, con, ""), "record2roleid": event.Reference("connectionrole", roleID, role)}))
 	}
 	stake, desk := guid(4, 1), guid(4, 2)
 	k.send(

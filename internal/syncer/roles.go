@@ -22,6 +22,7 @@ const roleCacheTTL = time.Hour
 
 type roleCategory struct {
 	category int64
+	name     string
 	found    bool // false: the role does not exist (any more)
 	at       time.Time
 }
@@ -85,32 +86,44 @@ func (b *batch) stakeholder(ctx context.Context, r *rec) (bool, error) {
 	if !ok {
 		return true, nil
 	}
-	now := b.s.clk.Now()
-	b.s.roleMu.Lock()
-	c, cached := b.s.roleCache[ref.ID]
-	b.s.roleMu.Unlock()
-	if !cached || now.Sub(c.at) >= roleCacheTTL {
-		attrs, err := dv.Read(ctx, "connectionrole", ref.ID, []string{"name", "category"})
-		switch {
-		case err == nil:
-			c = roleCategory{found: true, at: now}
-			if v, ok := attrs["category"]; ok {
-				c.category, _ = v.Int()
-			}
-		case ctx.Err() != nil:
-			return false, ctx.Err()
-		case b.s.cfg.IsNotFound != nil && b.s.cfg.IsNotFound(err):
-			c = roleCategory{at: now}
-		default:
-			r.fail = &failure{act: actRequeue, reason: ReasonGaveUp,
-				desc: fmt.Sprintf("read connectionrole %s (role of %s) from Dataverse: %v", ref.ID, r.name(), err)}
-			return false, nil
-		}
-		b.s.roleMu.Lock()
-		b.s.roleCache[ref.ID] = c
-		b.s.roleMu.Unlock()
+	c, err := b.readRole(ctx, r, ref.ID)
+	if err != nil || r.fail != nil {
+		return false, err
 	}
 	return c.found && c.category == CategoryStakeholder, nil
+}
+
+// readRole returns the connectionrole's category and name, read from
+// Dataverse once per role per roleCacheTTL (the name serves nameRefs, the
+// category stakeholder). A failed read sets r.fail (requeue).
+func (b *batch) readRole(ctx context.Context, r *rec, id string) (roleCategory, error) {
+	now := b.s.clk.Now()
+	b.s.roleMu.Lock()
+	c, cached := b.s.roleCache[id]
+	b.s.roleMu.Unlock()
+	if cached && now.Sub(c.at) < roleCacheTTL {
+		return c, nil
+	}
+	attrs, err := b.s.cfg.Dataverse.Read(ctx, "connectionrole", id, []string{"name", "category"})
+	switch {
+	case err == nil:
+		c = roleCategory{found: true, at: now, name: attrs["name"].Text()}
+		if v, ok := attrs["category"]; ok {
+			c.category, _ = v.Int()
+		}
+	case ctx.Err() != nil:
+		return roleCategory{}, ctx.Err()
+	case b.s.cfg.IsNotFound != nil && b.s.cfg.IsNotFound(err):
+		c = roleCategory{at: now}
+	default:
+		r.fail = &failure{act: actRequeue, reason: ReasonGaveUp,
+			desc: fmt.Sprintf("read connectionrole %s (role of %s) from Dataverse: %v", id, r.name(), err)}
+		return roleCategory{}, nil
+	}
+	b.s.roleMu.Lock()
+	b.s.roleCache[id] = c
+	b.s.roleMu.Unlock()
+	return c, nil
 }
 
 // roleKey is a Marketo opportunity role's dedupe key.

@@ -173,8 +173,8 @@ func TestSharedRoleSurvivesUntilItsLastConnectionGoes(t *testing.T) {
 	})
 	t.Run("role change", func(t *testing.T) {
 		e, key := setup(t)
-		e.send(ev(event.EntityConnection, connID, event.MessageUpdate, event.Attributes{
-			"record2roleid": event.Reference("connectionrole", gid("role", 8), "Champion")}))
+		e.send(WebhookShape(ev(event.EntityConnection, connID, event.MessageUpdate, event.Attributes{
+			"record2roleid": event.Reference("connectionrole", gid("role", 8), "Champion")})))
 		e.drain()
 		want := []string{e.roleKeyOf("Champion"), key}
 		slices.Sort(want)
@@ -274,8 +274,8 @@ func TestRoleChangedToNonStakeholderRoleRemovesTheMarketoRole(t *testing.T) {
 	if len(e.roleKeys()) != 1 {
 		t.Fatalf("roles %v", e.roleKeys())
 	}
-	e.send(ev(event.EntityConnection, connID, event.MessageUpdate, event.Attributes{
-		"record2roleid": event.Reference("connectionrole", gid("role", len("Account Manager")), "Account Manager")}))
+	e.send(WebhookShape(ev(event.EntityConnection, connID, event.MessageUpdate, event.Attributes{
+		"record2roleid": event.Reference("connectionrole", gid("role", len("Account Manager")), "Account Manager")})))
 	e.drain()
 	if got := e.roleKeys(); len(got) != 0 {
 		t.Fatalf("roles %v", got)

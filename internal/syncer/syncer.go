@@ -123,6 +123,7 @@ type Syncer struct {
 
 	roleMu    sync.Mutex
 	roleCache map[string]roleCategory // connectionrole id → category read from Dataverse
+	names     sync.Map                // refname meta key → cachedName (names.go)
 }
 
 // New checks the configuration and returns a Syncer.

@@ -41,6 +41,9 @@ type env struct {
 	dv  *fakeDataverse
 	s   *Syncer
 	seq int
+	// namedTargets, when set, says why the test sends Target lookups with
+	// names (CheckTargetNames fails the test otherwise).
+	namedTargets string
 }
 
 func newEnv(t *testing.T, mod func(*Config)) *env {
@@ -70,6 +73,7 @@ func (e *env) send(evs ...*event.Event) {
 		if ev.Version == 0 && ev.Message != event.MessageDelete {
 			ev.Version = int64(e.seq)
 		}
+		CheckTargetNames(e.t, ev, e.namedTargets)
 		ev.ID = ev.DeriveID()
 		b, err := event.Encode(ev)
 		if err != nil {
@@ -127,10 +131,10 @@ func oppEv(id, acc, own string) *event.Event {
 		"parentaccountid": event.Reference(event.EntityAccount, acc, ""), "statecode": event.Option(0)})
 }
 func connEv(id, opp, contact, role string) *event.Event {
-	return ev(event.EntityConnection, id, event.MessageCreate, event.Attributes{
+	return WebhookShape(ev(event.EntityConnection, id, event.MessageCreate, event.Attributes{
 		"record1id":     event.Reference(event.EntityOpportunity, opp, ""),
 		"record2id":     event.Reference(event.EntityContact, contact, ""),
-		"record2roleid": event.Reference("connectionrole", gid("role", len(role)), role)})
+		"record2roleid": event.Reference("connectionrole", gid("role", len(role)), role)}))
 }
 
 func graph() []*event.Event {
@@ -333,12 +337,12 @@ func TestLoopPreventionSkipsOwnChangesAndWriteBackColumns(t *testing.T) {
 
 func TestIgnoredConnections(t *testing.T) {
 	e := newEnv(t, nil)
-	recip := ev(event.EntityConnection, gid("x", 2), event.MessageCreate, event.Attributes{
+	recip := WebhookShape(ev(event.EntityConnection, gid("x", 2), event.MessageCreate, event.Attributes{
 		"record1id": event.Reference(event.EntityContact, contactID, ""), "record2id": event.Reference(event.EntityOpportunity, oppID, ""),
-		"record2roleid": event.Reference("connectionrole", gid("r", 1), "Champion")})
-	acct := ev(event.EntityConnection, gid("x", 3), event.MessageCreate, event.Attributes{
+		"record2roleid": event.Reference("connectionrole", gid("r", 1), "Champion")}))
+	acct := WebhookShape(ev(event.EntityConnection, gid("x", 3), event.MessageCreate, event.Attributes{
 		"record1id": event.Reference(event.EntityAccount, accountID, ""), "record2id": event.Reference(event.EntityContact, contactID, ""),
-		"record2roleid": event.Reference("connectionrole", gid("r", 1), "Partner")})
+		"record2roleid": event.Reference("connectionrole", gid("r", 1), "Partner")}))
 	e.send(recip, acct)
 	st := e.drain()
 	if st.Skipped != 2 || len(e.mk.calls) != 0 || len(e.q.deadLetters()) != 0 {
@@ -430,7 +434,7 @@ func TestRoleChangeDeletesOldRole(t *testing.T) {
 	e.send(graph()...)
 	e.drain()
 	lid, _ := e.mk.leadByExt(contactID)
-	up := ev(event.EntityConnection, connID, event.MessageUpdate, event.Attributes{"record2roleid": event.Reference("connectionrole", gid("role", 1), "Champion")})
+	up := WebhookShape(ev(event.EntityConnection, connID, event.MessageUpdate, event.Attributes{"record2roleid": event.Reference("connectionrole", gid("role", 1), "Champion")}))
 	e.send(up)
 	e.drain()
 	if len(e.mk.roles) != 1 || e.mk.roles[fmt.Sprintf("%s|%d|Champion", oppID, lid)] == nil {

@@ -67,6 +67,10 @@ type Options struct {
 	SplitStateUpdates bool
 	// Delivery is DeliveryInOrder (default), DeliveryShuffled or DeliveryDuplicated.
 	Delivery string
+	// UpperCaseGUIDs writes every GUID of a webhook body in upper case.
+	// Unconfirmed whether Dataverse ever does (GUIDs are case-insensitive);
+	// the switch lets tests prove that receivers do not care.
+	UpperCaseGUIDs bool
 	// HTTPClient posts webhooks (default: a client with the 60 s Dataverse timeout).
 	HTTPClient *http.Client
 	// AppUserID is the systemuser the Web API caller acts as: the UserId of

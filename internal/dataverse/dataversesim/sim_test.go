@@ -583,3 +583,40 @@ func TestExecutionTimeLimit(t *testing.T) {
 	clk.Advance(70 * time.Second)
 	expect(t, "after Retry-After", a.do("GET", "contacts", nil), 200)
 }
+
+// UpperCaseGUIDs writes the body's GUIDs in upper case (the record id and
+// every lookup); without it they are lower case.
+func TestUpperCaseGUIDs(t *testing.T) {
+	for _, upper := range []bool{false, true} {
+		var mu sync.Mutex
+		var bodies []string
+		rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			bodies = append(bodies, string(b))
+			mu.Unlock()
+		}))
+		a := newAPI(t, dataversesim.Options{UpperCaseGUIDs: upper})
+		registerStep(t, a, rcv.URL, "Create", "account")
+		id, err := a.sim.Create("account", map[string]any{"name": "Contoso"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := a.sim.WaitIdle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		rcv.Close()
+		if len(bodies) != 1 {
+			t.Fatalf("upper %v: %d deliveries", upper, len(bodies))
+		}
+		want, other := strings.ToLower(id), strings.ToUpper(id)
+		if upper {
+			want, other = other, want
+		}
+		if !strings.Contains(bodies[0], `"PrimaryEntityId":"`+want+`"`) || strings.Contains(bodies[0], other) {
+			t.Errorf("upper %v: body has the id as %q? %s", upper, want, bodies[0][:min(len(bodies[0]), 400)])
+		}
+	}
+}

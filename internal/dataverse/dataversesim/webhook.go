@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -564,6 +565,9 @@ func (s *Server) buildDelivery(st step, ch *change, corr string) *delivery {
 	if err != nil {
 		d.failNow = "serialize context: " + err.Error()
 	}
+	if s.opts.UpperCaseGUIDs {
+		raw = guidPattern.ReplaceAllFunc(raw, bytes.ToUpper)
+	}
 	d.body = raw
 	d.header.Set("Content-Type", "application/json")
 	d.header.Set("x-ms-dynamics-organization", s.opts.Domain)
@@ -574,6 +578,9 @@ func (s *Server) buildDelivery(st step, ch *change, corr string) *delivery {
 	s.applyAuth(d, st.endpoint)
 	return d
 }
+
+// guidPattern matches a GUID in a body (UpperCaseGUIDs).
+var guidPattern = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
 
 type setting struct {
 	Name  string `xml:"name,attr"`

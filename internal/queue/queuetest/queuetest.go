@@ -794,6 +794,27 @@ func testListDeadFilters(s *suite) {
 	if got := deadIDs(s.listDead(queue.Filter{Entity: "contact", Limit: 1})); len(got) != 1 || (got[0] != a && got[0] != c) {
 		s.t.Errorf("ListDead entity contact limit 1 = %v, want one of %v", got, sorted(a, c))
 	}
+	// Paging: pages of one, each after the last id of the previous, list
+	// every dead letter once; NoBody pages carry no bodies.
+	var paged []queue.DeadLetter
+	after := ""
+	for i := 0; i < 10; i++ {
+		page := s.listDead(queue.Filter{Limit: 1, After: after, NoBody: true})
+		if len(page) == 0 {
+			break
+		}
+		if len(page[0].Body) != 0 {
+			s.t.Errorf("ListDead NoBody returned a body for %s", page[0].MessageID)
+		}
+		paged = append(paged, page...)
+		after = page[len(page)-1].ID
+	}
+	if got := deadIDs(paged); !slices.Equal(got, sorted(a, b, c)) {
+		s.t.Errorf("ListDead pages of 1 = %v, want %v", got, sorted(a, b, c))
+	}
+	if got := deadIDs(s.listDead(queue.Filter{Entity: "contact", After: byMsg[a].ID})); !slices.Equal(got, sorted(c)) {
+		s.t.Errorf("ListDead entity contact after %s = %v, want %v", byMsg[a].ID, got, sorted(c))
+	}
 }
 
 func testGetDeadNotFound(s *suite) {

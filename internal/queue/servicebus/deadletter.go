@@ -27,7 +27,11 @@ const receivePage = 100
 func (q *Queue) ListDead(ctx context.Context, f queue.Filter) ([]queue.DeadLetter, error) {
 	var out []queue.DeadLetter
 	err := q.eachDead(ctx, f, func(m *azservicebus.ReceivedMessage) bool {
-		out = append(out, toDeadLetter(m))
+		dl := toDeadLetter(m)
+		if f.NoBody {
+			dl.Body = nil
+		}
+		out = append(out, dl)
 		return f.Limit <= 0 || len(out) < f.Limit
 	})
 	if err != nil {
@@ -105,6 +109,13 @@ func (q *Queue) eachDead(ctx context.Context, f queue.Filter, visit func(*azserv
 		return nil
 	}
 	from := int64(1) // where the SDK's own peek iteration starts
+	if f.After != "" {
+		after, err := parseDeadID(f.After)
+		if err != nil {
+			return err
+		}
+		from = after + 1
+	}
 	for {
 		var msgs []*azservicebus.ReceivedMessage
 		err := q.do(ctx, "peek dead letters", func() error {
@@ -210,6 +221,7 @@ func hasTime(props map[string]any, key string) bool {
 // count, so a replay run again within the duplicate detection window sends
 // nothing twice.
 func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
+	f.After, f.NoBody = "", false // listing options: a replay needs the bodies
 	return q.drainDead(ctx, "replay", f, func(msgs []*azservicebus.ReceivedMessage) error {
 		copies := make([]*azservicebus.Message, len(msgs))
 		for i, m := range msgs {
@@ -221,6 +233,7 @@ func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
 
 // PurgeDead deletes the matching dead letters.
 func (q *Queue) PurgeDead(ctx context.Context, f queue.Filter) (int, error) {
+	f.After, f.NoBody = "", false // listing options: a replay needs the bodies
 	return q.drainDead(ctx, "purge", f, nil)
 }
 

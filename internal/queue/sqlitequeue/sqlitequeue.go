@@ -679,12 +679,27 @@ func selectDead(ctx context.Context, db querier, f queue.Filter) ([]queue.DeadLe
 		where = append(where, "dead_lettered_at >= ?")
 		args = append(args, nanos(f.Since))
 	}
-	query := `SELECT seq, message_id, body, props, reason, description, delivery_count, enqueued_at,
+	if f.After != "" {
+		after, err := strconv.ParseInt(f.After, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("after %q: not a dead-letter id", f.After)
+		}
+		where = append(where, "seq > ?")
+		args = append(args, after)
+	}
+	body := "body"
+	if f.NoBody {
+		body = "x''" // listings show metadata only
+	}
+	query := `SELECT seq, message_id, ` + body + `, props, reason, description, delivery_count, enqueued_at,
 		first_failure_at, dead_lettered_at FROM dead`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
 	query += " ORDER BY seq"
+	if f.Limit > 0 && f.Reason == "" {
+		query += " LIMIT " + strconv.Itoa(f.Limit) // Reason is matched in Go, below
+	}
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -743,6 +758,7 @@ func (q *Queue) GetDead(ctx context.Context, id string) (queue.DeadLetter, error
 // ReplayDead moves each matching dead letter back to the queue under a new
 // message id, in one transaction (so, unlike on Service Bus, exactly once).
 func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
+	f.After, f.NoBody = "", false // listing options: a replay needs the bodies
 	var n int
 	o := &op{wake: true, durable: true, run: func(w *wtx) error {
 		n = 0
@@ -787,6 +803,7 @@ func (q *Queue) ReplayDead(ctx context.Context, f queue.Filter) (int, error) {
 
 // PurgeDead deletes the matching dead letters.
 func (q *Queue) PurgeDead(ctx context.Context, f queue.Filter) (int, error) {
+	f.After, f.NoBody = "", false // listing options: a replay needs the bodies
 	var n int
 	o := &op{run: func(w *wtx) error {
 		n = 0

@@ -233,10 +233,13 @@ func (f Field) convert(v event.Value, formatted string) any {
 			if r.Name != "" {
 				return r.Name
 			}
+			if formatted != "" && !event.IsGUID(formatted) {
+				return formatted
+			}
 			if l, ok := f.Labels[0]; ok {
 				return l
 			}
-			return r.ID
+			return nil // never the id: the syncer finds the name or requeues the record first
 		}
 		return v.Text()
 	case TypeClosed:

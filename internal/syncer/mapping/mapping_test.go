@@ -34,9 +34,19 @@ func TestDefaultApply(t *testing.T) {
 	if acc["industry"] != "Consulting" {
 		t.Errorf("industry = %v, want the formatted label", acc["industry"])
 	}
+	// Apply sees the syncer's merged attributes, where the name came from an image.
 	role := m.Apply(event.EntityConnection, event.Attributes{"record2roleid": event.Reference("connectionrole", "A1B2C3D4-0000-0000-0000-000000000001", "Decision Maker")}, nil)
 	if role["role"] != "Decision Maker" {
 		t.Errorf("role = %v", role["role"])
+	}
+	// A refname field never receives the GUID: a nameless lookup takes the
+	// formatted value, else nothing.
+	nameless := event.Attributes{"record2roleid": event.Reference("connectionrole", "A1B2C3D4-0000-0000-0000-000000000001", "")}
+	if got := m.Apply(event.EntityConnection, nameless, map[string]string{"record2roleid": "Champion"})["role"]; got != "Champion" {
+		t.Errorf("nameless role with a formatted value = %v, want Champion", got)
+	}
+	if got := m.Apply(event.EntityConnection, nameless, nil)["role"]; got != nil {
+		t.Errorf("nameless role = %v, want nil (never the id)", got)
 	}
 }
 

@@ -423,11 +423,12 @@ func newBacklog(seed uint64, n int) *backlog {
 			if len(opps) == 0 || len(contacts) == 0 {
 				continue
 			}
-			id := g.id()
+			id, role := g.id(), g.rnd.IntN(len(roles))
+			// Backfill reads name lookups (FormattedValue); one id per role.
 			g.emit(event.EntityConnection, id, event.MessageCreate, event.Attributes{
 				"record1id":     event.Reference(event.EntityOpportunity, opps[g.rnd.IntN(len(opps))], ""),
 				"record2id":     event.Reference(event.EntityContact, contacts[g.rnd.IntN(len(contacts))], ""),
-				"record2roleid": event.Reference("connectionrole", "00000000-0000-4000-8000-000000000001", roles[g.rnd.IntN(len(roles))])})
+				"record2roleid": event.Reference("connectionrole", fmt.Sprintf("00000000-0000-4000-8000-%012d", role+1), roles[role])})
 			g.records[string(marketo.Roles)]++
 		default: // partial update of an earlier record
 			switch {
