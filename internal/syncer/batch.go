@@ -164,6 +164,8 @@ type batch struct {
 	paused bool // Marketo quota/config: stop calling for this batch
 	// oppConns caches Store.ConnectionsByOpportunity for roleHeld.
 	oppConns map[string][]store.Connection
+	// byEmail caches the Marketo persons found by email (persons.go).
+	byEmail map[string][]emailPerson
 }
 
 func newBatch(s *Syncer, ds []*queue.Delivery) *batch {

@@ -434,8 +434,9 @@ func (f *fakeMarketo) Sync(_ context.Context, obj Object, req SyncRequest) ([]Re
 
 func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
 	var match []int64
-	switch req.LookupField {
-	case "externalPersonId":
+	switch {
+	case req.Action == "createDuplicate": // always creates
+	case req.LookupField == "externalPersonId":
 		if !f.lookupSupported {
 			return skipped("1011", "Field 'externalPersonId' not supported")
 		}
@@ -444,7 +445,7 @@ func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
 				match = append(match, id)
 			}
 		}
-	case "id":
+	case req.LookupField == "id":
 		id, _ := r["id"].(int64)
 		if f.leads[id] != nil {
 			match = append(match, id)
