@@ -1,0 +1,344 @@
+package syncer_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msisync/msisync/internal/dataverse"
+	"github.com/msisync/msisync/internal/dataverse/dataversesim"
+	"github.com/msisync/msisync/internal/dataverse/remotecontext"
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/queue"
+	"github.com/msisync/msisync/internal/syncer"
+)
+
+// identity runs a Dataverse simulator whose registered webhook steps post to
+// a capture server: every body is a real RemoteExecutionContext (Target
+// lookups without names, upper-case GUIDs where Dataverse sends them),
+// parsed as the receiver parses it and queued for the syncer.
+type identity struct {
+	*stack
+	dv       *dataversesim.Server
+	mu       sync.Mutex
+	captured []capturedCall
+}
+
+type capturedCall struct {
+	body   []byte
+	header http.Header
+}
+
+// identityModes are the lead strategies against the simulator's two answers
+// to lookupField=externalPersonId.
+var identityModes = []struct {
+	name     string
+	strategy string
+	lookup   bool // marketosim accepts lookupField=externalPersonId
+}{
+	{"split/sim-without-lookup", syncer.LeadSplit, false},
+	{"split/sim-with-lookup", syncer.LeadSplit, true},
+	{"auto/sim-without-lookup", syncer.LeadAuto, false},
+	{"lookup/sim-with-lookup", syncer.LeadLookup, true},
+}
+
+func newIdentity(t *testing.T, strategy string, lookup bool, policy string) *identity {
+	t.Helper()
+	quiet := slog.New(slog.DiscardHandler)
+	id := &identity{dv: dataversesim.New(dataversesim.Options{Token: "tok", Logger: quiet})}
+	dsrv := httptest.NewServer(id.dv)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		id.mu.Lock()
+		id.captured = append(id.captured, capturedCall{body: b, header: r.Header.Clone()})
+		id.mu.Unlock()
+	}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = id.dv.WaitIdle(ctx)
+		hook.Close()
+		dsrv.Close()
+	})
+	dc, err := dataverse.New(dataverse.Config{URL: dsrv.URL, Token: "tok", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.Register(context.Background(), dataverse.RegisterOptions{URL: hook.URL + "/webhooks/dataverse", Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	id.stack = newStack(t, marketosim.Options{LookupExternalPersonID: lookup}, func(c *syncer.Config) {
+		c.Dataverse, c.IsNotFound = dc, dataverse.IsNotFound
+		c.LeadStrategy, c.DeletePolicy = strategy, policy
+	})
+	return id
+}
+
+// flush waits for the simulator's webhooks, queues them and drains the queue.
+func (id *identity) flush() syncer.Stats {
+	id.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := id.dv.WaitIdle(ctx); err != nil {
+		id.t.Fatal(err)
+	}
+	id.mu.Lock()
+	calls := id.captured
+	id.captured = nil
+	id.mu.Unlock()
+	var msgs []queue.Message
+	for _, c := range calls {
+		ev, err := remotecontext.Parse(c.body, remotecontext.HeadersFrom(c.header))
+		if err != nil {
+			id.t.Fatalf("parse %s %s: %v", c.header.Get("x-ms-dynamics-entity-name"), c.header.Get("x-ms-dynamics-request-name"), err)
+		}
+		b, err := event.Encode(ev)
+		if err != nil {
+			id.t.Fatal(err)
+		}
+		msgs = append(msgs, queue.Message{ID: ev.ID, Body: b})
+	}
+	if len(msgs) > 0 {
+		if err := id.q.Send(context.Background(), msgs...); err != nil {
+			id.t.Fatal(err)
+		}
+	}
+	st := id.drain()
+	if st.DeadLettered != 0 {
+		id.t.Fatalf("dead letters after %d events: %+v", len(msgs), st)
+	}
+	return st
+}
+
+func (id *identity) create(entity string, attrs map[string]any) string {
+	id.t.Helper()
+	rid, err := id.dv.Create(entity, attrs)
+	if err != nil {
+		id.t.Fatal(err)
+	}
+	return rid
+}
+
+func (id *identity) update(entity, rid string, attrs map[string]any) {
+	id.t.Helper()
+	if err := id.dv.Update(entity, rid, attrs); err != nil {
+		id.t.Fatal(err)
+	}
+}
+
+// persons maps each Marketo person id to its externalPersonId (lower case).
+func (id *identity) persons() map[string]string {
+	out := map[string]string{}
+	for _, l := range id.sim.Dump().Leads {
+		ext, _ := l["externalPersonId"].(string)
+		out[fmt.Sprint(l["id"])] = strings.ToLower(ext)
+	}
+	return out
+}
+
+// leadCalls counts Marketo calls on the leads endpoint: reads and writes.
+func (id *identity) leadCalls() (reads, writes int) {
+	st := id.sim.Stats()
+	return st.Requests["GET /rest/v1/leads.json"], st.Requests["POST /rest/v1/leads.json"]
+}
+
+// expectOnePerLive asserts one Marketo person per live record, linked to
+// it, and no person linked to anything else; it returns record → person.
+func (id *identity) expectOnePerLive(live ...string) map[string]string {
+	id.t.Helper()
+	byRec := map[string]string{}
+	for mid, ext := range id.persons() {
+		if !slices.Contains(live, ext) {
+			id.t.Fatalf("person %s linked to %q, not a live record (live %v, persons %v)", mid, ext, live, id.persons())
+		}
+		if prev, dup := byRec[ext]; dup {
+			id.t.Fatalf("record %s has persons %s and %s", ext, prev, mid)
+		}
+		byRec[ext] = mid
+	}
+	if len(byRec) != len(live) {
+		id.t.Fatalf("persons %v, want one per live record %v", id.persons(), live)
+	}
+	return byRec
+}
+
+// repeat updates every live record three times and checks that each round
+// costs the same lead writes and that no person changes hands.
+func (id *identity) repeat(want map[string]string, entities map[string]string) (writesPerRound int) {
+	id.t.Helper()
+	for round := 1; round <= 3; round++ {
+		_, w0 := id.leadCalls()
+		for _, rid := range slices.Sorted(func(yield func(string) bool) {
+			for k := range entities {
+				if !yield(k) {
+					return
+				}
+			}
+		}) {
+			id.update(entities[rid], rid, map[string]any{"jobtitle": fmt.Sprintf("Title %d", round)})
+		}
+		id.flush()
+		_, w1 := id.leadCalls()
+		if round == 1 {
+			writesPerRound = w1 - w0
+		} else if w1-w0 != writesPerRound {
+			id.t.Fatalf("round %d cost %d lead writes, round 1 cost %d", round, w1-w0, writesPerRound)
+		}
+		got := id.expectOnePerLive(slices.Collect(func(yield func(string) bool) {
+			for k := range want {
+				if !yield(k) {
+					return
+				}
+			}
+		})...)
+		for rec, mid := range want {
+			if got[rec] != mid {
+				id.t.Fatalf("round %d: record %s moved from person %s to %s", round, rec, mid, got[rec])
+			}
+		}
+	}
+	if writesPerRound != 1 {
+		id.t.Fatalf("a round of updates of known persons cost %d lead writes, want 1", writesPerRound)
+	}
+	return writesPerRound
+}
+
+func (id *identity) logCalls(what string, r0, w0 int) {
+	r1, w1 := id.leadCalls()
+	id.t.Logf("%s: %d lead reads + %d lead writes", what, r1-r0, w1-w0)
+}
+
+func TestIdentityLeadThenContactWithOneEmail(t *testing.T) {
+	for _, m := range identityModes {
+		t.Run(m.name, func(t *testing.T) {
+			id := newIdentity(t, m.strategy, m.lookup, syncer.DeleteKeep)
+			lead := id.create("lead", map[string]any{"lastname": "Doe", "emailaddress1": "joe@example.com", "companyname": "Acme"})
+			id.flush()
+			r0, w0 := id.leadCalls()
+			con := id.create("contact", map[string]any{"lastname": "Doe", "emailaddress1": "Joe@Example.com"})
+			id.flush()
+			id.logCalls("contact after lead", r0, w0)
+			want := id.expectOnePerLive(lead, con)
+			id.repeat(want, map[string]string{lead: "lead", con: "contact"})
+		})
+	}
+}
+
+func TestIdentityContactThenLeadWithOneEmail(t *testing.T) {
+	for _, m := range identityModes {
+		t.Run(m.name, func(t *testing.T) {
+			id := newIdentity(t, m.strategy, m.lookup, syncer.DeleteKeep)
+			con := id.create("contact", map[string]any{"lastname": "Doe", "emailaddress1": "joe@example.com"})
+			id.flush()
+			r0, w0 := id.leadCalls()
+			lead := id.create("lead", map[string]any{"lastname": "Doe", "emailaddress1": "joe@example.com", "companyname": "Acme"})
+			id.flush()
+			id.logCalls("lead after contact", r0, w0)
+			want := id.expectOnePerLive(lead, con)
+			id.repeat(want, map[string]string{lead: "lead", con: "contact"})
+		})
+	}
+}
+
+// formFill puts a person in Marketo the way a form fill does: by email,
+// without an externalPersonId.
+func formFill(t *testing.T, mk *marketo.Client, email string) string {
+	t.Helper()
+	res, err := mk.Sync(context.Background(), marketo.Leads, marketo.SyncRequest{Action: "createOrUpdate", LookupField: "email",
+		Input: []marketo.Record{{"email": email, "firstName": "Form"}}})
+	if err != nil || len(res) != 1 || res[0].Status != "created" {
+		t.Fatalf("form fill: %v %+v", err, res)
+	}
+	return fmt.Sprint(res[0].ID)
+}
+
+func TestIdentityFormFillThenContactIsLinkedNotDuplicated(t *testing.T) {
+	for _, m := range identityModes {
+		t.Run(m.name, func(t *testing.T) {
+			id := newIdentity(t, m.strategy, m.lookup, syncer.DeleteKeep)
+			// The owner and a first contact: auto has detected its mode.
+			first := id.create("contact", map[string]any{"lastname": "First", "emailaddress1": "first@example.com"})
+			id.flush()
+			fill := formFill(t, id.mk, "kim@example.com")
+			r0, w0 := id.leadCalls()
+			con := id.create("contact", map[string]any{"lastname": "Kim", "emailaddress1": "kim@example.com"})
+			id.flush()
+			id.logCalls("contact onto a form fill", r0, w0)
+			if got := id.persons()[fill]; got != con {
+				t.Fatalf("form fill %s linked to %q, want contact %s (persons %v)", fill, got, con, id.persons())
+			}
+			if n := len(id.persons()); n != 2 {
+				t.Fatalf("%d persons, want the first contact's and the form fill: %v", n, id.persons())
+			}
+			want := id.expectOnePerLive(first, con)
+			id.repeat(want, map[string]string{first: "contact", con: "contact"})
+		})
+	}
+}
+
+func TestIdentityEmailChangeOntoAnotherPersonsAddress(t *testing.T) {
+	for _, m := range identityModes {
+		t.Run(m.name, func(t *testing.T) {
+			id := newIdentity(t, m.strategy, m.lookup, syncer.DeleteKeep)
+			a := id.create("contact", map[string]any{"lastname": "A", "emailaddress1": "a@example.com"})
+			b := id.create("contact", map[string]any{"lastname": "B", "emailaddress1": "b@example.com"})
+			id.flush()
+			want := id.expectOnePerLive(a, b)
+			r0, w0 := id.leadCalls()
+			id.update("contact", a, map[string]any{"emailaddress1": "b@example.com"})
+			id.flush()
+			id.logCalls("email change onto another person's address", r0, w0)
+			got := id.expectOnePerLive(a, b)
+			if got[a] != want[a] || got[b] != want[b] {
+				t.Fatalf("persons moved: before %v after %v", want, got)
+			}
+			for _, l := range id.sim.Dump().Leads {
+				if l["email"] != "b@example.com" {
+					t.Fatalf("lead %v: both persons should hold b@example.com", l)
+				}
+			}
+			// A third record with the shared address gets its own person.
+			c := id.create("contact", map[string]any{"lastname": "C", "emailaddress1": "b@example.com"})
+			id.flush()
+			want = id.expectOnePerLive(a, b, c)
+			id.repeat(want, map[string]string{a: "contact", b: "contact", c: "contact"})
+		})
+	}
+}
+
+// A contact made by qualifying a lead takes over the lead's person through
+// originatingleadid; another contact with the same email does not.
+func TestIdentityQualifiedLeadHandsItsPersonToItsContactOnly(t *testing.T) {
+	for _, m := range identityModes {
+		t.Run(m.name, func(t *testing.T) {
+			id := newIdentity(t, m.strategy, m.lookup, syncer.DeleteKeep)
+			lead := id.create("lead", map[string]any{"lastname": "Doe", "emailaddress1": "joe@example.com", "companyname": "Acme"})
+			id.flush()
+			person := id.expectOnePerLive(lead)[lead]
+			other := id.create("contact", map[string]any{"lastname": "Doe", "emailaddress1": "joe@example.com"})
+			id.flush()
+			_, con, _, err := id.dv.QualifyLead(lead)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r0, w0 := id.leadCalls()
+			id.flush()
+			id.logCalls("qualification", r0, w0)
+			got := id.expectOnePerLive(con, other)
+			if got[con] != person {
+				t.Fatalf("qualified contact has person %s, want the lead's %s", got[con], person)
+			}
+			id.repeat(got, map[string]string{con: "contact", other: "contact"})
+		})
+	}
+}

@@ -1,0 +1,70 @@
+package syncer
+
+import (
+	"fmt"
+	"testing"
+)
+
+// Several Marketo persons hold the email: the unlinked one with the lowest
+// id is taken, in both strategies; a person linked to another record never.
+func TestSeveralEmailMatchesPreferTheUnlinkedOneDeterministically(t *testing.T) {
+	for _, strategy := range []string{LeadSplit, LeadLookup} {
+		t.Run(strategy, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.LeadStrategy = strategy })
+			e.mk.lookupSupported = strategy == LeadLookup
+			e.send(userEv(userID, "a@example.com"))
+			e.drain()
+			other := gid("other", 1)
+			e.mk.leads[5] = Record{"email": "JOE@example.com", "externalPersonId": other}
+			e.mk.leads[9] = Record{"email": "joe@example.com"}
+			e.mk.leads[7] = Record{"email": "joe@example.com"}
+			// Two records of one batch share the email: the first (by key)
+			// takes person 7, the second person 9.
+			c1, c2 := gid("con", 1), gid("con", 2)
+			e.send(contactEv(c2, "", userID, "joe@example.com"), contactEv(c1, "", userID, "joe@example.com"))
+			calls := len(e.mk.calls)
+			e.drain()
+			if dl := e.q.deadLetters(); len(dl) != 0 {
+				t.Fatalf("dead letters %+v", dl)
+			}
+			if got := e.mk.leads[7]["externalPersonId"]; got != c1 {
+				t.Fatalf("person 7 linked to %v, want %s (calls %v)", got, c1, e.mk.calls[calls:])
+			}
+			if got := e.mk.leads[9]["externalPersonId"]; got != c2 {
+				t.Fatalf("person 9 linked to %v, want %s", got, c2)
+			}
+			if got := e.mk.leads[5]["externalPersonId"]; got != other {
+				t.Fatalf("linked person 5 re-linked to %v", got)
+			}
+			if len(e.mk.leads) != 3 {
+				t.Fatalf("%d persons, want no new one: %v", len(e.mk.leads), e.mk.leads)
+			}
+			// A third record with the email: only a linked person is left.
+			c3 := gid("con", 3)
+			e.send(contactEv(c3, "", userID, "joe@example.com"))
+			e.drain()
+			id, _ := e.mk.leadByExt(c3)
+			if id == 0 || id == 5 || id == 7 || id == 9 || e.mk.leads[5]["externalPersonId"] != other {
+				t.Fatalf("third contact on person %d; persons %v", id, e.mk.leads)
+			}
+			t.Logf("calls %v", e.mk.calls[calls:])
+		})
+	}
+}
+
+// The email query is one call per ≤ 300 distinct emails, not one per person.
+func TestEmailQueryIsBatched(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.LeadStrategy = LeadSplit })
+	e.send(userEv(userID, "a@example.com"))
+	e.drain()
+	for i := 0; i < 250; i++ {
+		e.send(contactEv(gid("c", i), "", userID, fmt.Sprintf("p%d@example.com", i%125)))
+	}
+	e.drain()
+	if n := e.mk.callCount("leads query email"); n != 1 {
+		t.Fatalf("%d email queries for 250 contacts (125 emails)", n)
+	}
+	if len(e.mk.leads) != 250 {
+		t.Fatalf("%d persons, want 250", len(e.mk.leads))
+	}
+}
