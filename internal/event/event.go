@@ -44,6 +44,9 @@ const (
 	MessageSetState              = "SetState"
 	MessageSetStateDynamicEntity = "SetStateDynamicEntity"
 	MessageQualifyLead           = "QualifyLead"
+	// MessageMerge merges a subordinate record into the event's record (the
+	// master): account, contact and lead. SubordinateID names it.
+	MessageMerge = "Merge"
 )
 
 // SyncedEntities lists the entities in the order MSI requires them to be
@@ -64,7 +67,7 @@ func IsSyncedEntity(logicalName string) bool {
 func IsSyncedMessage(m string) bool {
 	switch m {
 	case MessageCreate, MessageUpdate, MessageDelete, MessageAssign, MessageSetState,
-		MessageSetStateDynamicEntity, MessageQualifyLead:
+		MessageSetStateDynamicEntity, MessageQualifyLead, MessageMerge:
 		return true
 	}
 	return false
@@ -105,6 +108,9 @@ type Event struct {
 	// Create of a contact made by qualification).
 	ParentMessage string `json:"parentMessage,omitempty"`
 	StepID        string `json:"stepId,omitempty"`
+	// SubordinateID is, for a Merge, the record merged into this one (and
+	// deactivated by Dataverse): lower-case GUID.
+	SubordinateID string `json:"subordinateId,omitempty"`
 }
 
 // Attributes maps column logical names to typed values.

@@ -143,6 +143,10 @@ type rec struct {
 	staleLink bool   // byID was not found in Marketo
 	noCompany bool   // leave company fields out (the person is linked to a company: 1021)
 	movedFrom string // lead GUID whose Marketo person this contact takes over
+	// merges (merges.go): merged into another record by Dataverse, retired
+	// like a Delete; mergedInto is the master whose Merge event named it.
+	mergedAway bool
+	mergedInto *rec
 }
 
 func (r *rec) name() string { return r.entity + " " + r.id }
@@ -225,7 +229,7 @@ func (b *batch) process(ctx context.Context) error {
 			}
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.prepare, b.resolve, b.write, b.retire, b.deletes}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.retire, b.unlinkMerged, b.deletes, b.settleMerged}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err

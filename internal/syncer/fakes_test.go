@@ -359,6 +359,7 @@ type fakeMarketo struct {
 	beforeSync      func()            // called (unlocked) at the start of every Sync
 	skipCode        map[string]string // externalId → reason code to skip with
 	deletes         [][]Record        // input of every Delete call of roles
+	failDelete      error             // every Delete fails with it when set
 }
 
 func newFakeMarketo() *fakeMarketo {
@@ -531,6 +532,9 @@ func (f *fakeMarketo) Delete(_ context.Context, obj Object, deleteBy string, inp
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("%s delete %s", obj, deleteBy))
+	if f.failDelete != nil {
+		return nil, f.failDelete
+	}
 	if obj == Roles {
 		f.deletes = append(f.deletes, slices.Clone(input))
 	}
