@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -209,6 +210,7 @@ func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
 		return nil
 	}
 	var byID, fresh, create []*rec
+	var err error
 	for _, r := range recs {
 		if l, ok := b.links[store.KindPerson][r.id]; ok && l.MarketoID != "" {
 			r.byID = l.MarketoID
@@ -221,6 +223,9 @@ func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
 			continue
 		}
 		fresh = append(fresh, r)
+	}
+	if fresh, err = b.lockEmails(ctx, fresh); err != nil {
+		return err
 	}
 	if len(fresh) > 0 {
 		matches, err := b.personsByEmail(ctx, fresh)
@@ -278,6 +283,11 @@ func (b *batch) linkFormFills(ctx context.Context, recs []*rec) ([]*rec, error) 
 			fresh = append(fresh, r)
 		}
 	}
+	fresh, err := b.lockEmails(ctx, fresh)
+	if err != nil {
+		return nil, err
+	}
+	recs = slices.DeleteFunc(recs, func(r *rec) bool { return r.fail != nil })
 	if len(fresh) == 0 {
 		return recs, nil
 	}
@@ -341,6 +351,41 @@ func (b *batch) linkFormFills(ctx context.Context, recs []*rec) ([]*rec, error) 
 		}
 	}
 	return rest, nil
+}
+
+// lockEmails locks the emails of records about to be matched by email
+// (store record locks keyed "email/<address>"), so that two workers never
+// link one unlinked Marketo person to two records. Records whose email
+// another worker holds are rescheduled shortly; the rest are returned.
+func (b *batch) lockEmails(ctx context.Context, recs []*rec) ([]*rec, error) {
+	want := map[string]bool{}
+	for _, r := range recs {
+		if k := emailKey(b.email(r)); k != "" {
+			want["email/"+k] = true
+		}
+	}
+	if len(want) == 0 {
+		return recs, nil
+	}
+	keys := slices.Sorted(maps.Keys(want))
+	got, err := b.s.cfg.Store.LockRecords(ctx, b.s.cfg.WorkerID, keys, b.s.cfg.RecordLockTTL)
+	if err != nil {
+		return nil, fmt.Errorf("syncer: lock emails: %w", err)
+	}
+	b.locked = append(b.locked, got...)
+	have := map[string]bool{}
+	for _, k := range got {
+		have[k] = true
+	}
+	var out []*rec
+	for _, r := range recs {
+		if k := emailKey(b.email(r)); k != "" && !have["email/"+k] {
+			r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // emailPerson is a Marketo person found by email.

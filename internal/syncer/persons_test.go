@@ -1,8 +1,10 @@
 package syncer
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // Several Marketo persons hold the email: the unlinked one with the lowest
@@ -66,5 +68,38 @@ func TestEmailQueryIsBatched(t *testing.T) {
 	}
 	if len(e.mk.leads) != 250 {
 		t.Fatalf("%d persons, want 250", len(e.mk.leads))
+	}
+}
+
+// Two workers must not link one unlinked Marketo person to two records: the
+// email is locked while it is matched, and a record whose email another
+// worker holds waits.
+func TestEmailMatchIsLockedAgainstOtherWorkers(t *testing.T) {
+	for _, strategy := range []string{LeadSplit, LeadLookup} {
+		t.Run(strategy, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.LeadStrategy = strategy })
+			e.mk.lookupSupported = strategy == LeadLookup
+			e.send(userEv(userID, "a@example.com"))
+			e.drain()
+			if _, err := e.st.LockRecords(context.Background(), "other", []string{"email/joe@example.com"}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			e.send(contactEv(contactID, "", userID, "Joe@Example.com"))
+			calls := len(e.mk.calls)
+			st, err := e.s.ProcessBatch(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Rescheduled != 1 || len(e.mk.leads) != 0 {
+				t.Fatalf("stats %+v, persons %v, calls %v", st, e.mk.leads, e.mk.calls[calls:])
+			}
+			if err := e.st.UnlockRecords(context.Background(), "other", []string{"email/joe@example.com"}); err != nil {
+				t.Fatal(err)
+			}
+			e.drain()
+			if id, _ := e.mk.leadByExt(contactID); id == 0 {
+				t.Fatal("contact not written once the email is free")
+			}
+		})
 	}
 }
