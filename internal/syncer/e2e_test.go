@@ -178,8 +178,9 @@ func Test600ContactCreatesInAHandfulOfCalls(t *testing.T) {
 			calls += n - before.Requests[ep]
 		}
 	}
-	// First batch: email query, probe (1011), externalPersonId query,
-	// createDuplicate; second: the two queries and createDuplicate.
+	// Per 300 contacts: an email query and a createDuplicate; once per
+	// installation, the probe (1011) and, for the contacts of its batch
+	// (marked as being created before the probe), externalPersonId queries.
 	if calls > 7 {
 		t.Fatalf("%d Marketo calls for 600 contacts: %v", calls, after.Requests)
 	}

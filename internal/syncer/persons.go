@@ -124,6 +124,9 @@ func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
 		if rest, err = b.linkFormFills(ctx, rest); err != nil || len(rest) == 0 {
 			return err
 		}
+		if err := b.markCreating(ctx, rest); err != nil {
+			return err
+		}
 		supported, err := b.syncLookup(ctx, rest, mode == "")
 		if err != nil || supported {
 			return err
@@ -195,9 +198,15 @@ func (b *batch) syncLookup(ctx context.Context, recs []*rec, probe bool) (bool, 
 // by id; a person linked to another record is never taken over, so the
 // record gets a new person (createDuplicate), as it does with no match.
 func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
+	unseen, err := b.unseen(ctx, recs)
+	if err != nil {
+		return err
+	}
 	ids := map[string]string{}
 	for _, r := range recs {
-		ids[r.id] = r.entity
+		if !unseen[r] {
+			ids[r.id] = r.entity
+		}
 	}
 	if err := b.lookup(ctx, store.KindPerson, ids); err != nil {
 		if ctx.Err() != nil {
@@ -210,7 +219,6 @@ func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
 		return nil
 	}
 	var byID, fresh, create []*rec
-	var err error
 	for _, r := range recs {
 		if l, ok := b.links[store.KindPerson][r.id]; ok && l.MarketoID != "" {
 			r.byID = l.MarketoID
@@ -262,6 +270,9 @@ func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
 		}
 	}
 	if len(create) > 0 {
+		if err := b.markCreating(ctx, create); err != nil {
+			return err
+		}
 		// createDuplicate always creates: an email held only by persons
 		// linked to other records must not re-link them.
 		if err := b.syncObjects(ctx, store.KindPerson, create, SyncRequest{Action: "createDuplicate"}); err != nil {
@@ -386,6 +397,67 @@ func (b *batch) lockEmails(ctx context.Context, recs []*rec) ([]*rec, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// creatingKey marks, in the store's versions, that msisync is about to
+// create (or created) a Marketo person for a record.
+func creatingKey(id string) string { return "person-creating/" + id }
+
+// markCreating durably marks the records msisync may create a person for,
+// before the call: a record that was being created when a worker died is
+// then looked up by externalPersonId again (see unseen). One store call.
+func (b *batch) markCreating(ctx context.Context, recs []*rec) error {
+	marks := map[string]int64{}
+	for _, r := range recs {
+		if _, linked := b.links[store.KindPerson][r.id]; !linked {
+			marks[creatingKey(r.id)] = 1
+		}
+	}
+	if len(marks) == 0 {
+		return nil
+	}
+	if err := b.s.cfg.Store.PutVersions(ctx, marks); err != nil {
+		return fmt.Errorf("syncer: mark persons being created: %w", err)
+	}
+	return nil
+}
+
+// unseen returns the records that cannot have a Marketo person yet, so the
+// query by externalPersonId is skipped for them: created in Dataverse (only
+// Create events from Dataverse itself: a backfill may follow a lost store),
+// unknown to the store, and never marked as being created by msisync. The
+// query by email still finds a person msisync made for them.
+func (b *batch) unseen(ctx context.Context, recs []*rec) (map[*rec]bool, error) {
+	var keys []string
+	cand := map[*rec]bool{}
+	for _, r := range recs {
+		if _, linked := b.links[store.KindPerson][r.id]; linked || r.synthetic || len(r.msgs) == 0 {
+			continue
+		}
+		created := true
+		for _, m := range r.msgs {
+			if m.ev.Message != event.MessageCreate || (m.ev.Source != event.SourceWebhook && m.ev.Source != event.SourceServiceBus) {
+				created = false
+			}
+		}
+		if created {
+			cand[r] = true
+			keys = append(keys, creatingKey(r.id))
+		}
+	}
+	if len(keys) == 0 {
+		return cand, nil
+	}
+	marked, err := b.s.cfg.Store.GetVersions(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("syncer: get person markers: %w", err)
+	}
+	for r := range cand {
+		if marked[creatingKey(r.id)] != 0 {
+			delete(cand, r)
+		}
+	}
+	return cand, nil
 }
 
 // emailPerson is a Marketo person found by email.

@@ -103,3 +103,43 @@ func TestEmailMatchIsLockedAgainstOtherWorkers(t *testing.T) {
 		})
 	}
 }
+
+// A contact new in Dataverse skips the query by externalPersonId, unless a
+// worker may already have created its person (the marker written before
+// every create): then a person with its id but another email is found, not
+// duplicated. Without the marker, a person msisync made with its email is
+// found by the email query.
+func TestNewRecordsSkipTheIDQueryUnlessACreateWasUnderWay(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.LeadStrategy = LeadSplit })
+	e.send(userEv(userID, "a@example.com"))
+	e.drain()
+	c1, c2, c3 := gid("con", 1), gid("con", 2), gid("con", 3)
+	// c1: a create was under way (marker) and landed with an older email.
+	if err := e.st.PutVersions(context.Background(), map[string]int64{creatingKey(c1): 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.mk.leads[41] = Record{"email": "old@example.com", "externalPersonId": c1}
+	// c2: no marker, a person with its id and its email (store lost).
+	e.mk.leads[42] = Record{"email": "c2@example.com", "externalPersonId": c2}
+	e.send(contactEv(c1, "", userID, "c1@example.com"), contactEv(c2, "", userID, "c2@example.com"),
+		contactEv(c3, "", userID, "c3@example.com"))
+	calls := len(e.mk.calls)
+	e.drain()
+	got := e.mk.calls[calls:]
+	if id, _ := e.mk.leadByExt(c1); id != 41 || e.mk.leads[41]["email"] != "c1@example.com" {
+		t.Fatalf("c1 on person %d: %v (calls %v)", id, e.mk.leads, got)
+	}
+	if id, _ := e.mk.leadByExt(c2); id != 42 {
+		t.Fatalf("c2 on person %d: %v", id, e.mk.leads)
+	}
+	if len(e.mk.leads) != 3 {
+		t.Fatalf("%d persons, want 3: %v", len(e.mk.leads), e.mk.leads)
+	}
+	want := []string{"leads query externalPersonId", "leads query email", "leads sync updateOnly/id", "leads sync createDuplicate/"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("calls %v, want %v", got, want)
+	}
+	if v, _ := e.st.GetVersions(context.Background(), []string{creatingKey(c3)}); v[creatingKey(c3)] == 0 {
+		t.Fatal("no marker written before creating c3's person")
+	}
+}
