@@ -143,8 +143,12 @@ func (d *Doctor) person(ctx context.Context, r *Report, entity, id string) error
 	if err != nil {
 		return fmt.Errorf("doctor: query Marketo lead by externalPersonId %s: %w", id, err)
 	}
-	if err := d.identity(ctx, r, entity, id, leads); err != nil {
+	merged, err := d.identity(ctx, r, entity, id, leads)
+	if err != nil {
 		return err
+	}
+	if merged && len(leads) == 0 {
+		return nil // merged away and retired: no person should carry its id
 	}
 	switch len(leads) {
 	case 0:
@@ -341,8 +345,9 @@ func refID(a event.Attributes, names ...string) string {
 
 // identity checks what keeps one Dynamics record one Marketo person: the
 // record is live in Dynamics (not deactivated, not merged into another),
-// and no other linked Marketo person holds its email.
-func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, leads []marketo.Record) error {
+// and no other linked Marketo person holds its email. It reports whether
+// the record was merged into another.
+func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, leads []marketo.Record) (bool, error) {
 	var ids []string
 	for _, l := range leads {
 		ids = append(ids, text(l["id"]))
@@ -361,7 +366,7 @@ func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, lea
 			} else {
 				r.add("record state", OK, "", "merged into %s in Dynamics; no Marketo person carries its id", master)
 			}
-			return nil
+			return true, nil
 		default:
 			st, _ := a["statecode"].Int()
 			switch {
@@ -381,11 +386,11 @@ func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, lea
 		}
 	}
 	if len(emails) == 0 {
-		return nil
+		return false, nil
 	}
 	same, err := d.Marketo.Query(ctx, marketo.Leads, "email", emails[:1], []string{"id", "email", "externalPersonId"})
 	if err != nil {
-		return fmt.Errorf("doctor: query Marketo leads by email %s: %w", emails[0], err)
+		return false, fmt.Errorf("doctor: query Marketo leads by email %s: %w", emails[0], err)
 	}
 	var linked []string
 	unlinked := 0
@@ -410,5 +415,5 @@ func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, lea
 	default:
 		r.add("shared email", OK, "", "no other Marketo person has %s", emails[0])
 	}
-	return nil
+	return false, nil
 }

@@ -197,7 +197,7 @@ func TestPersonMergedAwayButStillLinkedFails(t *testing.T) {
 	// Once retired (no person carries its id), the merged record is fine.
 	m[marketo.Leads][0]["externalPersonId"] = nil
 	r, _ = d.Diagnose(context.Background(), "contact", contact)
-	if status(r, "record state") != OK {
+	if status(r, "record state") != OK || !r.Healthy() {
 		t.Fatalf("report:\n%s", r)
 	}
 }
