@@ -74,7 +74,11 @@
 // linked by id (updateOnly), the lowest id first when several are; an email
 // held only by persons linked to other records gets a new person
 // (createDuplicate), as does an email nobody holds. A person with neither
-// id nor email is dead-lettered. "lookup" keeps its one keyed createOrUpdate
+// id nor email is dead-lettered. The email is locked in the store while it
+// is matched (two workers never link one person to two records). A record
+// created in Dataverse (a webhook or Service Bus Create) and unknown to the
+// store skips the query by externalPersonId, unless the store holds the
+// marker written before every create (a worker died mid-create). "lookup" keeps its one keyed createOrUpdate
 // for linked records and, for records msisync has never linked, links an
 // unlinked person with their email by id first (unless a person with their
 // externalPersonId exists). A contact created by lead qualification takes
