@@ -340,6 +340,8 @@ func (e *Event) Validate() error {
 		return &FieldError{Field: "recordId", Reason: fmt.Sprintf("%q is not a GUID", e.RecordID)}
 	case e.Message == "":
 		return &FieldError{Field: "message", Reason: "is required"}
+	case e.SubordinateID != "" && !IsGUID(e.SubordinateID):
+		return &FieldError{Field: "subordinateId", Reason: fmt.Sprintf("%q is not a GUID", e.SubordinateID)}
 	}
 	return nil
 }
