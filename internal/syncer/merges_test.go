@@ -100,3 +100,21 @@ func TestMergeIsRetriedUntilTheSubordinateIsRetired(t *testing.T) {
 		t.Fatalf("subordinate's person %v not deleted on retry", e.mk.leads[subPerson])
 	}
 }
+
+// A backfill reads merged-away records too (inactive, merged = true): they
+// get no Marketo person.
+func TestBackfilledMergedRecordGetsNoPerson(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.LeadStrategy = LeadSplit })
+	e.send(userEv(userID, "a@example.com"))
+	e.drain()
+	c := contactEv(contactID, "", userID, "joe@example.com")
+	c.Source = event.SourceBackfill
+	c.Attributes["merged"] = event.Bool(true)
+	c.Attributes["statecode"] = event.Option(1)
+	calls := len(e.mk.calls)
+	e.send(c)
+	st := e.drain()
+	if len(e.mk.leads) != 0 || st.Completed != 1 || len(e.q.deadLetters()) != 0 {
+		t.Fatalf("persons %v, stats %+v, calls %v", e.mk.leads, st, e.mk.calls[calls:])
+	}
+}
