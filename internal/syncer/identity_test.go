@@ -481,3 +481,26 @@ func TestIdentityDoctorSeesMergesAndSharedEmails(t *testing.T) {
 	check(b, "record state", doctor.OK)
 	check(a, "shared email", doctor.Info) // b's kept person, now unlinked
 }
+
+func TestIdentityLeadMerge(t *testing.T) {
+	for _, m := range identityModes {
+		t.Run(m.name, func(t *testing.T) {
+			id := newIdentity(t, m.strategy, m.lookup, syncer.DeleteDelete)
+			a := id.create("lead", map[string]any{"lastname": "Doe", "emailaddress1": "joe@example.com", "companyname": "Acme"})
+			b := id.create("lead", map[string]any{"lastname": "Doe", "emailaddress1": "joe@example.com", "companyname": "Acme"})
+			id.flush()
+			before := id.expectOnePerLive(a, b)
+			calls0 := id.sim.Stats().Requests
+			if err := id.dv.Merge("lead", a, b, map[string]any{"jobtitle": "VP"}); err != nil {
+				t.Fatal(err)
+			}
+			id.flush()
+			id.logCalls("lead merge (delete)", calls0)
+			got := id.expectOnePerLive(a)
+			if got[a] != before[a] || len(id.persons()) != 1 {
+				t.Fatalf("persons %v, before %v", id.persons(), before)
+			}
+			id.repeat(got, map[string]string{a: "lead"})
+		})
+	}
+}
