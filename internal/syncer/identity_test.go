@@ -364,8 +364,17 @@ func TestIdentityContactMerge(t *testing.T) {
 				// A contact whose parent is the subordinate moves to the master.
 				kid := id.create("contact", map[string]any{"lastname": "Kid", "emailaddress1": "kid@example.com",
 					"parentcustomerid": dataversesim.Ref{LogicalName: "contact", ID: b}})
+				// The subordinate is a stakeholder of an opportunity: the
+				// role moves to the master's person.
+				opp := id.create("opportunity", map[string]any{"name": "Deal", "parentaccountid": dataversesim.Ref{LogicalName: "account", ID: acc}})
+				if _, err := id.dv.Connect(opp, b, "Champion"); err != nil {
+					t.Fatal(err)
+				}
 				id.flush()
 				before := id.expectOnePerLive(a, b, kid)
+				if roles := id.sim.Dump().Roles; len(roles) != 1 || fmt.Sprint(roles[0]["leadId"]) != before[b] {
+					t.Fatalf("roles %v, want one on %s", roles, before[b])
+				}
 				calls0 := id.sim.Stats().Requests
 				if err := id.dv.Merge("contact", a, b, map[string]any{"jobtitle": "CTO"}); err != nil {
 					t.Fatal(err)
@@ -382,6 +391,9 @@ func TestIdentityContactMerge(t *testing.T) {
 				}
 				if leads[got[a]]["title"] != "CTO" {
 					t.Fatalf("master's person %v: want the merged title", leads[got[a]])
+				}
+				if roles := id.sim.Dump().Roles; len(roles) != 1 || fmt.Sprint(roles[0]["leadId"]) != got[a] || roles[0]["role"] != "Champion" {
+					t.Fatalf("roles %v, want the Champion role on the master's person %s", roles, got[a])
 				}
 				sub, kept := leads[before[b]]
 				switch {

@@ -30,7 +30,7 @@ var mergedState = map[string][2]int{"account": {1, 2}, "contact": {1, 2}, "lead"
 // Merge merges the subordinate record into the master as Dataverse's
 // MergeRequest does: the columns of updateContent are written to the master,
 // the subordinate's children are re-parented to the master (each an Update
-// whose parent context is Merge), the subordinate is deactivated with
+// whose parent context is Merge; connections too), the subordinate is deactivated with
 // merged = true and masterid = the master (an Update, parent context Merge),
 // and the Merge message fires on the master with Target (a reference),
 // SubordinateId, UpdateContent and PerformParentingChecks.
@@ -90,6 +90,31 @@ func (s *Server) Merge(entity, masterID, subordinateID string, updateContent map
 					if err := s.update(cm, id, set, s.opts.UserID, parent); err != nil {
 						return err
 					}
+				}
+			}
+		}
+		// Every lookup at the subordinate now points at the master, and a
+		// connection's ends are lookups: the master row is updated, its
+		// reciprocal follows (mirrorConnection).
+		conns := make([]string, 0)
+		for id := range s.tables["connection"] {
+			conns = append(conns, id)
+		}
+		sort.Strings(conns)
+		for _, id := range conns {
+			row := s.tables["connection"][id]
+			if master, _ := row["ismaster"].(bool); !master {
+				continue
+			}
+			set := map[string]any{}
+			for _, col := range []string{"record1id", "record2id"} {
+				if r, ok := row[col].(Ref); ok && r.LogicalName == entity && normID(r.ID) == subordinateID {
+					set[col] = Ref{entity, masterID}
+				}
+			}
+			if len(set) > 0 {
+				if err := s.update(entities["connection"], id, set, s.opts.UserID, parent); err != nil {
+					return err
 				}
 			}
 		}
