@@ -80,6 +80,7 @@ func TestMergeWebhooksParse(t *testing.T) {
 	if err := e.sim.Merge("opportunity", x, y, nil); err == nil {
 		t.Fatal("merged opportunities")
 	}
+	wait(t, e.sim) // the opportunity's Create reaches the receiver before it closes
 }
 
 func keysOf(m map[string]*event.Event) []string {
