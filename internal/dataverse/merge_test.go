@@ -80,6 +80,9 @@ func TestMergeWebhooksParse(t *testing.T) {
 	if err := e.sim.Merge("opportunity", x, y, nil); err == nil {
 		t.Fatal("merged opportunities")
 	}
+	if err := e.sim.Merge("contact", con, strings.ToUpper(con), nil); err == nil || !strings.Contains(err.Error(), "into itself") {
+		t.Fatalf("merge into itself: %v", err)
+	}
 	wait(t, e.sim) // the opportunity's Create reaches the receiver before it closes
 }
 
