@@ -261,6 +261,10 @@ func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
 			if _, ok := r.attrs["emailaddress1"]; !ok {
 				r.attrs["emailaddress1"] = event.String(b.email(r))
 			}
+			if n := len(matches[emailKey(b.email(r))]); n > 0 {
+				b.s.log.Info("syncer: email held only by Marketo persons linked to other records; creating a separate person",
+					"record", r.name(), "persons", n)
+			}
 			create = append(create, r)
 		}
 	}
