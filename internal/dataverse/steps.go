@@ -40,7 +40,8 @@ var notFiltering = map[string]bool{"modifiedon": true, "modifiedby": true, "vers
 // the syncer maps (columns(entity)): Create, Update (filtering on the mapped
 // columns, minus primary keys, computed columns and anything in
 // writeBack) and Delete for each entity; Assign for account, contact, lead
-// and opportunity; SetState for lead and opportunity; QualifyLead on lead.
+// and opportunity; SetState for lead and opportunity; QualifyLead on lead;
+// Merge on account, contact and lead.
 // Post images carry the mapped columns; Delete (and connection Update) get
 // a pre image. writeBack lists the MSI write-back columns, which must never
 // trigger a step (that would loop).
@@ -75,6 +76,13 @@ func StepsFor(columns func(entity string) []string, writeBack []string) []StepSp
 		}
 		if ent == event.EntityLead {
 			out = append(out, StepSpec{Entity: ent, Message: event.MessageQualifyLead})
+		}
+		switch ent {
+		case event.EntityAccount, event.EntityContact, event.EntityLead:
+			// Merge: the master is re-synced and the subordinate retired.
+			// No images: whether Merge supports them is unconfirmed, and the
+			// worker re-reads the master.
+			out = append(out, StepSpec{Entity: ent, Message: event.MessageMerge})
 		}
 	}
 	return out

@@ -143,6 +143,13 @@ func (d *Doctor) person(ctx context.Context, r *Report, entity, id string) error
 	if err != nil {
 		return fmt.Errorf("doctor: query Marketo lead by externalPersonId %s: %w", id, err)
 	}
+	merged, err := d.identity(ctx, r, entity, id, leads)
+	if err != nil {
+		return err
+	}
+	if merged && len(leads) == 0 {
+		return nil // merged away and retired: no person should carry its id
+	}
 	switch len(leads) {
 	case 0:
 		r.add("marketo lead", Fail, "sync the record (check the dead-letter queue: `msisync dlq list --entity "+entity+"`)",
@@ -334,4 +341,79 @@ func refID(a event.Attributes, names ...string) string {
 		}
 	}
 	return ""
+}
+
+// identity checks what keeps one Dynamics record one Marketo person: the
+// record is live in Dynamics (not deactivated, not merged into another),
+// and no other linked Marketo person holds its email. It reports whether
+// the record was merged into another.
+func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, leads []marketo.Record) (bool, error) {
+	var ids []string
+	for _, l := range leads {
+		ids = append(ids, text(l["id"]))
+	}
+	if d.Dataverse != nil {
+		a, err := d.Dataverse.Read(ctx, entity, id, []string{"statecode", "merged", "masterid"})
+		switch {
+		case err != nil:
+			r.add("record state", Warn, "", "cannot read the %s's state from Dataverse: %v", entity, err)
+		case a["merged"].Kind == event.KindBool && a["merged"].Bool:
+			master := refID(a, "masterid")
+			if len(leads) > 0 {
+				r.add("record state", Fail, "the Merge did not reach msisync (register the Merge step: `msisync dataverse register`) or failed (see `msisync dlq list --entity "+entity+"`); "+
+					"clear externalPersonId on the Marketo person or delete it, and sync the master "+master,
+					"the %s was merged into %s in Dynamics but Marketo person %s still carries its id", entity, master, strings.Join(ids, ", "))
+			} else {
+				r.add("record state", OK, "", "merged into %s in Dynamics; no Marketo person carries its id", master)
+			}
+			return true, nil
+		default:
+			st, _ := a["statecode"].Int()
+			switch {
+			case st == 0 || len(leads) == 0:
+			case entity == event.EntityLead && st == 1:
+				r.add("record state", Warn, "the qualified contact takes the person over through originatingleadid: sync the contact (`msisync doctor contact <id>`)",
+					"the lead is qualified in Dynamics but Marketo person %s still carries its id", strings.Join(ids, ", "))
+			default:
+				r.add("record state", Warn, "", "the %s is deactivated in Dynamics (statecode %d); Marketo person %s still carries its id", entity, st, strings.Join(ids, ", "))
+			}
+		}
+	}
+	var emails []string
+	for _, l := range leads {
+		if e := text(l["email"]); e != "" && !strings.Contains(e, ",") {
+			emails = append(emails, e)
+		}
+	}
+	if len(emails) == 0 {
+		return false, nil
+	}
+	same, err := d.Marketo.Query(ctx, marketo.Leads, "email", emails[:1], []string{"id", "email", "externalPersonId"})
+	if err != nil {
+		return false, fmt.Errorf("doctor: query Marketo leads by email %s: %w", emails[0], err)
+	}
+	var linked []string
+	unlinked := 0
+	for _, o := range same {
+		ext := event.NormalizeID(text(o["externalPersonId"]))
+		switch {
+		case ext == id:
+		case ext == "":
+			unlinked++
+		default:
+			linked = append(linked, fmt.Sprintf("%v (%s)", o["id"], ext))
+		}
+	}
+	sort.Strings(linked)
+	switch {
+	case len(linked) > 0:
+		r.add("shared email", Warn, "allowed (msisync keeps one Marketo person per Dynamics record and never re-links one), but form fills and list imports keyed on email "+
+			"update one of them: if the records are one person, merge them in Dynamics",
+			"%s is also on Marketo person(s) linked to other records: %s", emails[0], strings.Join(linked, ", "))
+	case unlinked > 0:
+		r.add("shared email", Info, "", "%s is also on %d unlinked Marketo person(s) (form fills, imports)", emails[0], unlinked)
+	default:
+		r.add("shared email", OK, "", "no other Marketo person has %s", emails[0])
+	}
+	return false, nil
 }

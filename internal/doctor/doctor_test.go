@@ -179,3 +179,62 @@ func TestAccountWithoutMarketoCompany(t *testing.T) {
 		t.Errorf("report:\n%s", r)
 	}
 }
+
+func TestPersonMergedAwayButStillLinkedFails(t *testing.T) {
+	m, dv, links := healthyWorld()
+	master := "9a100000-0000-0000-0000-0000000000ff"
+	dv["contact/"+contact]["merged"] = event.Bool(true)
+	dv["contact/"+contact]["statecode"] = event.Option(1)
+	dv["contact/"+contact]["masterid"] = event.Reference("contact", master, "")
+	d := &Doctor{Marketo: m, Dataverse: dv, Store: links}
+	r, err := d.Diagnose(context.Background(), "contact", contact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status(r, "record state") != Fail || r.Healthy() || !strings.Contains(r.String(), "merged into "+master) {
+		t.Fatalf("report:\n%s", r)
+	}
+	// Once retired (no person carries its id), the merged record is fine.
+	m[marketo.Leads][0]["externalPersonId"] = nil
+	r, _ = d.Diagnose(context.Background(), "contact", contact)
+	if status(r, "record state") != OK || !r.Healthy() {
+		t.Fatalf("report:\n%s", r)
+	}
+}
+
+func TestPersonDeactivatedButLinkedWarns(t *testing.T) {
+	m, dv, links := healthyWorld()
+	dv["contact/"+contact]["statecode"] = event.Option(1)
+	r, err := (&Doctor{Marketo: m, Dataverse: dv, Store: links}).Diagnose(context.Background(), "contact", contact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status(r, "record state") != Warn || !strings.Contains(r.String(), "deactivated") {
+		t.Fatalf("report:\n%s", r)
+	}
+}
+
+func TestPersonEmailSharedWithAnotherLinkedPersonWarns(t *testing.T) {
+	m, dv, links := healthyWorld()
+	r, _ := (&Doctor{Marketo: m, Dataverse: dv, Store: links}).Diagnose(context.Background(), "contact", contact)
+	if status(r, "shared email") != OK {
+		t.Fatalf("report:\n%s", r)
+	}
+	other := "1ead0000-0000-0000-0000-000000000009"
+	m[marketo.Leads] = append(m[marketo.Leads],
+		marketo.Record{"id": 12, "email": "P@example.com", "externalPersonId": strings.ToUpper(other)},
+		marketo.Record{"id": 13, "email": "p@example.com"})
+	r, err := (&Doctor{Marketo: m, Dataverse: dv, Store: links}).Diagnose(context.Background(), "contact", contact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status(r, "shared email") != Warn || !strings.Contains(r.String(), "12 ("+other+")") || !r.Healthy() {
+		t.Fatalf("report:\n%s", r)
+	}
+	m[marketo.Leads] = m[marketo.Leads][:1]
+	m[marketo.Leads] = append(m[marketo.Leads], marketo.Record{"id": 13, "email": "p@example.com"})
+	r, _ = (&Doctor{Marketo: m, Dataverse: dv, Store: links}).Diagnose(context.Background(), "contact", contact)
+	if status(r, "shared email") != Info {
+		t.Fatalf("report:\n%s", r)
+	}
+}

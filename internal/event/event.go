@@ -45,6 +45,9 @@ const (
 	MessageSetState              = "SetState"
 	MessageSetStateDynamicEntity = "SetStateDynamicEntity"
 	MessageQualifyLead           = "QualifyLead"
+	// MessageMerge merges a subordinate record into the event's record (the
+	// master): account, contact and lead. SubordinateID names it.
+	MessageMerge = "Merge"
 )
 
 // SyncedEntities lists the entities in the order MSI requires them to be
@@ -65,7 +68,7 @@ func IsSyncedEntity(logicalName string) bool {
 func IsSyncedMessage(m string) bool {
 	switch m {
 	case MessageCreate, MessageUpdate, MessageDelete, MessageAssign, MessageSetState,
-		MessageSetStateDynamicEntity, MessageQualifyLead:
+		MessageSetStateDynamicEntity, MessageQualifyLead, MessageMerge:
 		return true
 	}
 	return false
@@ -106,6 +109,9 @@ type Event struct {
 	// Create of a contact made by qualification).
 	ParentMessage string `json:"parentMessage,omitempty"`
 	StepID        string `json:"stepId,omitempty"`
+	// SubordinateID is, for a Merge, the record merged into this one (and
+	// deactivated by Dataverse): lower-case GUID.
+	SubordinateID string `json:"subordinateId,omitempty"`
 }
 
 // Attributes maps column logical names to typed values.
@@ -335,6 +341,8 @@ func (e *Event) Validate() error {
 		return &FieldError{Field: "recordId", Reason: fmt.Sprintf("%q is not a GUID", e.RecordID)}
 	case e.Message == "":
 		return &FieldError{Field: "message", Reason: "is required"}
+	case e.SubordinateID != "" && !IsGUID(e.SubordinateID):
+		return &FieldError{Field: "subordinateId", Reason: fmt.Sprintf("%q is not a GUID", e.SubordinateID)}
 	}
 	return nil
 }

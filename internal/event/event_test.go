@@ -74,6 +74,10 @@ func TestDecodeRejectsUnknownSchemaAndMissingFields(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Field != "recordId" {
 		t.Errorf("bad record id: %v", err)
 	}
+	_, err = Decode([]byte(`{"schema":1,"entity":"contact","recordId":"9a1e0000-0000-0000-0000-000000000001","message":"Merge","subordinateId":"x"}`))
+	if !errors.As(err, &fe) || fe.Field != "subordinateId" {
+		t.Errorf("bad subordinate id: %v", err)
+	}
 }
 
 func TestIsGUIDAndNormalize(t *testing.T) {

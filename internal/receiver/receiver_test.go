@@ -273,7 +273,7 @@ func TestIgnoredEvents(t *testing.T) {
 	}{
 		{name: "unsynced entity, sparse body without id", path: RouteDataverse, body: fixture(t, "incident_sparse.json"), reason: `entity "incident"`},
 		{name: "unsynced entity with party list", path: RouteDataverse, body: fixture(t, "email_create_partylist.json"), reason: `entity "email"`},
-		{name: "unsynced message", path: RouteDataverse, body: []byte(`{"MessageName":"Merge","PrimaryEntityName":"contact","PrimaryEntityId":"` + contact + `"}`), reason: `message "Merge"`},
+		{name: "unsynced message", path: RouteDataverse, body: []byte(`{"MessageName":"GrantAccess","PrimaryEntityName":"contact","PrimaryEntityId":"` + contact + `"}`), reason: `message "GrantAccess"`},
 		{name: "custom unsynced entity", path: RouteEvents, body: []byte(`{"entity":"task","id":"` + contact + `","message":"Create"}`), reason: `entity "task"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -147,6 +147,11 @@ type rec struct {
 	// rowVersion is the highest Dataverse RowVersion merged; stored under
 	// store.RowVersionKey so that reconcile can tell same-second changes apart.
 	rowVersion int64
+
+	// merges (merges.go): merged into another record by Dataverse, retired
+	// like a Delete; mergedInto is the master whose Merge event named it.
+	mergedAway bool
+	mergedInto *rec
 }
 
 func (r *rec) name() string { return r.entity + " " + r.id }
@@ -168,6 +173,8 @@ type batch struct {
 	paused bool // Marketo quota/config: stop calling for this batch
 	// oppConns caches Store.ConnectionsByOpportunity for roleHeld.
 	oppConns map[string][]store.Connection
+	// byEmail caches the Marketo persons found by email (persons.go).
+	byEmail map[string][]emailPerson
 }
 
 func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
@@ -227,7 +234,7 @@ func (b *batch) process(ctx context.Context) error {
 			}
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.prepare, b.resolve, b.write, b.retire, b.deletes}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.retire, b.unlinkMerged, b.deletes, b.settleMerged}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err

@@ -87,11 +87,38 @@
 //
 // # Lead upsert
 //
+// One Dynamics record, one Marketo person: a person linked to a record (its
+// externalPersonId) is never re-linked to another by an email match.
 // LeadStrategy "auto" tries one createOrUpdate keyed on externalPersonId and
-// remembers in the store whether Marketo accepted it (1011 means no). "split"
-// finds Marketo ids by filterType=externalPersonId, updates found persons by
-// id and creates or links the rest by email (a person who filled a form is
-// linked, not duplicated); a person with neither is dead-lettered. A contact
-// created by lead qualification takes over the Marketo person of its lead
-// (updateOnly by id), and later events of the lead are ignored.
+// remembers in the store whether Marketo accepted it (1011 means no).
+// "split" finds Marketo ids by filterType=externalPersonId and updates found
+// persons by id (an email change too, even onto an address another person
+// holds). The rest are matched by email, one filterType=email query per ≤ 300
+// emails: a person without an externalPersonId (a form fill, an import) is
+// linked by id (updateOnly), the lowest id first when several are; an email
+// held only by persons linked to other records gets a new person
+// (createDuplicate), as does an email nobody holds. A person with neither
+// id nor email is dead-lettered. The email is locked in the store while it
+// is matched (two workers never link one person to two records). A record
+// created in Dataverse (a webhook or Service Bus Create) and unknown to the
+// store skips the query by externalPersonId, unless the store holds the
+// marker written before every create (a worker died mid-create). "lookup" keeps its one keyed createOrUpdate
+// for linked records and, for records msisync has never linked, links an
+// unlinked person with their email by id first (unless a person with their
+// externalPersonId exists). A contact created by lead qualification takes
+// over the Marketo person of its lead through originatingleadid (updateOnly
+// by id), and later events of the lead are ignored; a contact sharing the
+// lead's email without that link gets its own person.
+//
+// # Merges
+//
+// Dataverse merges accounts, contacts and leads: the subordinate is
+// deactivated with merged = true and its children move to the master. The
+// Merge event (on the master, naming SubordinateID) and the subordinate's
+// own Update (merged = true) each retire the subordinate like a Delete:
+// DeletePolicy delete removes its person, keep leaves the person in Marketo
+// but clears its externalPersonId; a subordinate account's company is
+// deleted. The master is re-read from Dataverse (when configured) and
+// written; the children arrive as their own Updates. If the subordinate
+// cannot be retired the Merge is retried.
 package syncer

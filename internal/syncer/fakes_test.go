@@ -359,6 +359,7 @@ type fakeMarketo struct {
 	beforeSync      func()            // called (unlocked) at the start of every Sync
 	skipCode        map[string]string // externalId → reason code to skip with
 	deletes         [][]Record        // input of every Delete call of roles
+	failDelete      error             // every Delete fails with it when set
 }
 
 func newFakeMarketo() *fakeMarketo {
@@ -434,8 +435,9 @@ func (f *fakeMarketo) Sync(_ context.Context, obj Object, req SyncRequest) ([]Re
 
 func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
 	var match []int64
-	switch req.LookupField {
-	case "externalPersonId":
+	switch {
+	case req.Action == "createDuplicate": // always creates
+	case req.LookupField == "externalPersonId":
 		if !f.lookupSupported {
 			return skipped("1011", "Field 'externalPersonId' not supported")
 		}
@@ -444,7 +446,7 @@ func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
 				match = append(match, id)
 			}
 		}
-	case "id":
+	case req.LookupField == "id":
 		id, _ := r["id"].(int64)
 		if f.leads[id] != nil {
 			match = append(match, id)
@@ -530,6 +532,9 @@ func (f *fakeMarketo) Delete(_ context.Context, obj Object, deleteBy string, inp
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("%s delete %s", obj, deleteBy))
+	if f.failDelete != nil {
+		return nil, f.failDelete
+	}
 	if obj == Roles {
 		f.deletes = append(f.deletes, slices.Clone(input))
 	}

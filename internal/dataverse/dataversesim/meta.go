@@ -108,6 +108,7 @@ func init() {
 		"emailaddress1": str(), "industrycode": option(industryLabels), "numberofemployees": {kind: kInt},
 		"revenue": {kind: kMoney}, "revenue_base": {kind: kMoney}, "sic": str(), "description": str(), "tickersymbol": str(),
 		"transactioncurrencyid": lookup("transactioncurrency"), "exchangerate": {kind: kDecimal}, "originatingleadid": lookup("lead"),
+		"merged": {kind: kBool}, "masterid": lookup("account"),
 	}
 	addressCols(acc)
 	register(&entityMeta{logical: "account", set: "accounts", idCol: "accountid", nameCol: "name", typeCode: 1, cols: acc, hasOwner: true,
@@ -118,6 +119,7 @@ func init() {
 		"parentcustomerid": lookup("account", "contact"), "originatingleadid": lookup("lead"),
 		"statecode": option(stateLabels), "statuscode": option(statusLabels), "donotemail": {kind: kBool},
 		"birthdate": {kind: kDate}, "description": str(), "websiteurl": str(),
+		"merged": {kind: kBool}, "masterid": lookup("contact"),
 	}
 	addressCols(con)
 	register(&entityMeta{logical: "contact", set: "contacts", idCol: "contactid", nameCol: "fullname", typeCode: 2, cols: con, hasOwner: true,
@@ -129,6 +131,7 @@ func init() {
 		"qualifyingopportunityid": lookup("opportunity"), "statecode": option(leadStateLabels), "statuscode": option(leadStatus),
 		"leadsourcecode": option(leadSources), "industrycode": option(industryLabels), "numberofemployees": {kind: kInt},
 		"revenue": {kind: kMoney}, "donotemail": {kind: kBool}, "transactioncurrencyid": lookup("transactioncurrency"), "exchangerate": {kind: kDecimal},
+		"merged": {kind: kBool}, "masterid": lookup("lead"),
 	}
 	addressCols(lead)
 	register(&entityMeta{logical: "lead", set: "leads", idCol: "leadid", nameCol: "fullname", typeCode: 4, cols: lead, hasOwner: true,

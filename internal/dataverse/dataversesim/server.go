@@ -192,6 +192,7 @@ var sdkMessages = map[string][]string{
 	"SetState":              {"account", "contact", "lead", "opportunity", "connection"},
 	"SetStateDynamicEntity": {"account", "contact", "lead", "opportunity", "connection"},
 	"QualifyLead":           {"lead"},
+	"Merge":                 {"account", "contact", "lead"},
 	"Retrieve":              {"account", "contact", "lead", "opportunity"},
 }
 

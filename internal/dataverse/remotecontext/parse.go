@@ -268,6 +268,17 @@ func applyMessageInputs(e *event.Event, message string, inputs map[string]any, p
 		}
 		option("State", "statecode")
 		option("Status", "statuscode")
+	case strings.EqualFold(message, event.MessageMerge):
+		// Target is the master (a reference); SubordinateId the record merged
+		// into it; UpdateContent the columns taken from the subordinate.
+		if v, ok := inputs["SubordinateId"]; ok {
+			e.SubordinateID = guid(v, path+".SubordinateId", errs)
+		}
+		if uc := parseEntity(inputs["UpdateContent"], path+".UpdateContent", errs); uc != nil && !uc.isRef {
+			for c, v := range uc.attrs {
+				set(c, v)
+			}
+		}
 	case strings.EqualFold(message, event.MessageQualifyLead):
 		if !refID("LeadId") {
 			return

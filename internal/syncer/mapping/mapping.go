@@ -41,14 +41,15 @@ type Field struct {
 	Labels map[int]string `yaml:"labels,omitempty"`
 }
 
-// Structural columns the syncer reads itself (ids, owners, parents, state),
+// Structural columns the syncer reads itself (ids, owners, parents, state,
+// merged: a record merged into another is retired, however it is read),
 // per entity. They are not mapped to plain fields but must be read and
 // filtered on.
 var structural = map[string][]string{
 	event.EntitySystemUser:  {"systemuserid", "isdisabled"},
-	event.EntityAccount:     {"accountid", "ownerid", "statecode"},
-	event.EntityContact:     {"contactid", "ownerid", "parentcustomerid", "originatingleadid", "statecode"},
-	event.EntityLead:        {"leadid", "ownerid", "parentaccountid", "statecode", "statuscode"},
+	event.EntityAccount:     {"accountid", "ownerid", "statecode", "merged"},
+	event.EntityContact:     {"contactid", "ownerid", "parentcustomerid", "originatingleadid", "statecode", "merged"},
+	event.EntityLead:        {"leadid", "ownerid", "parentaccountid", "statecode", "statuscode", "merged"},
 	event.EntityOpportunity: {"opportunityid", "ownerid", "parentaccountid", "customerid", "statecode", "statuscode"},
 	event.EntityConnection:  {"connectionid", "record1id", "record2id", "record2roleid", "ismaster", "statecode"},
 }
