@@ -19,7 +19,7 @@ func TestMergeWebhooksParse(t *testing.T) {
 	e := newEnv(t, dataversesim.Options{})
 	rcv := newReceiver(t)
 	ctx := context.Background()
-	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
+	if _, err := e.client.Register(ctx, dataverse.RegisterOptions{Salt: testSalt, URL: rcv.srv.URL + "/w", Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
 	x, _ := e.sim.Create("account", map[string]any{"name": "Acme"})

@@ -76,7 +76,7 @@ func newIdentity(t *testing.T, strategy string, lookup bool, policy string) *ide
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dc.Register(context.Background(), dataverse.RegisterOptions{URL: hook.URL + "/webhooks/dataverse", Key: "k"}); err != nil {
+	if _, err := dc.Register(context.Background(), dataverse.RegisterOptions{Salt: []byte("test-install-salt-for-syncer"), URL: hook.URL + "/webhooks/dataverse", Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
 	id.dc = dc
