@@ -703,6 +703,40 @@ func (s *Store) UnlockRecords(ctx context.Context, owner string, keys []string) 
 	return nil
 }
 
+// RecordLockExpiry returns when each key's unexpired lock ends.
+func (s *Store) RecordLockExpiry(ctx context.Context, keys []string) (map[string]time.Time, error) {
+	keys = uniq(keys)
+	out := make(map[string]time.Time, len(keys))
+	now := s.clk.Now().UnixMicro()
+	for chunk := range slices.Chunk(keys, maxRows) {
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, now)
+		for _, k := range chunk {
+			args = append(args, k)
+		}
+		rows, err := s.r.QueryContext(ctx, `SELECT key, expires_at FROM record_locks WHERE expires_at > ? AND key IN (`+inList(len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
+		}
+		for rows.Next() {
+			var k string
+			var exp int64
+			if err := rows.Scan(&k, &exp); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
+			}
+			out[k] = time.UnixMicro(exp)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
+		}
+	}
+	return out, nil
+}
+
 // GetMeta returns the value stored under key and whether there is one.
 func (s *Store) GetMeta(ctx context.Context, key string) (string, bool, error) {
 	var v string
