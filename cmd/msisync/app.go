@@ -50,6 +50,10 @@ type app struct {
 	closers []func() error
 }
 
+// sandboxHook, when set (tests only), sees the sandbox before it serves:
+// the process tests give it Marketo's latency.
+var sandboxHook func(*marketosim.Server)
+
 type needs struct {
 	queue, store, marketo, dataverse bool
 	// ownSandbox: this process (serve, worker) runs the Marketo sandbox and
@@ -173,6 +177,9 @@ func (a *app) openMarketo(ctx context.Context, ownSandbox bool) error {
 	if cfg.Sandbox() && base == "" {
 		id, secret = "sandbox-"+randomHex(4), randomHex(16)
 		a.sandbox = marketosim.New(marketosim.Options{ClientID: id, ClientSecret: secret, ScoreField: cfg.ScoreField})
+		if sandboxHook != nil {
+			sandboxHook(a.sandbox)
+		}
 		// The sandbox keeps its records in the data folder, so the store's
 		// links stay true across restarts.
 		if err := loadSandbox(a.sandbox, a.sandboxPath()); err != nil {
