@@ -195,21 +195,7 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		if a.sandbox != nil {
 			// Let the sandbox's MSI scores move, as Marketo's do, so the
 			// write-back has something to copy.
-			g.Go(func() error {
-				t := time.NewTicker(time.Minute)
-				defer t.Stop()
-				for {
-					select {
-					case <-gctx.Done():
-						return nil
-					case <-t.C:
-						a.sandbox.TickMSI(5)
-						if err := saveSandbox(a.sandbox, a.sandboxPath()); err != nil {
-							log.Warn("cannot save the Marketo sandbox", "error", err)
-						}
-					}
-				}
-			})
+			g.Go(func() error { a.sandbox.RunMSI(gctx, time.Minute, 5); return nil })
 		}
 		if a.dataverse != nil && cfg.MSIInterval > 0 {
 			w, err := newMSIWriter(a)
