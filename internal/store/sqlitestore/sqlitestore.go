@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -67,6 +68,16 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.BusyTimeout == 0 {
 		opts.BusyTimeout = 10 * time.Second
+	}
+	if path != ":memory:" {
+		// Links and versions name people's records: the file is created
+		// 0600 whatever the folder's mode, and SQLite gives its -wal and
+		// -shm files the same mode.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: open %q: %w", path, err)
+		}
+		f.Close()
 	}
 	s := &Store{clk: opts.Clock, log: opts.Logger, path: path}
 	if s.clk == nil {
