@@ -37,8 +37,8 @@ type app struct {
 	queue     queue.Queue
 	store     store.Store
 	marketo   *marketo.Client
-	sandbox   *sandbox.Sandbox // non-nil when Marketo is the built-in sandbox
-	dataverse *dataverse.Client  // nil when MSISYNC_DATAVERSE_URL is unset
+	sandbox   *sandbox.Sandbox  // non-nil when Marketo is the built-in sandbox
+	dataverse *dataverse.Client // nil when MSISYNC_DATAVERSE_URL is unset
 	mapping   *mapping.Mapping
 
 	closers []func() error
