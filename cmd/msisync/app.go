@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -118,6 +119,12 @@ func loadMapping(cfg *config.Config) (*mapping.Mapping, error) {
 	return m, nil
 }
 
+// embeddedLockDuration is how long the embedded queue locks a delivered
+// message. The worker renews the locks of its batch while it runs, so the
+// lock only bounds how long the messages of a crashed (SIGKILLed) worker
+// wait before they are delivered again: seconds, like the record locks.
+const embeddedLockDuration = 15 * time.Second
+
 func (a *app) openQueue(ctx context.Context) error {
 	if a.cfg.ServiceBus != "" {
 		q, err := servicebus.New(ctx, servicebus.Options{Connection: a.cfg.ServiceBus, QueueName: a.cfg.ServiceBusQueue, Logger: a.log})
@@ -126,7 +133,7 @@ func (a *app) openQueue(ctx context.Context) error {
 		}
 		a.queue = q
 	} else {
-		q, err := sqlitequeue.Open(ctx, a.cfg.QueuePath(), sqlitequeue.Options{Logger: a.log})
+		q, err := sqlitequeue.Open(ctx, a.cfg.QueuePath(), sqlitequeue.Options{Logger: a.log, LockDuration: embeddedLockDuration})
 		if err != nil {
 			return fmt.Errorf("open embedded queue %s: %w", a.cfg.QueuePath(), err)
 		}

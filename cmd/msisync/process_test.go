@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -177,12 +178,18 @@ func newContactUpdates(t *testing.T) *contactUpdates {
 }
 
 func (c *contactUpdates) body(contactID, email string) []byte {
+	return c.bodyOf(contactID, email, templAccount)
+}
+
+// bodyOf is body with the contact's account (parentcustomerid) too.
+func (c *contactUpdates) bodyOf(contactID, email, accountID string) []byte {
 	c.mu.Lock()
 	c.n++
 	n := c.n
 	c.mu.Unlock()
 	b := bytes.ReplaceAll(c.templ, []byte("c0ffee00-1234-4567-89ab-cdef01234567"), []byte(contactID))
 	b = bytes.ReplaceAll(b, []byte("ada.lovelace@example.org"), []byte(email))
+	b = bytes.ReplaceAll(b, []byte(templAccount), []byte(accountID))
 	b = bytes.ReplaceAll(b, []byte(`\/Date(1767261660000)\/`), []byte(fmt.Sprintf(`\/Date(%d)\/`, 1767261660000+n*1000)))
 	b = bytes.ReplaceAll(b, []byte(`"1234600"`), []byte(fmt.Sprintf(`"%d"`, 1234600+n)))
 	b = bytes.ReplaceAll(b, []byte("0F000000-0000-4000-8000-000000000002"), []byte(fmt.Sprintf("0F000000-0000-4000-8000-%012X", n)))
@@ -334,6 +341,88 @@ func TestRollingRestartUnderATrickle(t *testing.T) {
 	if rescheduled > 0 {
 		t.Errorf("%v messages rescheduled over three clean restarts, want 0 (no record lock left behind)", rescheduled)
 	}
+	if code := p.stop(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("final stop: exit status %d", code)
+	}
+}
+
+// Sandbox crash test (issue 14): serve is killed with SIGKILL at random
+// points while it syncs linked events (accounts, and contacts of them as
+// real Dataverse webhooks), five times. The sandbox commits its records
+// before answering, so after each restart the store's links name records
+// the sandbox has: everything converges with no dead letters (before, the
+// sandbox lost what it got since its last minute save and the contacts of
+// lost companies were dead-lettered with "1013 Company not found").
+func TestSandboxSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	dataDir, base := cleanEnv(t)
+	t.Setenv("MSISYNC_BATCH_SIZE", "20")
+	t.Setenv(childLatencyEnv, "30ms")
+	seed := time.Now().UnixNano()
+	rnd := rand.New(rand.NewPCG(uint64(seed), 1))
+	t.Logf("kill points from seed %d", seed)
+	cu := newContactUpdates(t)
+	type person struct{ account, email string }
+	want := map[string]person{} // contact → account and email
+	const runs, perRun = 5, 16
+	var p *proc
+	for run := 0; run < runs; run++ {
+		p = startProc(t, base, "serve")
+		key := webhookKey(t, dataDir)
+		if run == 0 {
+			postDependencies(t, base, key)
+		}
+		for i := 0; i < perRun; i++ {
+			n := run*perRun + i
+			acc := fmt.Sprintf("acc00000-0000-4000-8000-%012d", n)
+			body := `{"entity":"account","id":"` + acc + `","message":"Create","attributes":{"name":"Company ` + strconv.Itoa(n) +
+				`","ownerid":{"logicalName":"systemuser","id":"` + templUser + `"}}}`
+			if code, _, resp := post(t, base+"/webhooks/events?code="+key, []byte(body)); code != http.StatusAccepted {
+				t.Fatalf("POST account: %d %s", code, resp)
+			}
+			id, email := contactID(n), fmt.Sprintf("person%d@example.org", n)
+			if code, _, resp := post(t, base+"/webhooks/dataverse?code="+key, cu.bodyOf(id, email, acc)); code != http.StatusAccepted {
+				t.Fatalf("POST contact: %d %s", code, resp)
+			}
+			want[id] = person{acc, email}
+		}
+		// Kill at a random point of the sync, once some events completed
+		// (their records must survive).
+		eventually(t, fmt.Sprintf("run %d: events synced", run), func() (bool, string) {
+			n := metric(t, base, "msisync_syncer_messages_total", `outcome="completed"`)
+			return n > 0, fmt.Sprintf("completed %v", n)
+		})
+		time.Sleep(time.Duration(rnd.IntN(800)) * time.Millisecond)
+		if code := p.stop(t, syscall.SIGKILL); code != -1 {
+			t.Fatalf("run %d: exit status %d, want killed", run, code)
+		}
+	}
+	p = startProc(t, base, "serve")
+	eventuallyWithin(t, 2*pollTimeout, "every contact in the sandbox, linked to its company", func() (bool, string) {
+		st := sandboxState(t, base)
+		bad := 0
+		var first string
+		for id, w := range want {
+			ld := find(st.Leads, "externalPersonId", id)
+			co := find(st.Companies, "externalCompanyId", w.account)
+			if ld == nil || co == nil || !strings.EqualFold(str(ld, "externalCompanyId"), w.account) || !strings.EqualFold(str(ld, "email"), w.email) {
+				bad++
+				if first == "" {
+					first = fmt.Sprintf("contact %s: lead %v, company %v", id, ld, co)
+				}
+			}
+		}
+		dead := metric(t, base, "msisync_queue_messages", `state="dead"`)
+		if dead > 0 {
+			code, body := get(t, base+"/metrics")
+			_ = code
+			t.Fatalf("%v dead letters after the crashes, want 0\n%s", dead, tail(body, 200))
+		}
+		return bad == 0 && len(st.Leads) == len(want) && len(st.Companies) == len(want)+1,
+			fmt.Sprintf("%d of %d contacts wrong (e.g. %s); %d leads, %d companies", bad, len(want), first, len(st.Leads), len(st.Companies))
+	})
 	if code := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("final stop: exit status %d", code)
 	}
