@@ -171,7 +171,7 @@ func (s *server) selector(w http.ResponseWriter, r *http.Request, purge bool) (S
 	var sel Selector
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 		writeProblem(w, http.StatusUnsupportedMediaType, probMediaType, "Unsupported media type",
-			fmt.Sprintf("the body must be JSON, not %q", ct), FieldIssue{Field: "Content-Type", Reason: "must be application/json"})
+			fmt.Sprintf("the body must be JSON, not %q", clip(ct, maxLoggedHeader)), FieldIssue{Field: "Content-Type", Reason: "must be application/json"})
 		return sel, queue.Filter{}, false
 	}
 	body, ok := s.readBody(w, r, adminMaxBody)
