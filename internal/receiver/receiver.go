@@ -343,7 +343,7 @@ func (s *server) observe(next http.Handler) http.Handler {
 			return
 		}
 		attrs := []any{"method", clip(r.Method, maxLoggedHeader), "path", clip(r.URL.Path, maxLoggedPath), "route", route, "status", sw.status,
-			"duration_ms", float64(elapsed.Microseconds())/1000,
+			"duration_ms", float64(elapsed.Microseconds()) / 1000,
 			"correlation_id", clip(r.Header.Get("x-ms-correlation-request-id"), maxLoggedHeader), "remote", r.RemoteAddr}
 		if noisy(sw.status) {
 			ok, suppressed := s.noise.allow()
