@@ -66,6 +66,7 @@ func openApp(ctx context.Context, n needs) (*app, error) {
 	fail := func(err error) (*app, error) { a.Close(); return nil, err }
 
 	if n.queue || n.store {
+		warnOpenFolder(log, cfg.DataDir)
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil && (cfg.ServiceBus == "" || cfg.DatabaseURL == "") {
 			return fail(fmt.Errorf("create data folder %s (MSISYNC_DATA_DIR): %w", cfg.DataDir, err))
 		}
@@ -99,6 +100,18 @@ func openApp(ctx context.Context, n needs) (*app, error) {
 		a.dataverse = dv
 	}
 	return a, nil
+}
+
+// warnOpenFolder warns when an existing data folder lets group or others in:
+// msisync's own files are 0600, but the folder's listing and anything else
+// put there are not.
+func warnOpenFolder(log *slog.Logger, dir string) {
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	log.Warn("the data folder is accessible to other users; msisync's files in it are 0600, but consider chmod 700",
+		"folder", dir, "mode", fi.Mode().Perm().String())
 }
 
 // loadMapping reads the field mapping and adds the MSI write-back columns to

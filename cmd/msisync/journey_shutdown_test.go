@@ -3,7 +3,10 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -48,4 +51,63 @@ func TestShutdownThatTimesOutSaysWhatItDroppedAndFails(t *testing.T) {
 	if code := (result{err: got}).exitCode(); code != 1 {
 		t.Fatalf("exit status %d, want 1", code)
 	}
+}
+
+// Issue 14: in a data folder that already exists with mode 0755, the
+// queue's, store's and sandbox's files are still 0600, and start-up warns
+// about the folder.
+func TestDataFilesArePrivateAndAnOpenFolderIsReported(t *testing.T) {
+	dataDir, base := cleanEnv(t)
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MSISYNC_LOG_LEVEL", "warn")
+	logs := captureStderr(t)
+	svc := startServe(t, base, "serve")
+	key := webhookKey(t, dataDir)
+	if code, _, body := post(t, base+"/webhooks/events?code="+key, readExample(t, "demo-1-user.json")); code != http.StatusAccepted {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	eventually(t, "sales person in the sandbox", func() (bool, string) {
+		st := sandboxState(t, base)
+		return len(st.SalesPersons) == 1, st.String()
+	})
+	entries, err := os.ReadDir(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			continue // a -shm or .tmp file removed meanwhile
+		}
+		if m := fi.Mode().Perm(); !e.IsDir() && m&0o077 != 0 {
+			t.Errorf("%s has mode %v, want 0600", e.Name(), m)
+		}
+	}
+	svc.stop(t)
+	if out := logs(); !strings.Contains(out, "data folder is accessible to other users") || !strings.Contains(out, "-rwxr-xr-x") {
+		t.Errorf("no start-up warning about the 0755 data folder in the logs:\n%s", tail(out, 2000))
+	}
+}
+
+// captureStderr points os.Stderr (where the JSON logs go) at a pipe for the
+// test and returns what was written so far.
+func captureStderr(t *testing.T) func() string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stderr
+	os.Stderr = w
+	var buf syncBuffer
+	done := make(chan struct{})
+	go func() { _, _ = io.Copy(&buf, r); close(done) }()
+	t.Cleanup(func() {
+		os.Stderr = old
+		w.Close()
+		<-done
+	})
+	return func() string { return buf.String() }
 }
