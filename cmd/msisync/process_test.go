@@ -69,6 +69,9 @@ func startProc(t *testing.T, base string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestProcessChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, " "))
+	if bin := os.Getenv(measureBinEnv); bin != "" {
+		cmd = exec.Command(bin, args...) // a built msisync (measurements of another version)
+	}
 	p := &proc{cmd: cmd, base: base, logs: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.logs
 	cmd.Stdout = io.Discard
