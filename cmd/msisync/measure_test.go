@@ -56,6 +56,9 @@ func TestMeasureRestart(t *testing.T) {
 			// A slow Marketo (10 calls per 20 s) keeps batches in flight.
 			t.Setenv("MSISYNC_BATCH_SIZE", "20")
 			t.Setenv("MSISYNC_MARKETO_CALLS_PER_20S", "10")
+			if v := os.Getenv("MSISYNC_MEASURE_SHUTDOWN_TIMEOUT"); v != "" {
+				t.Setenv("MSISYNC_SHUTDOWN_TIMEOUT", v) // e.g. the Kubernetes worker's 80s
+			}
 			p := startProc(t, base, "serve")
 			key := webhookKey(t, dataDir)
 			postDependencies(t, base, key)
