@@ -111,3 +111,23 @@ func captureStderr(t *testing.T) func() string {
 	})
 	return func() string { return buf.String() }
 }
+
+// Issue 14: zero-config serve listens on loopback only; told to listen on
+// every interface with the sandbox on, it warns that the sandbox's records
+// are readable there.
+func TestSandboxOnAReachableAddressIsReported(t *testing.T) {
+	_, base := cleanEnv(t)
+	logs := captureStderr(t)
+	svc := startServe(t, base, "serve")
+	svc.stop(t)
+	if out := logs(); strings.Contains(out, "readable without a token") {
+		t.Fatalf("warning on the loopback address:\n%s", tail(out, 1000))
+	}
+	port := base[strings.LastIndex(base, ":")+1:]
+	t.Setenv("MSISYNC_ADDR", ":"+port)
+	svc = startServe(t, base, "serve")
+	svc.stop(t)
+	if out := logs(); !strings.Contains(out, "readable without a token") {
+		t.Fatalf("no warning with MSISYNC_ADDR=:%s and the sandbox on:\n%s", port, tail(out, 1000))
+	}
+}

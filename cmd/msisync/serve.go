@@ -166,6 +166,14 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		return nil
 	})
 	log.Info("listening", "addr", ln.Addr().String())
+	if a.sandbox != nil {
+		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+			// The sandbox's state endpoint has no auth: on a reachable
+			// address it serves the synced contacts to anyone who asks.
+			log.Warn("the Marketo sandbox's synced records (/sandbox/marketo) are readable without a token on this address; listen on 127.0.0.1 (the default MSISYNC_ADDR) or configure Marketo",
+				"addr", ln.Addr().String())
+		}
+	}
 
 	if runWorker {
 		// Check once that this Marketo instance has what MSI non-native needs
