@@ -308,10 +308,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 	wg.Wait()
 	close(finished)
 	if n := abandoned.Load(); n > 0 {
-		s.log.Warn("syncer: shutdown abandoned messages; they are redelivered", "messages", n, "drainTimeout", s.cfg.DrainTimeout)
 		if work.Err() != nil {
+			s.log.Warn("syncer: shutdown cut the batch in flight short; its messages are redelivered", "abandoned", n, "drainTimeout", s.cfg.DrainTimeout)
 			return fmt.Errorf("syncer: shutdown: batch not finished within %s (DrainTimeout): abandoned %d messages", s.cfg.DrainTimeout, n)
 		}
+		// Received just as the stop began: handed back untouched.
+		s.log.Info("syncer: shutdown handed back messages it had not started", "abandoned", n)
 	}
 	return ctx.Err()
 }
