@@ -4,16 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +21,7 @@ import (
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/queue/servicebus"
 	"github.com/msisync/msisync/internal/queue/sqlitequeue"
+	"github.com/msisync/msisync/internal/sandbox"
 	"github.com/msisync/msisync/internal/store"
 	"github.com/msisync/msisync/internal/store/pgstore"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
@@ -43,8 +38,8 @@ type app struct {
 	queue     queue.Queue
 	store     store.Store
 	marketo   *marketo.Client
-	sandbox   *marketosim.Server // non-nil when Marketo is the built-in sandbox
-	dataverse *dataverse.Client  // nil when MSISYNC_DATAVERSE_URL is unset
+	sandbox   *sandbox.Sandbox  // non-nil when Marketo is the built-in sandbox
+	dataverse *dataverse.Client // nil when MSISYNC_DATAVERSE_URL is unset
 	mapping   *mapping.Mapping
 	// onSettle gets what the syncer did with each message (record history,
 	// the console's activity); nil outside serve and worker.
@@ -52,6 +47,10 @@ type app struct {
 
 	closers []func() error
 }
+
+// sandboxHook, when set (tests only), sees the sandbox before it serves:
+// the process tests give it Marketo's latency.
+var sandboxHook func(*marketosim.Server)
 
 type needs struct {
 	queue, store, marketo, dataverse bool
@@ -70,6 +69,7 @@ func openApp(ctx context.Context, n needs) (*app, error) {
 	fail := func(err error) (*app, error) { a.Close(); return nil, err }
 
 	if n.queue || n.store {
+		warnOpenFolder(log, cfg.DataDir)
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil && (cfg.ServiceBus == "" || cfg.DatabaseURL == "") {
 			return fail(fmt.Errorf("create data folder %s (MSISYNC_DATA_DIR): %w", cfg.DataDir, err))
 		}
@@ -105,6 +105,18 @@ func openApp(ctx context.Context, n needs) (*app, error) {
 	return a, nil
 }
 
+// warnOpenFolder warns when an existing data folder lets group or others in:
+// msisync's own files are 0600, but the folder's listing and anything else
+// put there are not.
+func warnOpenFolder(log *slog.Logger, dir string) {
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	log.Warn("the data folder is accessible to other users; msisync's files in it are 0600, but consider chmod 700",
+		"folder", dir, "mode", fi.Mode().Perm().String())
+}
+
 // loadMapping reads the field mapping and adds the MSI write-back columns to
 // its write-back set, so loop prevention and webhook filtering follow them.
 func loadMapping(cfg *config.Config) (*mapping.Mapping, error) {
@@ -123,6 +135,12 @@ func loadMapping(cfg *config.Config) (*mapping.Mapping, error) {
 	return m, nil
 }
 
+// embeddedLockDuration is how long the embedded queue locks a delivered
+// message. The worker renews the locks of its batch while it runs, so the
+// lock only bounds how long the messages of a crashed (SIGKILLed) worker
+// wait before they are delivered again: seconds, like the record locks.
+const embeddedLockDuration = 15 * time.Second
+
 func (a *app) openQueue(ctx context.Context) error {
 	if a.cfg.ServiceBus != "" {
 		q, err := servicebus.New(ctx, servicebus.Options{Connection: a.cfg.ServiceBus, QueueName: a.cfg.ServiceBusQueue,
@@ -138,7 +156,7 @@ func (a *app) openQueue(ctx context.Context) error {
 		}
 		a.queue = q
 	} else {
-		q, err := sqlitequeue.Open(ctx, a.cfg.QueuePath(), sqlitequeue.Options{Logger: a.log})
+		q, err := sqlitequeue.Open(ctx, a.cfg.QueuePath(), sqlitequeue.Options{Logger: a.log, LockDuration: embeddedLockDuration})
 		if err != nil {
 			return fmt.Errorf("open embedded queue %s: %w", a.cfg.QueuePath(), err)
 		}
@@ -175,35 +193,23 @@ func (a *app) openMarketo(ctx context.Context, ownSandbox bool) error {
 	cfg := a.cfg
 	base, id, secret := cfg.MarketoURL, cfg.MarketoClientID, cfg.MarketoClientSecret
 	if cfg.Sandbox() && !ownSandbox {
-		if ep, ok := liveSandbox(ctx, a.sandboxEndpointPath()); ok {
+		if ep, ok := sandbox.Live(ctx, cfg.DataDir); ok {
 			base, id, secret = ep.URL, ep.ClientID, ep.ClientSecret
 			a.log.Info("using the Marketo sandbox of the running msisync serve", "url", ep.URL)
 		}
 	}
 	if cfg.Sandbox() && base == "" {
-		id, secret = "sandbox-"+randomHex(4), randomHex(16)
-		a.sandbox = marketosim.New(marketosim.Options{ClientID: id, ClientSecret: secret, ScoreField: cfg.ScoreField})
-		// The sandbox keeps its records in the data folder, so the store's
-		// links stay true across restarts.
-		if err := loadSandbox(a.sandbox, a.sandboxPath()); err != nil {
-			return err
-		}
-		a.closers = append(a.closers, func() error { return saveSandbox(a.sandbox, a.sandboxPath()) })
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		// The sandbox keeps its records in the data folder, committed before
+		// each call answers, so the store's links stay true across restarts
+		// and crashes.
+		sb, err := sandbox.Open(ctx, sandbox.Options{DataDir: cfg.DataDir, ScoreField: cfg.ScoreField, Publish: ownSandbox,
+			Logger: a.log, Configure: sandboxHook})
 		if err != nil {
 			return fmt.Errorf("start Marketo sandbox: %w", err)
 		}
-		srv := &http.Server{Handler: a.sandbox}
-		go func() { _ = srv.Serve(ln) }()
-		a.closers = append(a.closers, func() error { return srv.Close() })
-		base = "http://" + ln.Addr().String()
-		if ownSandbox {
-			ep := sandboxEndpoint{URL: base, ClientID: id, ClientSecret: secret}
-			if err := publishSandbox(a.sandboxEndpointPath(), ep); err != nil {
-				return err
-			}
-			a.closers = append(a.closers, func() error { return unpublishSandbox(a.sandboxEndpointPath(), ep) })
-		}
+		a.sandbox = sb
+		a.closers = append(a.closers, sb.Close)
+		base, id, secret = sb.URL, sb.ClientID, sb.ClientSecret
 	}
 	c, err := marketo.New(marketo.Config{
 		BaseURL: base, ClientID: id, ClientSecret: secret,
@@ -240,107 +246,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// sandboxEndpoint is where a running serve's sandbox answers (loopback; the
-// file is 0600 like the webhook key).
-type sandboxEndpoint struct {
-	URL          string `json:"url"`
-	ClientID     string `json:"clientId"`
-	ClientSecret string `json:"clientSecret"`
-}
-
-func (a *app) sandboxEndpointPath() string {
-	return filepath.Join(a.cfg.DataDir, "marketo-sandbox.endpoint.json")
-}
-
-func publishSandbox(path string, ep sandboxEndpoint) error {
-	b, err := json.Marshal(ep)
-	if err != nil {
-		return fmt.Errorf("publish Marketo sandbox: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("publish Marketo sandbox %s: %w", path, err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("publish Marketo sandbox %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("publish Marketo sandbox %s: %w", path, err)
-	}
-	return nil
-}
-
-// unpublishSandbox removes the endpoint file if it is still ours (a second
-// worker on the folder may have published its own since).
-func unpublishSandbox(path string, ep sandboxEndpoint) error {
-	var cur sandboxEndpoint
-	b, err := os.ReadFile(path)
-	if err != nil || json.Unmarshal(b, &cur) != nil || cur != ep {
-		return nil
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("unpublish Marketo sandbox %s: %w", path, err)
-	}
-	return nil
-}
-
-// liveSandbox reads the published endpoint and checks that it answers with
-// those credentials (a file left by a killed serve does not).
-func liveSandbox(ctx context.Context, path string) (sandboxEndpoint, bool) {
-	var ep sandboxEndpoint
-	b, err := os.ReadFile(path)
-	if err != nil || json.Unmarshal(b, &ep) != nil || ep.URL == "" {
-		return ep, false
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	q := url.Values{"grant_type": {"client_credentials"}, "client_id": {ep.ClientID}, "client_secret": {ep.ClientSecret}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.URL+"/identity/oauth/token?"+q.Encode(), nil)
-	if err != nil {
-		return ep, false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return ep, false
-	}
-	resp.Body.Close()
-	return ep, resp.StatusCode == http.StatusOK
-}
-
-func (a *app) sandboxPath() string { return filepath.Join(a.cfg.DataDir, "marketo-sandbox.json") }
-
-func loadSandbox(sim *marketosim.Server, path string) error {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read Marketo sandbox state %s: %w", path, err)
-	}
-	var st marketosim.State
-	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("read Marketo sandbox state %s: %w (delete the file to start the sandbox empty)", path, err)
-	}
-	if err := sim.Restore(st); err != nil {
-		return fmt.Errorf("restore Marketo sandbox from %s: %w", path, err)
-	}
-	return nil
-}
-
-// saveSandbox writes the sandbox state atomically (temp file + rename).
-func saveSandbox(sim *marketosim.Server, path string) error {
-	b, err := json.Marshal(sim.Dump())
-	if err != nil {
-		return fmt.Errorf("save Marketo sandbox: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("save Marketo sandbox %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save Marketo sandbox %s: %w", path, err)
-	}
-	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -143,12 +144,16 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		return fmt.Errorf("receiver: %w", err)
 	}
 	srv := &http.Server{Addr: cfg.Addr, Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	conns := trackConns(srv)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (MSISYNC_ADDR): %w", cfg.Addr, err)
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	// Every role's failure is kept (not only the first): a stop that timed
+	// out must not hide behind the cancellation that started it.
+	eg, gctx := errgroup.WithContext(ctx)
+	g := &failures{g: eg}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
@@ -159,12 +164,26 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		<-gctx.Done()
 		// SIGTERM: stop accepting, let in-flight requests finish, then the
 		// deferred Close closes the queue.
-		sctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			n := conns.active()
+			_ = srv.Close()
+			log.Error("shutdown timed out: dropped requests still in progress", "connections", n, "timeout", cfg.ShutdownTimeout.String())
+			return fmt.Errorf("shutdown: requests not finished within %s (MSISYNC_SHUTDOWN_TIMEOUT): dropped %d connections", cfg.ShutdownTimeout, n)
+		}
+		return nil
 	})
 	log.Info("listening", "addr", ln.Addr().String())
 	g.Go(func() error { activity.Run(gctx); return nil })
+	if a.sandbox != nil {
+		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+			// The sandbox's state endpoint has no auth: on a reachable
+			// address it serves the synced contacts to anyone who asks.
+			log.Warn("the Marketo sandbox's synced records (/sandbox/marketo) are readable without a token on this address; listen on 127.0.0.1 (the default MSISYNC_ADDR) or configure Marketo",
+				"addr", ln.Addr().String())
+		}
+	}
 
 	if runWorker {
 		// Check once that this Marketo instance has what MSI non-native needs
@@ -203,21 +222,7 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		if a.sandbox != nil {
 			// Let the sandbox's MSI scores move, as Marketo's do, so the
 			// write-back has something to copy.
-			g.Go(func() error {
-				t := time.NewTicker(time.Minute)
-				defer t.Stop()
-				for {
-					select {
-					case <-gctx.Done():
-						return nil
-					case <-t.C:
-						a.sandbox.TickMSI(5)
-						if err := saveSandbox(a.sandbox, a.sandboxPath()); err != nil {
-							log.Warn("cannot save the Marketo sandbox", "error", err)
-						}
-					}
-				}
-			})
+			g.Go(func() error { a.sandbox.RunMSI(gctx, time.Minute, 5); return nil })
 		}
 		if a.dataverse != nil && cfg.ReconcileInterval > 0 {
 			// One replica at a time (a lease in the store) heals what the
@@ -237,11 +242,64 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		}
 	}
 	err = g.Wait()
-	log.Info("msisync stopped", "role", role)
-	if errors.Is(err, context.Canceled) {
-		return nil
+	if err != nil {
+		log.Error("msisync stopped with errors", "role", role, "error", err)
+		return err
 	}
-	return err
+	log.Info("msisync stopped", "role", role)
+	return nil
+}
+
+// failures is an errgroup that keeps every role's error but cancellation.
+type failures struct {
+	g    *errgroup.Group
+	mu   sync.Mutex
+	errs []error
+}
+
+func (f *failures) Go(fn func() error) {
+	f.g.Go(func() error {
+		err := fn()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			f.mu.Lock()
+			f.errs = append(f.errs, err)
+			f.mu.Unlock()
+		}
+		return err
+	})
+}
+
+func (f *failures) Wait() error {
+	_ = f.g.Wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return errors.Join(f.errs...)
+}
+
+// connCounter counts the server's connections that are serving a request.
+type connCounter struct {
+	mu  sync.Mutex
+	act map[net.Conn]bool
+}
+
+func trackConns(srv *http.Server) *connCounter {
+	c := &connCounter{act: map[net.Conn]bool{}}
+	srv.ConnState = func(conn net.Conn, st http.ConnState) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if st == http.StateActive {
+			c.act[conn] = true
+		} else {
+			delete(c.act, conn)
+		}
+	}
+	return c
+}
+
+func (c *connCounter) active() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.act)
 }
 
 // batchWait is how long the worker lets a batch fill after its first
@@ -261,7 +319,10 @@ func newSyncer(a *app) (*syncer.Syncer, error) {
 	s, err := syncer.New(syncer.Config{
 		Queue: a.queue, Store: a.store, Marketo: a.marketo, Dataverse: reader, IsNotFound: dataverse.IsNotFound,
 		ParseNative: remotecontext.ParseServiceBus, Mapping: a.mapping,
-		BatchSize: cfg.BatchSize, BatchWait: batchWait, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
+		// The worker finishes its batch in the first 60% of the stop's time,
+		// so abandoning what is left and closing still fit inside it.
+		DrainTimeout: cfg.ShutdownTimeout * 6 / 10,
+		BatchSize:    cfg.BatchSize, BatchWait: batchWait, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
 		DeletePolicy: cfg.DeletePolicy, AnyConnectionRole: cfg.AnyConnectionRole, AppUserID: cfg.DataverseAppUserID, DefaultSalesPersonID: cfg.DefaultSalesPersonID,
 		WorkerID: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry, OnSettle: a.onSettle,
 	})

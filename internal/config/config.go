@@ -27,7 +27,7 @@ type Setting struct {
 
 // Settings lists every environment variable msisync reads.
 var Settings = []Setting{
-	{"MSISYNC_ADDR", ":8080", "HTTP listen address (receiver, admin API, health, metrics)", false},
+	{"MSISYNC_ADDR", "127.0.0.1:8080", "HTTP listen address (receiver, admin API, health, metrics); the default answers only on this machine: set :8080 to let Dataverse reach the receiver", false},
 	{"MSISYNC_DATA_DIR", "./msisync-data", "folder for the embedded queue and store (SQLite files) and the generated webhook key", false},
 	{"MSISYNC_WEBHOOK_KEY", "(generated)", "webhook keys, comma-separated for rotation; generated and saved in the data folder when unset", true},
 	{"MSISYNC_WEBHOOK_HEADER", "x-msisync-key", "header name for Dataverse's HttpHeader auth mode (the ?code= WebhookKey mode is always accepted)", false},
@@ -59,6 +59,7 @@ var Settings = []Setting{
 	{"MSISYNC_RECONCILE_INTERVAL", "15m", "reconcile interval: read Dataverse changes (change tracking) and enqueue what webhooks missed (Go duration, ≥ 1m; 0 disables it; needs MSISYNC_DATAVERSE_URL)", false},
 	{"MSISYNC_MAX_BODY_BYTES", "1048576", "largest webhook body accepted (bytes)", false},
 	{"MSISYNC_LOG_LEVEL", "info", "debug, info, warn or error", false},
+	{"MSISYNC_SHUTDOWN_TIMEOUT", "25s", "how long a stop (SIGTERM) waits for requests and the worker's batch in flight (Go duration, 1s-10m); what is dropped then is logged and the exit status is 1", false},
 	{"AZURE_TENANT_ID", "", "Entra ID tenant for Dataverse and Service Bus (azidentity)", false},
 	{"AZURE_CLIENT_ID", "", "Entra ID application (client) id", false},
 	{"AZURE_CLIENT_SECRET", "", "Entra ID client secret", true},
@@ -106,6 +107,7 @@ type Config struct {
 	MSIFields            string // raw; parsed by the msi package (main reports its errors under this name)
 	MaxBodyBytes         int64
 	LogLevel             string
+	ShutdownTimeout      time.Duration
 
 	// ServiceBusMaxMessageBytes is the broker's per-message limit.
 	ServiceBusMaxMessageBytes int
@@ -280,6 +282,13 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.MaxBodyBytes = int64(intIn("MSISYNC_MAX_BODY_BYTES", 1024, 64<<20))
 	c.ServiceBusMaxMessageBytes = intIn("MSISYNC_SERVICEBUS_MAX_MESSAGE_BYTES", 64<<10, 100<<20)
 	c.LogLevel = oneOf("MSISYNC_LOG_LEVEL", "debug", "info", "warn", "error")
+	if v := get("MSISYNC_SHUTDOWN_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > 10*time.Minute {
+			bad("MSISYNC_SHUTDOWN_TIMEOUT", "%q is not a duration from 1s to 10m, e.g. 25s", v)
+		}
+		c.ShutdownTimeout = d
+	}
 
 	if len(errs) > 0 {
 		return nil, &Error{Problems: errs}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -14,7 +15,9 @@ func TestDefaultsWithNoSettings(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load with no settings: %v", err)
 	}
-	if c.Addr != ":8080" || c.DataDir != "./msisync-data" || c.WebhookHeader != "x-msisync-key" {
+	// Loopback by default (issue 14): the sandbox's synced contacts and the
+	// receiver are not on the network until MSISYNC_ADDR says so.
+	if c.Addr != "127.0.0.1:8080" || c.DataDir != "./msisync-data" || c.WebhookHeader != "x-msisync-key" {
 		t.Errorf("defaults: addr %q dir %q header %q", c.Addr, c.DataDir, c.WebhookHeader)
 	}
 	if !c.Sandbox() {
@@ -189,6 +192,19 @@ func TestREADMEListsEverySetting(t *testing.T) {
 	for _, s := range Settings {
 		if !strings.Contains(string(b), "`"+s.Name+"`") {
 			t.Errorf("README.md does not document %s", s.Name)
+		}
+	}
+}
+
+func TestShutdownTimeout(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil || c.ShutdownTimeout != 25*time.Second {
+		t.Fatalf("default MSISYNC_SHUTDOWN_TIMEOUT = %v (%v), want 25s", c.ShutdownTimeout, err)
+	}
+	for _, v := range []string{"0", "500ms", "11m", "soon"} {
+		_, err := Load(env(map[string]string{"MSISYNC_SHUTDOWN_TIMEOUT": v}))
+		if err == nil || !strings.Contains(err.Error(), "MSISYNC_SHUTDOWN_TIMEOUT") || !strings.Contains(err.Error(), "1s to 10m") {
+			t.Errorf("MSISYNC_SHUTDOWN_TIMEOUT=%s: %v, want an error naming the setting and the range", v, err)
 		}
 	}
 }

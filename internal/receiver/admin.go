@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/queue"
 )
 
@@ -69,6 +70,9 @@ func (s *server) dlqList(w http.ResponseWriter, r *http.Request) {
 	// A page of metadata (no bodies); ?after=<next> reads the following one.
 	f := queue.Filter{Entity: q.Get("entity"), Reason: q.Get("reason"), Limit: defaultDLQLimit, After: q.Get("after"), NoBody: true}
 	var issues []FieldIssue
+	if is := entityIssue(f.Entity); is != nil {
+		issues = append(issues, *is)
+	}
 	if v := q.Get("since"); v != "" {
 		t, err := s.since(v)
 		if err != nil {
@@ -174,7 +178,22 @@ func (s *server) dryRun(w http.ResponseWriter, r *http.Request, f queue.Filter) 
 	for i, d := range items {
 		ids[i] = d.ID
 	}
-	writeJSON(w, http.StatusOK, BulkResult{DryRun: true, Matched: len(items), IDs: ids})
+	// Always the count and the list, zero and [] included: a dry run that
+	// matches nothing must say so, not answer {"dryRun":true}.
+	writeJSON(w, http.StatusOK, struct {
+		DryRun  bool     `json:"dryRun"`
+		Matched int      `json:"matched"`
+		IDs     []string `json:"ids"`
+	}{true, len(items), ids})
+}
+
+// entityIssue checks an entity filter as the dlq command does: a table
+// msisync syncs, or nothing (a typo would silently match no dead letter).
+func entityIssue(entity string) *FieldIssue {
+	if entity == "" || event.IsSyncedEntity(entity) {
+		return nil
+	}
+	return &FieldIssue{Field: "entity", Reason: fmt.Sprintf("%q is not one of %s", clip(entity, maxLoggedHeader), strings.Join(event.SyncedEntities, ", "))}
 }
 
 // selector reads and checks a replay/purge body. Unknown members are refused
@@ -183,7 +202,7 @@ func (s *server) selector(w http.ResponseWriter, r *http.Request, purge bool) (S
 	var sel Selector
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 		writeProblem(w, http.StatusUnsupportedMediaType, probMediaType, "Unsupported media type",
-			fmt.Sprintf("the body must be JSON, not %q", ct), FieldIssue{Field: "Content-Type", Reason: "must be application/json"})
+			fmt.Sprintf("the body must be JSON, not %q", clip(ct, maxLoggedHeader)), FieldIssue{Field: "Content-Type", Reason: "must be application/json"})
 		return sel, queue.Filter{}, false
 	}
 	body, ok := s.readBody(w, r, adminMaxBody)
@@ -198,6 +217,9 @@ func (s *server) selector(w http.ResponseWriter, r *http.Request, purge bool) (S
 	}
 	f := queue.Filter{IDs: sel.IDs, Entity: sel.Entity, Reason: sel.Reason, Limit: sel.Limit}
 	var issues []FieldIssue
+	if is := entityIssue(sel.Entity); is != nil {
+		issues = append(issues, *is)
+	}
 	switch {
 	case len(sel.IDs) == 0 && !sel.All:
 		issues = append(issues, FieldIssue{Field: "ids", Reason: `give "ids", or "all": true (optionally with entity, reason, since, limit)`})

@@ -22,6 +22,8 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	events   *prometheus.CounterVec
 	enqueue  prometheus.Histogram
+	// suppressed counts request log lines left out by the noise limiter.
+	suppressed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,6 +61,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.enqueue, err = register(reg, m.enqueue)
+	if err != nil {
+		return nil, err
+	}
+	m.suppressed, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "msisync_receiver_logs_suppressed_total",
+		Help: "Request log lines left out by the rate limit on unauthenticated and unmatched requests (401, 403, 404, 405).",
+	}))
 	if err != nil {
 		return nil, err
 	}

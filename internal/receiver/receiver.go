@@ -83,7 +83,8 @@ type Config struct {
 	// *prometheus.Registry is), else prometheus.DefaultGatherer.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
-	// Clock stamps events that carry no time (default clock.System).
+	// Clock stamps events that carry no time and paces the rate limit on
+	// logs of unauthenticated requests (default clock.System).
 	Clock clock.Clock
 	// Timeout bounds each request (default 30 s).
 	Timeout time.Duration
@@ -109,6 +110,7 @@ type server struct {
 	log       *slog.Logger
 	m         *metrics
 	cpu       cpuSlots
+	noise     *noiseLimiter
 }
 
 // New builds the receiver's HTTP handler.
@@ -141,6 +143,7 @@ func New(cfg Config) (http.Handler, error) {
 	if s.cfg.Clock == nil {
 		s.cfg.Clock = clock.System{}
 	}
+	s.noise = newNoiseLimiter(s.cfg.Clock)
 	s.log = cfg.Logger
 	if s.log == nil {
 		s.log = slog.Default()
@@ -175,7 +178,7 @@ func New(cfg Config) (http.Handler, error) {
 	r := chi.NewRouter()
 	r.Use(s.observe, s.timeout)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, probNotFound, "Not found", "no such endpoint: "+r.URL.Path)
+		writeProblem(w, http.StatusNotFound, probNotFound, "Not found", "no such endpoint: "+clip(r.URL.Path, maxLoggedPath))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
 		allowed := allowedMethods(r, req.URL.Path)
@@ -347,10 +350,20 @@ func (s *server) observe(next http.Handler) http.Handler {
 		if !s.log.Enabled(r.Context(), level) {
 			return
 		}
-		s.log.Log(r.Context(), level, "request",
-			"method", r.Method, "path", r.URL.Path, "route", route, "status", sw.status,
-			"duration_ms", float64(elapsed.Microseconds())/1000,
-			"correlation_id", r.Header.Get("x-ms-correlation-request-id"), "remote", r.RemoteAddr)
+		attrs := []any{"method", clip(r.Method, maxLoggedHeader), "path", clip(r.URL.Path, maxLoggedPath), "route", route, "status", sw.status,
+			"duration_ms", float64(elapsed.Microseconds()) / 1000,
+			"correlation_id", clip(r.Header.Get("x-ms-correlation-request-id"), maxLoggedHeader), "remote", r.RemoteAddr}
+		if noisy(sw.status) {
+			ok, suppressed := s.noise.allow()
+			if !ok {
+				s.m.suppressed.Inc()
+				return
+			}
+			if suppressed > 0 {
+				attrs = append(attrs, "suppressed_since_last", suppressed)
+			}
+		}
+		s.log.Log(r.Context(), level, "request", attrs...)
 	})
 }
 

@@ -52,7 +52,7 @@ func (s *server) webhook(src source) http.HandlerFunc {
 		if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 			s.m.event(src.label(), nil, OutcomeRejected)
 			writeProblem(w, http.StatusUnsupportedMediaType, probMediaType, "Unsupported media type",
-				fmt.Sprintf("the body must be JSON, not %q", ct),
+				fmt.Sprintf("the body must be JSON, not %q", clip(ct, maxLoggedHeader)),
 				FieldIssue{Field: "Content-Type", Reason: "must be application/json"})
 			return
 		}
@@ -91,7 +91,7 @@ func (s *server) webhook(src source) http.HandlerFunc {
 		}
 		if e != nil && !s.orgAllowed(e, h.Organization) {
 			s.m.event(src.label(), e, OutcomeRejected)
-			log.WarnContext(ctx, "rejected organisation", "org_id", e.OrgID, "org_name", e.OrgName, "org_header", h.Organization)
+			log.WarnContext(ctx, "rejected organisation", "org_id", clip(e.OrgID, maxLoggedHeader), "org_name", clip(e.OrgName, maxLoggedHeader), "org_header", clip(h.Organization, maxLoggedHeader))
 			field := "OrganizationId"
 			if src == sourceCustom {
 				field = "organization"

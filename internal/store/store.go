@@ -95,3 +95,13 @@ type Store interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// LockInspector is implemented by stores that can tell when another owner's
+// record lock ends, so a worker that finds a record locked retries once, at
+// the expiry, instead of polling. It is separate from Store so other stores
+// (and test fakes) may leave it out.
+type LockInspector interface {
+	// RecordLockExpiry returns, for each key locked now (by any owner), when
+	// its lock expires. Free and expired keys are left out.
+	RecordLockExpiry(ctx context.Context, keys []string) (map[string]time.Time, error)
+}

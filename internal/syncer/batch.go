@@ -169,6 +169,7 @@ type batch struct {
 	early  []*msg          // skipped before grouping
 	links  map[string]map[string]store.Link
 	absent map[string]map[string]bool
+	lockMu sync.Mutex // guards locked; held across lock renewals and the unlock
 	locked []string
 	paused bool // Marketo quota/config: stop calling for this batch
 	// oppConns caches Store.ConnectionsByOpportunity for roleHeld.
@@ -228,10 +229,8 @@ func (b *batch) process(ctx context.Context) error {
 		// When the batch was cut short (shutdown, kill), a Marketo write may
 		// still be in flight: keep the record locks until their TTL so no
 		// other worker writes those records before it lands.
-		if len(b.locked) > 0 && ctx.Err() == nil {
-			if err := b.s.cfg.Store.UnlockRecords(ctx, b.s.cfg.WorkerID, b.locked); err != nil {
-				b.s.log.Warn("syncer: unlock records", "err", err)
-			}
+		if ctx.Err() == nil {
+			b.unlockRecords(ctx)
 		}
 	}()
 	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.retire, b.unlinkMerged, b.deletes, b.settleMerged}
@@ -447,19 +446,28 @@ func (b *batch) lock(ctx context.Context) error {
 		return nil
 	}
 	keys := slices.Sorted(maps.Keys(b.recs))
+	b.lockMu.Lock()
 	got, err := b.s.cfg.Store.LockRecords(ctx, b.s.cfg.WorkerID, keys, b.s.cfg.RecordLockTTL)
+	if err == nil {
+		b.locked = got
+	}
+	b.lockMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("syncer: lock records: %w", err)
 	}
-	b.locked = got
 	have := map[string]bool{}
 	for _, k := range got {
 		have[k] = true
 	}
+	var held []string
 	for _, k := range keys {
 		if !have[k] {
-			b.recs[k].fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
+			held = append(held, k)
 		}
+	}
+	delays := b.lockedDelays(ctx, held)
+	for _, k := range held {
+		b.recs[k].fail = &failure{act: actReschedule, delay: delays[k]}
 	}
 	return nil
 }
@@ -815,7 +823,9 @@ func (b *batch) readDeps(ctx context.Context, deps []dep) error {
 		if len(got) == 0 {
 			continue // another worker is on it: the dependent waits
 		}
+		b.lockMu.Lock()
 		b.locked = append(b.locked, key)
+		b.lockMu.Unlock()
 		attrs, err := dv.Read(ctx, d.entity, d.id, b.s.cfg.Mapping.Columns(d.entity))
 		if err != nil {
 			if ctx.Err() != nil {

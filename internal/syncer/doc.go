@@ -22,12 +22,16 @@
 //     Image columns count too: a late event's post image is an older state
 //     and does not overwrite what a newer event wrote. A Delete stores a
 //     tombstone: later events of the record are stale.
-//  5. Lock the records in the store (Store.LockRecords): records another
-//     worker holds are rescheduled after LockedDelay. This is what makes several
-//     workers on one queue and one PostgreSQL store safe: a record is written
-//     by one worker at a time, and the per-column versions make the order of
-//     writes irrelevant. A batch cut short (shutdown, crash) keeps its locks
-//     until RecordLockTTL, since one of its Marketo writes may still land.
+//  5. Lock the records in the store (Store.LockRecords): a record another
+//     worker holds is rescheduled once, to just after its lock's expiry
+//     (store.LockInspector). This is what makes several workers on one queue
+//     and one PostgreSQL store safe: a record is written by one worker at a
+//     time, and the per-column versions make the order of writes irrelevant.
+//     Locks are short (RecordLockTTL, 15 s) and renewed while their batch
+//     runs. On shutdown Run lets the batch in flight finish (DrainTimeout),
+//     which releases its locks; a batch cut short (drain deadline, crash)
+//     keeps them until RecordLockTTL, since one of its Marketo writes may
+//     still land, and its messages are abandoned for a replacement.
 //  6. Re-read from Dataverse (when configured) truncated events, and Updates
 //     of records not yet in Marketo that lack the columns needed to create
 //     them; without Dataverse those wait and are finally dead-lettered with a

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msisync/msisync/internal/clock"
@@ -78,11 +79,20 @@ type Config struct {
 	IdleWait    time.Duration // how long one receive waits for a first message (default 1 s)
 	Concurrency int           // batches in flight in Run (default 1)
 
-	MaxAttempts   int           // requeues before dead-lettering (default 8)
-	RequeueBase   time.Duration // first requeue delay (default 2 s)
-	RequeueMax    time.Duration // delay cap (default 5 min)
-	LockedDelay   time.Duration // delay for records another worker holds (default 1 s)
-	RecordLockTTL time.Duration // per-record lock lifetime (default 2 min)
+	MaxAttempts int           // requeues before dead-lettering (default 8)
+	RequeueBase time.Duration // first requeue delay (default 2 s)
+	RequeueMax  time.Duration // delay cap (default 5 min)
+	LockedDelay time.Duration // shortest delay for records another worker holds (default 1 s)
+	// RecordLockTTL is a record lock's lifetime (default 15 s). Locks are
+	// renewed every third of it while their batch runs, so it only bounds
+	// the wait after a crash: a record a dead worker held is retried once, at
+	// the lock's expiry (when the store is a store.LockInspector).
+	RecordLockTTL time.Duration
+	// DrainTimeout is how long Run lets in-flight batches finish and settle
+	// after its context ends (default 10 s). What is still unsettled then is
+	// abandoned, so a replacement worker receives it at once, and Run
+	// returns an error saying how many messages it abandoned.
+	DrainTimeout time.Duration
 
 	// AnyConnectionRole syncs opportunity→contact connections of every role
 	// category. By default (false) only Stakeholder-category roles (1000)
@@ -160,7 +170,8 @@ func New(cfg Config) (*Syncer, error) {
 	def(&cfg.RequeueBase, 2*time.Second)
 	def(&cfg.RequeueMax, 5*time.Minute)
 	def(&cfg.LockedDelay, time.Second)
-	def(&cfg.RecordLockTTL, 2*time.Minute)
+	def(&cfg.RecordLockTTL, 15*time.Second)
+	def(&cfg.DrainTimeout, 10*time.Second)
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
 	}
@@ -263,23 +274,55 @@ func (s *Stats) add(o Stats) {
 }
 
 // Run processes batches until ctx is done. Each of Concurrency loops
-// settles a batch's messages while it processes the next one. Messages of an
-// interrupted batch are left unsettled: their locks expire and they are
-// redelivered.
+// settles a batch's messages while it processes the next one.
+//
+// When ctx ends, Run stops receiving and gives the batches in flight
+// DrainTimeout to finish and settle: their record locks are then released,
+// so a replacement worker (a rollout) continues at once. Messages still
+// unsettled at the deadline, and messages received as ctx ended, are
+// abandoned; Run then returns an error saying how many (a shutdown that
+// dropped work is not a clean one). Records of a batch cut short keep their
+// locks until RecordLockTTL, since one of its Marketo writes may still land.
 func (s *Syncer) Run(ctx context.Context) error {
+	// Batches run on work, which outlives ctx by at most DrainTimeout.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case <-finished:
+			return
+		case <-ctx.Done():
+		}
+		select {
+		case <-finished:
+		case <-s.cfg.After(s.cfg.DrainTimeout):
+			cancelWork()
+		}
+	}()
+	var abandoned atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < s.cfg.Concurrency; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.loop(ctx)
+			s.loop(ctx, work, &abandoned)
 		}()
 	}
 	wg.Wait()
+	close(finished)
+	if n := abandoned.Load(); n > 0 {
+		if work.Err() != nil {
+			s.log.Warn("syncer: shutdown cut the batch in flight short; its messages are redelivered", "abandoned", n, "drainTimeout", s.cfg.DrainTimeout)
+			return fmt.Errorf("syncer: shutdown: batch not finished within %s (DrainTimeout): abandoned %d messages", s.cfg.DrainTimeout, n)
+		}
+		// Received just as the stop began: handed back untouched.
+		s.log.Info("syncer: shutdown handed back messages it had not started", "abandoned", n)
+	}
 	return ctx.Err()
 }
 
-func (s *Syncer) loop(ctx context.Context) {
+func (s *Syncer) loop(ctx, work context.Context, abandoned *atomic.Int64) {
 	failures := 0
 	var settling chan struct{} // closed when the previous batch is settled
 	defer func() {
@@ -289,29 +332,42 @@ func (s *Syncer) loop(ctx context.Context) {
 	}()
 	for ctx.Err() == nil {
 		ds, err := s.receive(ctx)
+		if ctx.Err() != nil {
+			// Received as the shutdown began: hand them back now rather
+			// than hold them until their locks expire.
+			abandoned.Add(int64(s.abandon(work, ds)))
+			break
+		}
 		var b *batch
 		var stop func()
 		if err == nil && len(ds) > 0 {
 			b, stop = s.start(ds)
-			err = b.process(ctx)
+			err = b.process(work)
 		}
 		if settling != nil {
 			<-settling
 			settling = nil
 		}
 		if b != nil && err != nil {
-			// Nothing to settle: the failure is logged once, below.
+			// Nothing to settle: the failure is logged once, below. Cut
+			// short by the drain deadline: hand the messages back.
 			stop()
+			if work.Err() != nil {
+				abandoned.Add(int64(s.abandon(work, b.unsettled())))
+			}
 			s.finish(b)
 		} else if b != nil {
 			done := make(chan struct{})
 			settling = done
 			go func() {
 				defer close(done)
-				serr := b.settle(ctx)
+				serr := b.settle(work)
 				stop()
+				if work.Err() != nil {
+					abandoned.Add(int64(s.abandon(work, b.unsettled())))
+				}
 				s.finish(b)
-				if serr != nil && ctx.Err() == nil {
+				if serr != nil && work.Err() == nil {
 					s.log.Error("syncer: batch failed", "err", serr)
 				}
 			}()
@@ -330,6 +386,28 @@ func (s *Syncer) loop(ctx context.Context) {
 	}
 }
 
+// abandon hands deliveries back to the queue (shutdown) and returns how many
+// it released. It runs after work may have ended, so it has a short context
+// of its own.
+func (s *Syncer) abandon(work context.Context, ds []*queue.Delivery) int {
+	if len(ds) == 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(work), 5*time.Second)
+	defer cancel()
+	n := 0
+	for _, d := range ds {
+		if err := s.cfg.Queue.Abandon(ctx, d); err != nil {
+			if !errors.Is(err, queue.ErrLockLost) {
+				s.log.Warn("syncer: abandon on shutdown", "message", d.ID, "err", err)
+			}
+			continue
+		}
+		n++
+	}
+	return n
+}
+
 // start begins a batch: its locks are renewed until stop is called.
 func (s *Syncer) start(ds []*queue.Delivery) (*batch, func()) {
 	b := newBatch(s, ds)
@@ -338,6 +416,8 @@ func (s *Syncer) start(ds []*queue.Delivery) (*batch, func()) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.renewLoop(renewCtx, b.unsettled) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); b.renewRecordLocks(renewCtx) }()
 	return b, func() { cancel(); wg.Wait() }
 }
 
@@ -386,7 +466,7 @@ func (s *Syncer) receive(ctx context.Context) ([]*queue.Delivery, error) {
 		more, err := s.cfg.Queue.Receive(ctx, s.cfg.ReceiveMax-len(ds), left)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return ds, ctx.Err() // the caller abandons what it holds
 			}
 			break // process what we have; the next receive reports the problem
 		}

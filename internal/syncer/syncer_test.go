@@ -683,17 +683,27 @@ func TestUndecodableMessageIsDeadLettered(t *testing.T) {
 }
 
 // fakeTimers stands in for time.After: each wait is handed to the test,
-// which fires it (after moving the fake clock).
-type fakeTimers struct{ waits chan fakeWait }
+// which fires it (after moving the fake clock). Waits of hold (the record
+// lock renewal of the default RecordLockTTL) are never handed out nor fired,
+// so tests of the other waits see only theirs.
+type fakeTimers struct {
+	waits chan fakeWait
+	hold  time.Duration
+}
 
 type fakeWait struct {
 	d    time.Duration
 	fire chan time.Time
 }
 
-func newFakeTimers() *fakeTimers { return &fakeTimers{waits: make(chan fakeWait, 64)} }
+func newFakeTimers() *fakeTimers {
+	return &fakeTimers{waits: make(chan fakeWait, 64), hold: 15 * time.Second / 3}
+}
 
 func (f *fakeTimers) After(d time.Duration) <-chan time.Time {
+	if d == f.hold {
+		return nil
+	}
 	w := fakeWait{d: d, fire: make(chan time.Time, 1)}
 	f.waits <- w
 	return w.fire

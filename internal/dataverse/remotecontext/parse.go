@@ -138,6 +138,11 @@ func parse(body []byte, h Headers, source string) (*event.Event, error) {
 
 	inputs := paramMap(root.get("InputParameters"))
 	target := parseEntity(inputs["Target"], "InputParameters.Target", &errs)
+	if target != nil && target.logicalName != "" && e.Entity != "" && target.logicalName != e.Entity {
+		// The event must not say one table and carry another's record.
+		errs.add("PrimaryEntityName", "%q does not match InputParameters.Target.LogicalName %q", e.Entity, target.logicalName)
+		errs.add("InputParameters.Target.LogicalName", "%q does not match PrimaryEntityName %q", target.logicalName, e.Entity)
+	}
 	if target != nil {
 		if e.Entity == "" {
 			e.Entity = target.logicalName

@@ -103,6 +103,12 @@ func decode(body []byte) (any, error) {
 	if v, ok := fastDecode(body); ok {
 		return v, nil
 	}
+	// fastDecode declines repeated keys, among other things. encoding/json
+	// would keep the last of them, so a second "MessageName":"Delete" would
+	// turn an Update into a Delete: a repeated top-level key is refused.
+	if key, ok := repeatedTopLevelKey(body); ok {
+		return nil, &SyntaxError{Err: fmt.Errorf("the key %q appears more than once in the top-level object", key)}
+	}
 	v, err := decodeStd(body)
 	if err != nil {
 		return nil, err
@@ -251,4 +257,34 @@ func truncate(s string) string {
 		return s
 	}
 	return s[:max] + "…"
+}
+
+// repeatedTopLevelKey reports the first key that appears twice among the
+// members of body's top-level object (false for anything else, including
+// malformed JSON, which decodeStd reports).
+func repeatedTopLevelKey(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		key, ok := t.(string)
+		if !ok {
+			return "", false
+		}
+		if seen[key] {
+			return key, true
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }

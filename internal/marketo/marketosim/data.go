@@ -22,6 +22,7 @@ type table struct {
 	nextOrder int64
 	byID      map[string]*record // by id or marketoGUID (as string)
 	idx       map[string]map[string]map[*record]struct{}
+	changed   map[string]*record // since the last flush, by key (nil: removed); nil map: not tracked
 }
 
 func newTable(spec *objSpec, startID int64, ci bool) *table {
@@ -76,6 +77,7 @@ func (t *table) keyOf(r *record) string {
 }
 
 func (t *table) insert(r *record) {
+	t.touch(r)
 	r.order = t.nextOrder
 	t.nextOrder++
 	t.byID[t.keyOf(r)] = r
@@ -97,6 +99,7 @@ func addIdx(m map[string]map[*record]struct{}, k string, r *record) {
 
 // set changes one field, keeping indexes right. A nil value removes it.
 func (t *table) set(r *record, field string, v any) {
+	t.touch(r)
 	if m, ok := t.idx[field]; ok {
 		if old, had := r.fields[field]; had && old != nil {
 			k := t.norm(field, old)
@@ -121,6 +124,9 @@ func (t *table) remove(r *record) {
 		t.set(r, f, nil)
 	}
 	delete(t.byID, t.keyOf(r))
+	if t.changed != nil {
+		t.changed[t.keyOf(r)] = nil
+	}
 }
 
 // find returns the records whose field equals v, oldest first.

@@ -15,6 +15,7 @@ var momentSources = []string{"Web", "Email", "Sales", "Marketo"}
 func (s *Server) SetMSI(externalPersonID string, fields map[string]any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.flushLocked() // Persist reports its own failures
 	t := s.tables[objLeads]
 	for _, r := range t.all() {
 		v, _ := r.fields["externalPersonId"].(string)
@@ -59,6 +60,7 @@ func equalFoldASCII(a, b string) bool {
 func (s *Server) TickMSI(n int) []int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.flushLocked() // Persist reports its own failures
 	leads := s.tables[objLeads].all()
 	if len(leads) == 0 || n <= 0 {
 		return nil
@@ -164,6 +166,11 @@ func (s *Server) Restore(st State) error {
 				}
 			}
 			t.insert(r)
+		}
+	}
+	for _, t := range s.tables {
+		if t.changed != nil {
+			clear(t.changed) // restored from the persisted records: nothing new
 		}
 	}
 	return nil

@@ -28,6 +28,11 @@ import (
 // documented Marketo default.
 type Options struct {
 	ClientID, ClientSecret string // credentials the identity endpoint accepts
+	// Persist, when set, receives the records each REST call (and SetMSI,
+	// TickMSI) changed, before the call's response is written; a failure
+	// answers the call with HTTP 500. The sandbox keeps its records durable
+	// with it.
+	Persist func([]Change) error
 	// TickMSIEvery, when set, makes ListenAndServe change the MSI fields of
 	// TickMSILeads random leads (default 5) this often, as Marketo does.
 	TickMSIEvery time.Duration
@@ -219,6 +224,9 @@ func (s *Server) Reset() {
 	starts := map[string]int64{objSalesPersons: 101, objCompanies: 501, objLeads: 1001}
 	for name, spec := range s.specs {
 		s.tables[name] = newTable(spec, starts[name], s.opts.CaseInsensitiveIDs)
+		if s.opts.Persist != nil {
+			s.tables[name].changed = map[string]*record{}
+		}
 	}
 }
 
@@ -591,6 +599,12 @@ func (s *Server) admitAndHandle(r *http.Request, body []byte) (int, *envelope) {
 		}
 	}
 	env := s.route(r, body)
+	if err := s.flush(); err != nil {
+		s.mu.Lock()
+		s.stats.Responses["HTTP 500"]++
+		s.mu.Unlock()
+		return http.StatusInternalServerError, nil
+	}
 	switch fault {
 	case "timeout-after":
 		return s.hang(r)

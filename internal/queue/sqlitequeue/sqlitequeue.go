@@ -208,10 +208,17 @@ func Open(ctx context.Context, path string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("sqlitequeue: open %q: path must not contain '?' or '#'", path)
 	}
 	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("sqlitequeue: open %q: %w", path, err)
 		}
 	}
+	// Event data is personal data: the file is created 0600 whatever the
+	// folder's mode, and SQLite gives its -wal and -shm files the same mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitequeue: open %q: %w", path, err)
+	}
+	f.Close()
 	// Writes begin IMMEDIATE so that a claim never upgrades a read lock and
 	// fails with SQLITE_BUSY halfway; the busy timeout covers other processes.
 	dsn := fmt.Sprintf("%s?_busy_timeout=%d&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate",

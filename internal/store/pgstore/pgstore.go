@@ -693,6 +693,33 @@ func (s *Store) UnlockRecords(ctx context.Context, owner string, keys []string) 
 	return nil
 }
 
+// RecordLockExpiry returns when each key's unexpired lock ends.
+func (s *Store) RecordLockExpiry(ctx context.Context, keys []string) (map[string]time.Time, error) {
+	keys = uniq(keys)
+	out := make(map[string]time.Time, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	q := `SELECT key, expires_at FROM ` + pgx.Identifier{s.schema}.Sanitize() + `.record_locks WHERE key = ANY($1::text[]) AND expires_at > $2`
+	rows, err := s.pool.Query(ctx, q, keys, s.clk.Now())
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: lock expiry of %d records: %w", len(keys), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var exp time.Time
+		if err := rows.Scan(&k, &exp); err != nil {
+			return nil, fmt.Errorf("pgstore: lock expiry of %d records: %w", len(keys), err)
+		}
+		out[k] = exp
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgstore: lock expiry of %d records: %w", len(keys), err)
+	}
+	return out, nil
+}
+
 // GetMeta returns the value stored under key and whether there is one.
 func (s *Store) GetMeta(ctx context.Context, key string) (string, bool, error) {
 	var v string

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -67,6 +68,16 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.BusyTimeout == 0 {
 		opts.BusyTimeout = 10 * time.Second
+	}
+	if path != ":memory:" {
+		// Links and versions name people's records: the file is created
+		// 0600 whatever the folder's mode, and SQLite gives its -wal and
+		// -shm files the same mode.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: open %q: %w", path, err)
+		}
+		f.Close()
 	}
 	s := &Store{clk: opts.Clock, log: opts.Logger, path: path}
 	if s.clk == nil {
@@ -701,6 +712,40 @@ func (s *Store) UnlockRecords(ctx context.Context, owner string, keys []string) 
 		return fmt.Errorf("sqlitestore: unlock %d records for %q: %w", len(keys), owner, err)
 	}
 	return nil
+}
+
+// RecordLockExpiry returns when each key's unexpired lock ends.
+func (s *Store) RecordLockExpiry(ctx context.Context, keys []string) (map[string]time.Time, error) {
+	keys = uniq(keys)
+	out := make(map[string]time.Time, len(keys))
+	now := s.clk.Now().UnixMicro()
+	for chunk := range slices.Chunk(keys, maxRows) {
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, now)
+		for _, k := range chunk {
+			args = append(args, k)
+		}
+		rows, err := s.r.QueryContext(ctx, `SELECT key, expires_at FROM record_locks WHERE expires_at > ? AND key IN (`+inList(len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
+		}
+		for rows.Next() {
+			var k string
+			var exp int64
+			if err := rows.Scan(&k, &exp); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
+			}
+			out[k] = time.UnixMicro(exp)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
+		}
+	}
+	return out, nil
 }
 
 // GetMeta returns the value stored under key and whether there is one.

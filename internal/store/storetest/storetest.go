@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T, clk *clock.Fake) store.Store)
 		{"LockRecordsRenew", testLockRecordsRenew},
 		{"LockRecordsConcurrent", testLockRecordsConcurrent},
 		{"LockRecordsLargeBatch", testLockRecordsLarge},
+		{"RecordLockExpiry", testRecordLockExpiry},
 		{"Meta", testMeta},
 		{"Ping", testPing},
 		{"EmptyInputs", testEmptyInputs},
@@ -691,6 +692,49 @@ func testLockRecordsRenew(t *testing.T, s store.Store, clk *clock.Fake) {
 	clk.Advance(10*time.Second + time.Millisecond)
 	if got := lock(t, s, "B", ttl, "k"); !slices.Equal(got, []string{"k"}) {
 		t.Fatalf("B could not take k after the renewed ttl: got %v", got)
+	}
+}
+
+// testRecordLockExpiry: a worker that finds a record locked schedules one
+// retry at the lock's expiry, so the expiry must be the renewed one, and
+// free, unlocked and expired keys must be absent.
+func testRecordLockExpiry(t *testing.T, s store.Store, clk *clock.Fake) {
+	li, ok := s.(store.LockInspector)
+	if !ok {
+		t.Skip("store does not implement store.LockInspector")
+	}
+	expiry := func(keys ...string) map[string]time.Time {
+		t.Helper()
+		got, err := li.RecordLockExpiry(ctxT(t), keys)
+		if err != nil {
+			t.Fatalf("RecordLockExpiry(%v): %v", keys, err)
+		}
+		return got
+	}
+	const ttl = 15 * time.Second
+	lock(t, s, "A", ttl, "k1", "k2")
+	lock(t, s, "B", ttl, "k3")
+	if err := s.UnlockRecords(ctxT(t), "A", []string{"k2"}); err != nil {
+		t.Fatalf("UnlockRecords: %v", err)
+	}
+	got := expiry("k1", "k2", "k3", "free")
+	want := Start.Add(ttl)
+	if len(got) != 2 || !got["k1"].Equal(want) || !got["k3"].Equal(want) {
+		t.Fatalf("RecordLockExpiry = %v, want k1 and k3 at %v (k2 unlocked, free never locked)", got, want)
+	}
+	clk.Advance(10 * time.Second)
+	lock(t, s, "A", ttl, "k1") // renewal moves the expiry
+	got = expiry("k1", "k3")
+	if !got["k1"].Equal(Start.Add(10*time.Second + ttl)) {
+		t.Fatalf("k1 expires %v after renewal, want %v", got["k1"], Start.Add(10*time.Second+ttl))
+	}
+	clk.Advance(5*time.Second + time.Millisecond) // k3 expired, k1 renewed
+	got = expiry("k1", "k3")
+	if _, ok := got["k3"]; ok || len(got) != 1 {
+		t.Fatalf("RecordLockExpiry = %v, want only k1 (k3 expired)", got)
+	}
+	if got := expiry(); len(got) != 0 {
+		t.Fatalf("RecordLockExpiry() = %v, want empty", got)
 	}
 }
 
