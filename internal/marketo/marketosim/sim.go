@@ -182,6 +182,7 @@ type Server struct {
 	stats      Stats
 	tables     map[string]*table
 	activities []activity    // lead activity log, oldest first
+	callLog    []time.Time   // arrival of every admitted call, for window checks
 	hold       chan struct{} // non-nil: admitted calls wait for it to close
 	raceGate   func()        // test hook between lookup and write when RaceDuplicates
 }
@@ -216,6 +217,7 @@ func (s *Server) Reset() {
 	s.stats = Stats{Requests: map[string]int{}, Responses: map[string]int{}, RecordReasons: map[string]int{}}
 	s.tables = map[string]*table{}
 	s.activities = nil
+	s.callLog = nil
 	starts := map[string]int64{objSalesPersons: 101, objCompanies: 501, objLeads: 1001}
 	for name, spec := range s.specs {
 		s.tables[name] = newTable(spec, starts[name], s.opts.CaseInsensitiveIDs)
@@ -265,6 +267,27 @@ func (s *Server) Hold() (release func()) {
 			close(ch)
 		})
 	}
+}
+
+// CallLog returns the arrival time of every call admitted past the
+// concurrency and rate checks since the last Reset, oldest first.
+func (s *Server) CallLog() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.callLog...)
+}
+
+// MaxInWindow is the most calls of the call log inside any interval of
+// length window: what Marketo's rolling limit measures.
+func MaxInWindow(log []time.Time, window time.Duration) int {
+	best, j := 0, 0
+	for i := range log {
+		for log[i].Sub(log[j]) >= window {
+			j++
+		}
+		best = max(best, i-j+1)
+	}
+	return best
 }
 
 // InFlight returns the number of calls being processed now.
@@ -525,6 +548,7 @@ func (s *Server) admitAndHandle(r *http.Request, body []byte) (int, *envelope) {
 		return 200, fail("607", "Daily quota reached")
 	}
 	s.stamps = append(s.stamps, now)
+	s.callLog = append(s.callLog, now)
 	s.used++
 	uncount := func() {
 		// Remove this call's reservation: the docs say these codes are free.
