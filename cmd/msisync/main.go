@@ -89,6 +89,7 @@ func newRoot() *cobra.Command {
 		newBackfillCmd(),
 		newMSICmd(),
 		newDoctorCmd(),
+		newBudgetCmd(),
 		newSimCmd(),
 		newBenchCmd(),
 	)

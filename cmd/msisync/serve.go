@@ -95,6 +95,7 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		}
 	}
 	admin := func(r chi.Router) {
+		mountBudget(r, a)
 		if a.marketo == nil || a.store == nil {
 			return
 		}

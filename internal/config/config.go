@@ -55,6 +55,9 @@ var Settings = []Setting{
 	{"MSISYNC_MAX_ATTEMPTS", "8", "requeues before an event is dead-lettered (1-100)", false},
 	{"MSISYNC_MSI_FIELDS", "(MSI defaults)", "MSI write-back fields, marketoField=dataverseColumn[:text|number|datetime], comma-separated; default msiLastInterestingMomentType=msi_lastinterestingmomenttype, …, priority=msi_priority:number, relativeUrgency=msi_relativeurgency:number, <score field>=msi_relativescore:number", false},
 	{"MSISYNC_MSI_INTERVAL", "15m", "MSI write-back interval (Go duration, ≥ 1m; 0 disables it)", false},
+	{"MSISYNC_MSI_BUDGET_SHARE", "20", "percent of the daily Marketo budget the background readers (MSI write-back, backfill, doctor) may use together (1-100)", false},
+	{"MSISYNC_MARKETO_RESERVE", "5", "percent at the end of the daily budget only sync writes may spend (1-40); lookups, backfill and doctor stop before it, the MSI write-back one reserve earlier", false},
+	{"MSISYNC_MSI_SWEEP", "24h", "the MSI write-back reads every synced person once per this period, in slices each cycle (urgency decays with time alone); Go duration ≥ 1h", false},
 	{"MSISYNC_MAX_BODY_BYTES", "1048576", "largest webhook body accepted (bytes)", false},
 	{"MSISYNC_LOG_LEVEL", "info", "debug, info, warn or error", false},
 	{"AZURE_TENANT_ID", "", "Entra ID tenant for Dataverse and Service Bus (azidentity)", false},
@@ -99,6 +102,9 @@ type Config struct {
 	BatchSize            int
 	MaxAttempts          int
 	MSIInterval          time.Duration
+	MSIBudgetShare       int // percent
+	MarketoReserve       int // percent
+	MSISweep             time.Duration
 	MSIFields            string // raw; parsed by the msi package (main reports its errors under this name)
 	MaxBodyBytes         int64
 	LogLevel             string
@@ -262,6 +268,15 @@ func Load(getenv func(string) string) (*Config, error) {
 			bad("MSISYNC_MSI_INTERVAL", "%q is not a duration of at least 1m (or 0 to disable), e.g. 15m", v)
 		}
 		c.MSIInterval = d
+	}
+	c.MSIBudgetShare = intIn("MSISYNC_MSI_BUDGET_SHARE", 1, 100)
+	c.MarketoReserve = intIn("MSISYNC_MARKETO_RESERVE", 1, 40)
+	if v := get("MSISYNC_MSI_SWEEP"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Hour {
+			bad("MSISYNC_MSI_SWEEP", "%q is not a duration of at least 1h, e.g. 24h", v)
+		}
+		c.MSISweep = d
 	}
 	c.MaxBodyBytes = int64(intIn("MSISYNC_MAX_BODY_BYTES", 1024, 64<<20))
 	c.LogLevel = oneOf("MSISYNC_LOG_LEVEL", "debug", "info", "warn", "error")

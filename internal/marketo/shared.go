@@ -204,23 +204,18 @@ func (g *sharedGovernor) request(ctx context.Context, op string, p Purpose, pl *
 	}
 	switch gr.Blocked {
 	case "":
-		// The lease ends at Until on the store's clock, which may be up to
-		// skew ahead of ours: stop starting calls a skew early.
-		ng := &grant{id: gr.ID, left: gr.Calls, conc: gr.Concurrent, deadline: now.Add(g.ttl - g.skew),
-			stop: make(chan struct{})}
-		g.mu.Lock()
-		pl.grants = append(pl.grants, ng)
-		pl.signal()
-		reason, was := g.paused[p]
-		delete(g.paused, p)
-		g.bg.Add(1)
-		g.mu.Unlock()
-		if was {
-			g.pause(p, reason, false)
-		}
-		go g.renew(ng)
-		return 0, nil
+		return 0, g.take(p, pl, gr, now)
 	case store.BlockedDay, store.BlockedGroup:
+		// Permits this process holds idle are charged until returned:
+		// near the end of the budget, hand them back and ask once more.
+		if g.returnIdle(ctx) > 0 {
+			if gr, err = g.slots.GrantCalls(ctx, req); err != nil {
+				return 0, &Error{Op: op + ": shared governor", Err: err}
+			}
+			if gr.Blocked == "" || gr.Blocked == store.BlockedWindow || gr.Blocked == store.BlockedConcurrent {
+				return 0, g.take(p, pl, gr, now)
+			}
+		}
 		reason := "the day's budget left for " + string(p)
 		if gr.Blocked == store.BlockedGroup {
 			reason = "the background share of the day's budget"
@@ -242,6 +237,66 @@ func (g *sharedGovernor) request(ctx context.Context, op string, p Purpose, pl *
 		d = min(d, max(gr.RetryAt.Sub(now)+g.skew/10, 5*time.Millisecond))
 	}
 	return d, nil
+}
+
+// take adds a granted lease to pl (a blocked answer is a no-op: the
+// caller loops and asks again).
+func (g *sharedGovernor) take(p Purpose, pl *grantPool, gr store.CallGrant, now time.Time) error {
+	if gr.ID == 0 {
+		return nil
+	}
+	// The lease ends at Until on the store's clock, which may be up to
+	// skew ahead of ours: stop starting calls a skew early.
+	ng := &grant{id: gr.ID, left: gr.Calls, conc: gr.Concurrent, deadline: now.Add(g.ttl - g.skew),
+		stop: make(chan struct{})}
+	g.mu.Lock()
+	pl.grants = append(pl.grants, ng)
+	pl.signal()
+	reason, was := g.paused[p]
+	delete(g.paused, p)
+	g.bg.Add(1)
+	g.mu.Unlock()
+	if was {
+		g.pause(p, reason, false)
+	}
+	go g.renew(ng)
+	return nil
+}
+
+// returnIdle hands back, synchronously, every grant of this process with
+// no call in flight, and reports how many it returned.
+func (g *sharedGovernor) returnIdle(ctx context.Context) int {
+	type ret struct {
+		id   int64
+		used int
+	}
+	var rets []ret
+	g.mu.Lock()
+	for _, pl := range g.pools {
+		kept := pl.grants[:0]
+		for _, gr := range pl.grants {
+			if gr.inflight == 0 && gr.stop != nil {
+				close(gr.stop)
+				gr.stop = nil
+				if gr.idle != nil {
+					gr.idle.Stop()
+					gr.idle = nil
+				}
+				rets = append(rets, ret{gr.id, gr.used})
+				continue
+			}
+			kept = append(kept, gr)
+		}
+		clear(pl.grants[len(kept):])
+		pl.grants = kept
+	}
+	g.mu.Unlock()
+	for _, r := range rets {
+		if err := g.slots.ReturnCalls(ctx, r.id, r.used); err != nil {
+			g.log.Warn("marketo: return call grant to the shared governor (it expires on its own)", "grant", r.id, "err", err)
+		}
+	}
+	return len(rets)
 }
 
 // release ends one call of gr.

@@ -200,6 +200,8 @@ func (w *Writer) runCycle(ctx context.Context) (Report, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	start := w.cfg.Clock.Now()
+	// Charged to the background share of the Marketo budget.
+	ctx = marketo.WithPurpose(ctx, marketo.PurposeMSI)
 	rep, err := w.cycle(ctx)
 	rep.Duration = w.cfg.Clock.Now().Sub(start)
 	w.metrics.observe(rep, err)
