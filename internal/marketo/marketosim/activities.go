@@ -22,6 +22,10 @@ type activity struct {
 	field  string
 	oldV   any
 	newV   any
+	// For activities.json: the primary attribute value and attributes
+	// (Interesting Moment, Change Score).
+	primary any
+	attrs   []map[string]any
 }
 
 // logActivity records a lead activity for the lead-changes feed. Called

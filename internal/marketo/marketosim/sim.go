@@ -84,6 +84,14 @@ type Options struct {
 	// appear as Data Value Change activities in the lead-changes feed
 	// (UNCONFIRMED whether Marketo emits them).
 	MSIChangeActivities bool
+	// InterestingMomentTypeID is the activity type id of Interesting Moment
+	// (UNCONFIRMED: Adobe's blog text says 41, its sample code queries 46;
+	// default 46). Clients should look it up by name in types.json.
+	InterestingMomentTypeID int
+	// UrgencyHalfLife is how fast relativeUrgency and urgency decay on the
+	// simulator's clock without new activity (default 24 h); the decay
+	// emits no activity, as on Marketo (UNCONFIRMED).
+	UrgencyHalfLife time.Duration
 	// CustomFields adds fields per object (key: "leads", "companies", …).
 	CustomFields map[string][]Field
 
@@ -128,6 +136,12 @@ func (o *Options) defaults() {
 	}
 	if o.IdentityErrorBody == "" {
 		o.IdentityErrorBody = `{"error":"invalid_client","error_description":"Bad client credentials"}`
+	}
+	if o.InterestingMomentTypeID <= 0 {
+		o.InterestingMomentTypeID = 46
+	}
+	if o.UrgencyHalfLife <= 0 {
+		o.UrgencyHalfLife = 24 * time.Hour
 	}
 	if o.ServerTimeout <= 0 {
 		o.ServerTimeout = 30 * time.Second
@@ -182,6 +196,7 @@ type Server struct {
 	stats      Stats
 	tables     map[string]*table
 	activities []activity    // lead activity log, oldest first
+	lastDecay  time.Time     // when urgency last decayed
 	callLog    []time.Time   // arrival of every admitted call, for window checks
 	hold       chan struct{} // non-nil: admitted calls wait for it to close
 	raceGate   func()        // test hook between lookup and write when RaceDuplicates
