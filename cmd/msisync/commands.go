@@ -229,7 +229,7 @@ func msiFields(cfg *config.Config) ([]msi.FieldMap, error) {
 
 func newMSICmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "msi", Short: "MSI write-back (Marketo → Dataverse)"}
-	var once bool
+	var once, full bool
 	sync := &cobra.Command{
 		Use:   "sync --once",
 		Short: "Copy MSI fields from Marketo onto the Dynamics leads/contacts that changed",
@@ -247,15 +247,23 @@ func newMSICmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if full && !once {
+				return usagef("msi sync: --full needs --once (a running write-back sweeps on its own, see MSISYNC_MSI_SWEEP)")
+			}
 			if !once {
 				return w.Run(c.Context())
 			}
-			rep, err := w.RunOnce(c.Context())
+			run := w.RunOnce
+			if full {
+				run = w.RunOnceFull
+			}
+			rep, err := run(c.Context())
 			fmt.Fprintln(c.OutOrStdout(), rep.String())
 			return err
 		},
 	}
-	sync.Flags().BoolVar(&once, "once", false, "run one cycle and exit (default: loop every MSISYNC_MSI_INTERVAL)")
+	sync.Flags().BoolVar(&once, "once", false, "run one cycle and exit: the activities since the last cycle plus the due slice of the rolling sweep (default: loop every MSISYNC_MSI_INTERVAL)")
+	sync.Flags().BoolVar(&full, "full", false, "with --once: read every synced person (a whole sweep) instead of the changes")
 	cmd.AddCommand(sync)
 	return cmd
 }

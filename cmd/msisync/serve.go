@@ -253,6 +253,8 @@ func newMSIWriter(a *app) (*msi.Writer, error) {
 	w, err := msi.New(msi.Config{
 		Store: a.store, Marketo: a.marketo, Dataverse: a.dataverse, Fields: fields,
 		Interval: a.cfg.MSIInterval, Holder: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry,
+		// Incremental: activities since a stored paging token plus a rolling sweep.
+		Activities: a.marketo, Sweep: a.cfg.MSISweep,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("msi write-back: %w", err)

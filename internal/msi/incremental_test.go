@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msisync/msisync/internal/marketo"
 )
 
 // incrementalEnv is a simEnv whose writer reads the activity feeds.
@@ -173,5 +172,4 @@ func TestIncrementalLostTokenFallsBackToSweep(t *testing.T) {
 	if tok == "bm90LWEtdG9rZW4" {
 		t.Fatal("the rejected token was kept")
 	}
-	_ = marketo.PurposeMSI
 }
