@@ -19,6 +19,7 @@ import (
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
 	"github.com/msisync/msisync/internal/msi"
+	"github.com/msisync/msisync/internal/msi/msibench"
 	"github.com/msisync/msisync/internal/queue/servicebus"
 	"github.com/msisync/msisync/internal/receiver/receiverbench"
 	"github.com/msisync/msisync/internal/syncer/mapping"
@@ -387,7 +388,7 @@ func newBenchCmd() *cobra.Command {
 	sync.Flags().IntVar(&o.MaxConcurrent, "concurrency", 10, "concurrent Marketo calls (simulator limit and client governor)")
 	sync.Flags().BoolVar(&o.LookupExternalPersonID, "lookup-external-person-id", false, "simulate a Marketo that accepts lookupField=externalPersonId")
 	sync.Flags().BoolVar(&o.Cold, "cold", false, "start with an empty rate window (measures the initial burst too)")
-	cmd.AddCommand(sync, newBenchReceiverCmd())
+	cmd.AddCommand(sync, newBenchReceiverCmd(), newBenchMSICmd())
 	return cmd
 }
 
@@ -447,4 +448,39 @@ func newBenchReceiverCmd() *cobra.Command {
 // mapped columns and never on the MSI write-back columns.
 func stepSpecs(m *mapping.Mapping) []dataverse.StepSpec {
 	return dataverse.StepsFor(m.Columns, m.WriteBack())
+}
+
+// newBenchMSICmd compares the Marketo calls of the MSI write-back's full
+// scan with the incremental design, on the Marketo simulator.
+func newBenchMSICmd() *cobra.Command {
+	var o msibench.Options
+	cmd := &cobra.Command{
+		Use:   "msi [--persons 200000] [--change-per-hour 0.01] [--hours 24]",
+		Short: "Count the MSI write-back's Marketo calls per day: today's full scan beside the incremental design (activities + rolling sweep)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.Persons < 1 {
+				return usagef("--persons must be at least 1, got %d", o.Persons)
+			}
+			if o.ChangePerHour <= 0 || o.ChangePerHour > 1 {
+				return usagef("--change-per-hour must be a fraction in (0, 1], got %g", o.ChangePerHour)
+			}
+			if o.Hours < 1 || o.Hours > 24*14 {
+				return usagef("--hours must be from 1 to 336, got %d", o.Hours)
+			}
+			o.Logger = newLogger("warn")
+			r, err := msibench.Run(c.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(c.OutOrStdout(), r.String())
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&o.Persons, "persons", 200000, "synced persons in the simulator")
+	cmd.Flags().Float64Var(&o.ChangePerHour, "change-per-hour", 0.01, "share of persons whose MSI values change per hour")
+	cmd.Flags().IntVar(&o.Hours, "hours", 24, "hours of the incremental design to simulate")
+	cmd.Flags().DurationVar(&o.Interval, "interval", msi.DefaultInterval, "write-back interval")
+	cmd.Flags().DurationVar(&o.Sweep, "sweep", msi.DefaultSweep, "rolling sweep period")
+	return cmd
 }
