@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
 )
 
 // incrementalEnv is a simEnv whose writer reads the activity feeds.
