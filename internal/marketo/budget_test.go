@@ -56,9 +56,13 @@ func (e *budgetEnv) reopen(t *testing.T) {
 }
 
 func (e *budgetEnv) client(t *testing.T, quota int, share float64) *marketo.Client {
+	return e.clientOn(t, e.store, quota, share)
+}
+
+func (e *budgetEnv) clientOn(t *testing.T, slots marketo.SlotStore, quota int, share float64) *marketo.Client {
 	e.reg = prometheus.NewRegistry()
 	c, err := marketo.New(marketo.Config{BaseURL: e.url, ClientID: "b", ClientSecret: "b-secret", Clock: e.clk,
-		DailyQuota: quota, CallsPerWindow: 100, Slots: e.store, Holder: "test",
+		DailyQuota: quota, CallsPerWindow: 100, Slots: slots, Holder: "test",
 		Priorities: marketo.Priorities{BackgroundShare: share},
 		Logger:     slog.New(slog.NewTextHandler(e.logs, nil)), Registerer: e.reg})
 	if err != nil {
@@ -123,10 +127,20 @@ func gaugeOf(t *testing.T, reg *prometheus.Registry, name, purpose string) prome
 // first, then everything but sync writes, then everything; each step logs
 // and sets a metric; Marketo never answers 607; the next day resumes.
 func TestBudgetLadder(t *testing.T) {
+	for _, shared := range []bool{true, false} {
+		t.Run(map[bool]string{true: "shared", false: "local"}[shared], func(t *testing.T) { testBudgetLadder(t, shared) })
+	}
+}
+
+func testBudgetLadder(t *testing.T, shared bool) {
 	e := newBudgetEnv(t)
 	// 100 calls; share 100 % so only the ladder binds: MSI stops at 90,
 	// lookups, backfill and doctor at 95, sync writes at 100.
-	c := e.client(t, 100, 1)
+	var slots marketo.SlotStore
+	if shared {
+		slots = e.store
+	}
+	c := e.clientOn(t, slots, 100, 1)
 	mustCall(t, e.clk, c, marketo.PurposeSync, 89)
 	mustCall(t, e.clk, c, marketo.PurposeMSI, 1)
 	wantPaused(t, c, e.reg, marketo.PurposeMSI)
@@ -150,7 +164,7 @@ func TestBudgetLadder(t *testing.T) {
 		t.Fatal(err)
 	}
 	if b.Used != 100 || b.Remaining != 0 || b.ByPurpose[marketo.PurposeSync] != 94 || b.ByPurpose[marketo.PurposeLookup] != 4 ||
-		b.ByPurpose[marketo.PurposeMSI] != 1 || b.ByPurpose[marketo.PurposeDoctor] != 1 || !b.Shared {
+		b.ByPurpose[marketo.PurposeMSI] != 1 || b.ByPurpose[marketo.PurposeDoctor] != 1 || b.Shared != shared {
 		t.Fatalf("budget = %+v", b)
 	}
 	// Midnight in Chicago: everything resumes, and says so.

@@ -86,11 +86,7 @@ func (g *governor) acquireFor(ctx context.Context, op string, p Purpose) (releas
 				}
 				g.mu.Unlock()
 				<-g.sem
-				qe := &QuotaError{Op: op, ResetAt: NextQuotaReset(now), Local: true}
-				if l.day < g.budget || l.group > 0 {
-					qe.Purpose = p
-				}
-				return nil, 0, qe
+				return nil, 0, &QuotaError{Op: op, ResetAt: NextQuotaReset(now), Local: true, Purpose: p}
 			}
 		}
 		cut := now.Add(-g.window)
