@@ -124,6 +124,9 @@ func (s *Server) leadChanges(q url.Values) *envelope {
 		if leadIDs != nil && !leadIDs[a.leadID] {
 			continue
 		}
+		if a.typeID != activityNewLead && a.typeID != activityDataValueChange {
+			continue // only New Lead and Data Value Change appear in this feed
+		}
 		if a.typeID == activityDataValueChange && !want[a.field] {
 			continue
 		}
