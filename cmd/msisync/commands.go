@@ -309,9 +309,9 @@ func newDoctorCmd() *cobra.Command {
 func newSimCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "sim", Short: "Run a simulator (for demos, tests and benchmarks)"}
 	var addr, clientID, clientSecret, scoreField string
-	var lookup, crm bool
+	var lookup, crm, dvc bool
 	var tick time.Duration
-	var tickN int
+	var tickN, imType int
 	mk := &cobra.Command{
 		Use:   "marketo --addr :9090",
 		Short: "Run the Marketo simulator",
@@ -323,9 +323,13 @@ func newSimCmd() *cobra.Command {
 			if tick < 0 || tickN < 1 {
 				return usagef("--msi-tick must be a positive duration (or 0 for off) and --msi-tick-leads at least 1")
 			}
+			if imType != 41 && imType != 46 {
+				return usagef("--interesting-moment-type-id must be 41 or 46, got %d", imType)
+			}
 			return marketosim.ListenAndServe(c.Context(), addr, marketosim.Options{
 				ClientID: clientID, ClientSecret: clientSecret, ScoreField: scoreField,
 				LookupExternalPersonID: lookup, CRMEnabled: crm, TickMSIEvery: tick, TickMSILeads: tickN,
+				InterestingMomentTypeID: imType, MSIChangeActivities: dvc,
 			}, newLogger("info"))
 		},
 	}
@@ -337,6 +341,8 @@ func newSimCmd() *cobra.Command {
 	mk.Flags().BoolVar(&crm, "crm-enabled", false, "behave as an instance with native CRM sync on (1018)")
 	mk.Flags().DurationVar(&tick, "msi-tick", 0, "change the MSI fields of some leads this often, as Marketo does (0 = off)")
 	mk.Flags().IntVar(&tickN, "msi-tick-leads", 5, "leads changed per --msi-tick")
+	mk.Flags().IntVar(&imType, "interesting-moment-type-id", 46, "activity type id of Interesting Moment: 41 or 46 (UNCONFIRMED which is real)")
+	mk.Flags().BoolVar(&dvc, "msi-change-activities", false, "log computed MSI field changes as Data Value Change activities (UNCONFIRMED on Marketo)")
 
 	var dvAddr, token string
 	dv := &cobra.Command{
