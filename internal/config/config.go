@@ -39,6 +39,9 @@ var Settings = []Setting{
 	{"MSISYNC_MARKETO_CALLS_PER_20S", "50", "Marketo calls per rolling 20 s (Adobe advises 50 per integration; 1-100)", false},
 	{"MSISYNC_MARKETO_CONCURRENCY", "5", "concurrent Marketo calls (1-10)", false},
 	{"MSISYNC_MARKETO_DAILY_QUOTA", "50000", "daily Marketo call budget (0 = unlimited)", false},
+	{"MSISYNC_MSI_BUDGET_SHARE", "20", "percent of the daily Marketo budget the background readers (MSI write-back, backfill, doctor) may use together (1-100)", false},
+	{"MSISYNC_MARKETO_RESERVE", "5", "percent at the end of the daily budget only sync writes may spend (1-40); lookups, backfill and doctor stop before it, the MSI write-back one reserve earlier", false},
+	{"MSISYNC_MSI_SWEEP", "24h", "the MSI write-back reads every synced person once per this period, in slices each cycle (urgency decays with time alone); Go duration ≥ 1h", false},
 	{"MSISYNC_MARKETO_SCORE_FIELD", "relativeScore", "Marketo name of the MSI relative score field: relativeScore or relativeScoring", false},
 	{"MSISYNC_LEAD_STRATEGY", "auto", "lead upsert: auto (detect lookupField=externalPersonId once), lookup (always use it), split (query by externalPersonId, update by id, create by email)", false},
 	{"MSISYNC_SERVICEBUS", "", "Azure Service Bus connection string, or a namespace host name (azidentity); unset = embedded SQLite queue", true},
@@ -55,9 +58,6 @@ var Settings = []Setting{
 	{"MSISYNC_MAX_ATTEMPTS", "8", "requeues before an event is dead-lettered (1-100)", false},
 	{"MSISYNC_MSI_FIELDS", "(MSI defaults)", "MSI write-back fields, marketoField=dataverseColumn[:text|number|datetime], comma-separated; default msiLastInterestingMomentType=msi_lastinterestingmomenttype, …, priority=msi_priority:number, relativeUrgency=msi_relativeurgency:number, <score field>=msi_relativescore:number", false},
 	{"MSISYNC_MSI_INTERVAL", "15m", "MSI write-back interval (Go duration, ≥ 1m; 0 disables it)", false},
-	{"MSISYNC_MSI_BUDGET_SHARE", "20", "percent of the daily Marketo budget the background readers (MSI write-back, backfill, doctor) may use together (1-100)", false},
-	{"MSISYNC_MARKETO_RESERVE", "5", "percent at the end of the daily budget only sync writes may spend (1-40); lookups, backfill and doctor stop before it, the MSI write-back one reserve earlier", false},
-	{"MSISYNC_MSI_SWEEP", "24h", "the MSI write-back reads every synced person once per this period, in slices each cycle (urgency decays with time alone); Go duration ≥ 1h", false},
 	{"MSISYNC_MAX_BODY_BYTES", "1048576", "largest webhook body accepted (bytes)", false},
 	{"MSISYNC_LOG_LEVEL", "info", "debug, info, warn or error", false},
 	{"AZURE_TENANT_ID", "", "Entra ID tenant for Dataverse and Service Bus (azidentity)", false},
@@ -81,6 +81,9 @@ type Config struct {
 	MarketoCallsPer20s  int
 	MarketoConcurrency  int
 	MarketoDailyQuota   int
+	MSIBudgetShare      int // percent of the daily quota for background readers
+	MarketoReserve      int // percent of the daily quota only sync writes spend
+	MSISweep            time.Duration
 	ScoreField          string
 	LeadStrategy        string
 
@@ -102,9 +105,6 @@ type Config struct {
 	BatchSize            int
 	MaxAttempts          int
 	MSIInterval          time.Duration
-	MSIBudgetShare       int // percent
-	MarketoReserve       int // percent
-	MSISweep             time.Duration
 	MSIFields            string // raw; parsed by the msi package (main reports its errors under this name)
 	MaxBodyBytes         int64
 	LogLevel             string
@@ -226,6 +226,15 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.MarketoCallsPer20s = intIn("MSISYNC_MARKETO_CALLS_PER_20S", 1, 100)
 	c.MarketoConcurrency = intIn("MSISYNC_MARKETO_CONCURRENCY", 1, 10)
 	c.MarketoDailyQuota = intIn("MSISYNC_MARKETO_DAILY_QUOTA", 0, 10_000_000)
+	c.MSIBudgetShare = intIn("MSISYNC_MSI_BUDGET_SHARE", 1, 100)
+	c.MarketoReserve = intIn("MSISYNC_MARKETO_RESERVE", 1, 40)
+	if v := get("MSISYNC_MSI_SWEEP"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Hour {
+			bad("MSISYNC_MSI_SWEEP", "%q is not a duration of at least 1h, e.g. 24h", v)
+		}
+		c.MSISweep = d
+	}
 	c.ScoreField = oneOf("MSISYNC_MARKETO_SCORE_FIELD", "relativeScore", "relativeScoring")
 	c.LeadStrategy = oneOf("MSISYNC_LEAD_STRATEGY", "auto", "lookup", "split")
 
@@ -268,15 +277,6 @@ func Load(getenv func(string) string) (*Config, error) {
 			bad("MSISYNC_MSI_INTERVAL", "%q is not a duration of at least 1m (or 0 to disable), e.g. 15m", v)
 		}
 		c.MSIInterval = d
-	}
-	c.MSIBudgetShare = intIn("MSISYNC_MSI_BUDGET_SHARE", 1, 100)
-	c.MarketoReserve = intIn("MSISYNC_MARKETO_RESERVE", 1, 40)
-	if v := get("MSISYNC_MSI_SWEEP"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Hour {
-			bad("MSISYNC_MSI_SWEEP", "%q is not a duration of at least 1h, e.g. 24h", v)
-		}
-		c.MSISweep = d
 	}
 	c.MaxBodyBytes = int64(intIn("MSISYNC_MAX_BODY_BYTES", 1024, 64<<20))
 	c.LogLevel = oneOf("MSISYNC_LOG_LEVEL", "debug", "info", "warn", "error")
