@@ -236,6 +236,9 @@ func newMSICmd() *cobra.Command {
 		Short: "Copy MSI fields from Marketo onto the Dynamics leads/contacts that changed",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if full && !once {
+				return usagef("msi sync: --full needs --once (a running write-back sweeps on its own, see MSISYNC_MSI_SWEEP)")
+			}
 			a, err := openApp(c.Context(), needs{store: true, marketo: true, dataverse: true})
 			if err != nil {
 				return err
@@ -247,9 +250,6 @@ func newMSICmd() *cobra.Command {
 			w, err := newMSIWriter(a)
 			if err != nil {
 				return err
-			}
-			if full && !once {
-				return usagef("msi sync: --full needs --once (a running write-back sweeps on its own, see MSISYNC_MSI_SWEEP)")
 			}
 			if !once {
 				return w.Run(c.Context())

@@ -87,3 +87,22 @@ func TestJourneyBudgetVisibleAndKeptAcrossRestart(t *testing.T) {
 		}
 	}
 }
+
+// Flag errors of the new commands name the flag and the allowed values.
+func TestBudgetAndMSIFlagErrors(t *testing.T) {
+	cleanEnv(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"msi", "sync", "--full"}, "--full needs --once"},
+		{[]string{"bench", "msi", "--persons", "0"}, "--persons must be at least 1"},
+		{[]string{"bench", "msi", "--change-per-hour", "2"}, "--change-per-hour must be a fraction"},
+		{[]string{"sim", "marketo", "--interesting-moment-type-id", "40"}, "must be 41 or 46"},
+	} {
+		r := run(t, tc.args...)
+		if r.exitCode() != 2 || r.err == nil || !strings.Contains(r.err.Error(), tc.want) {
+			t.Errorf("msisync %s: exit %d, %v; want exit 2 naming %q", strings.Join(tc.args, " "), r.exitCode(), r.err, tc.want)
+		}
+	}
+}
