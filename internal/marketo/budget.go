@@ -81,6 +81,8 @@ type Budget struct {
 	ResetAt time.Time `json:"resetAt"`
 	Quota   int       `json:"quota"` // daily budget; 0 = unlimited
 	Used    int       `json:"used"`
+	// Reserved is the part of Used that live grants hold and may hand back.
+	Reserved int `json:"reserved"`
 	// Remaining is Quota-Used (-1 when unlimited).
 	Remaining int                `json:"remaining"`
 	ByPurpose map[Purpose]int    `json:"byPurpose"`
@@ -141,7 +143,7 @@ func ReadBudget(ctx context.Context, slots SlotStore, cfg Config, now time.Time)
 func budgetOf(cfg Config, u store.CallUsage, now time.Time, shared bool) Budget {
 	b := Budget{Shared: shared, Day: quotaDay(now), ResetAt: NextQuotaReset(now), Quota: cfg.DailyQuota,
 		ByPurpose: map[Purpose]int{}, WindowCalls: u.InWindow, WindowLimit: cfg.CallsPerWindow,
-		InFlight: u.InFlight, ConcurrentLimit: cfg.MaxConcurrent, Remaining: -1}
+		InFlight: u.InFlight, ConcurrentLimit: cfg.MaxConcurrent, Remaining: -1, Reserved: u.Reserved}
 	for k, v := range u.ByPurpose {
 		b.ByPurpose[Purpose(k)] = v
 		b.Used += v
@@ -170,8 +172,12 @@ func (b Budget) String() string {
 	if b.Quota > 0 {
 		quota = fmt.Sprintf("%d (remaining %d)", b.Quota, b.Remaining)
 	}
-	s := fmt.Sprintf("Marketo budget for %s (%s)\nquota:    %s, resets %s\nused:     %d\n", b.Day, mode, quota,
-		b.ResetAt.Format(time.RFC3339), b.Used)
+	used := fmt.Sprint(b.Used)
+	if b.Reserved > 0 {
+		used += fmt.Sprintf(" (of which %d reserved by live grants, returned when unused)", b.Reserved)
+	}
+	s := fmt.Sprintf("Marketo budget for %s (%s)\nquota:    %s, resets %s\nused:     %s\n", b.Day, mode, quota,
+		b.ResetAt.Format(time.RFC3339), used)
 	ps := append([]Purpose(nil), Purposes...)
 	sort.SliceStable(ps, func(i, j int) bool { return b.ByPurpose[ps[i]] > b.ByPurpose[ps[j]] })
 	for _, p := range ps {

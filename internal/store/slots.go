@@ -77,6 +77,9 @@ type CallUsage struct {
 	InWindow  int            // calls counting in the rolling window now
 	InFlight  int            // concurrent slots held by live grants
 	Grants    int            // live grants
+	// Reserved is the permits of live grants, charged in ByPurpose in full
+	// until they are returned with what was really used.
+	Reserved int
 }
 
 // Total is the calls charged to the day, all purposes.

@@ -252,7 +252,11 @@ func (s *Store) CallUsage(ctx context.Context, day string) (store.CallUsage, err
 			WHERE NOT done AND lease_until > $1`), now).Scan(&f, &g); err != nil {
 			return err
 		}
-		u.InWindow, u.InFlight, u.Grants = int(w), int(f), int(g)
+		var r int64
+		if err := tx.QueryRow(ctx, s.gq(`SELECT COALESCE(SUM(calls), 0)::bigint FROM {s}.marketo_grants WHERE NOT done AND day = $1`), day).Scan(&r); err != nil {
+			return err
+		}
+		u.InWindow, u.InFlight, u.Grants, u.Reserved = int(w), int(f), int(g), int(r)
 		return nil
 	})
 	if err != nil {

@@ -230,6 +230,10 @@ func (s *Store) CallUsage(ctx context.Context, day string) (store.CallUsage, err
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(calls), 0) FROM marketo_grants`).Scan(&u.InWindow); err != nil {
 			return err
 		}
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(calls), 0) FROM marketo_grants WHERE done = 0 AND day = ?`, day).
+			Scan(&u.Reserved); err != nil {
+			return err
+		}
 		return tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(conc), 0), COUNT(*) FROM marketo_grants
 			WHERE done = 0 AND lease_until > ?`, now).Scan(&u.InFlight, &u.Grants)
 	})

@@ -82,8 +82,8 @@ func testSlotsWindow(t *testing.T, s store.CallSlots, clk *clock.Fake) {
 	if want := g1.Until.Add(21 * time.Second); !g3.RetryAt.Equal(want) {
 		t.Errorf("RetryAt = %v, want %v (g1's lease end + hold)", g3.RetryAt, want)
 	}
-	if u := usage(t, s, "2026-03-02"); u.InWindow != 5 || u.ByPurpose["sync"] != 5 {
-		t.Errorf("usage = %+v, want 5 in the window and 5 charged", u)
+	if u := usage(t, s, "2026-03-02"); u.InWindow != 5 || u.ByPurpose["sync"] != 5 || u.Reserved != 5 || u.Grants != 2 {
+		t.Errorf("usage = %+v, want 5 in the window, 5 charged and reserved by 2 live grants", u)
 	}
 }
 
@@ -138,8 +138,8 @@ func testSlotsReturn(t *testing.T, s store.CallSlots, clk *clock.Fake) {
 		t.Fatal(err)
 	}
 	u := usage(t, s, "2026-03-02")
-	if u.InWindow != 2 || u.InFlight != 0 || u.ByPurpose["sync"] != 2 {
-		t.Fatalf("usage = %+v, want 2 in the window, none in flight, 2 charged", u)
+	if u.InWindow != 2 || u.InFlight != 0 || u.ByPurpose["sync"] != 2 || u.Reserved != 0 {
+		t.Fatalf("usage = %+v, want 2 in the window, none in flight or reserved, 2 charged", u)
 	}
 	// The spent calls leave the window after the hold, and stay charged.
 	clk.Advance(21*time.Second + time.Microsecond)
