@@ -211,16 +211,37 @@ func (a *app) openMarketo(ctx context.Context, ownSandbox bool) error {
 		a.closers = append(a.closers, sb.Close)
 		base, id, secret = sb.URL, sb.ClientID, sb.ClientSecret
 	}
-	c, err := marketo.New(marketo.Config{
-		BaseURL: base, ClientID: id, ClientSecret: secret,
-		CallsPerWindow: cfg.MarketoCallsPer20s, MaxConcurrent: cfg.MarketoConcurrency, DailyQuota: cfg.MarketoDailyQuota,
-		Logger: a.log, Registerer: a.registry,
-	})
+	mcfg := a.marketoLimits()
+	mcfg.BaseURL, mcfg.ClientID, mcfg.ClientSecret = base, id, secret
+	mcfg.Logger, mcfg.Registerer = a.log, a.registry
+	// Marketo's limits belong to the instance: every process on this store
+	// shares one governor through it.
+	if slots, ok := a.store.(store.CallSlots); ok {
+		mcfg.Slots = slots
+	}
+	c, err := marketo.New(mcfg)
 	if err != nil {
 		return fmt.Errorf("marketo client: %w", err)
 	}
+	if c.Shared() {
+		a.log.Info("marketo: call governor shared through the store with every msisync process using it",
+			"calls_per_20s", mcfg.CallsPerWindow, "concurrency", mcfg.MaxConcurrent, "daily_quota", mcfg.DailyQuota)
+	} else {
+		a.log.Info("marketo: no shared store for this command; the call governor counts this process's calls only",
+			"calls_per_20s", mcfg.CallsPerWindow, "concurrency", mcfg.MaxConcurrent, "daily_quota", mcfg.DailyQuota)
+	}
+	a.closers = append(a.closers, func() error { c.Close(); return nil })
 	a.marketo = c
 	return nil
+}
+
+// marketoLimits are the governor settings of the Marketo client.
+func (a *app) marketoLimits() marketo.Config {
+	cfg := a.cfg
+	return marketo.Config{
+		CallsPerWindow: cfg.MarketoCallsPer20s, MaxConcurrent: cfg.MarketoConcurrency, DailyQuota: cfg.MarketoDailyQuota,
+		Priorities: marketo.Priorities{BackgroundShare: float64(cfg.MSIBudgetShare) / 100, Reserve: float64(cfg.MarketoReserve) / 100},
+	}
 }
 
 // Close releases everything in reverse order of opening.

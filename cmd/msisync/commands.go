@@ -19,6 +19,7 @@ import (
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
 	"github.com/msisync/msisync/internal/msi"
+	"github.com/msisync/msisync/internal/msi/msibench"
 	"github.com/msisync/msisync/internal/queue/servicebus"
 	"github.com/msisync/msisync/internal/receiver/receiverbench"
 	"github.com/msisync/msisync/internal/syncer/mapping"
@@ -243,12 +244,15 @@ func msiFields(cfg *config.Config) ([]msi.FieldMap, error) {
 
 func newMSICmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "msi", Short: "MSI write-back (Marketo → Dataverse)"}
-	var once bool
+	var once, full bool
 	sync := &cobra.Command{
 		Use:   "sync --once",
 		Short: "Copy MSI fields from Marketo onto the Dynamics leads/contacts that changed",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if full && !once {
+				return usagef("msi sync: --full needs --once (a running write-back sweeps on its own, see MSISYNC_MSI_SWEEP)")
+			}
 			a, err := openApp(c.Context(), needs{store: true, marketo: true, dataverse: true})
 			if err != nil {
 				return err
@@ -264,12 +268,17 @@ func newMSICmd() *cobra.Command {
 			if !once {
 				return w.Run(c.Context())
 			}
-			rep, err := w.RunOnce(c.Context())
+			run := w.RunOnce
+			if full {
+				run = w.RunOnceFull
+			}
+			rep, err := run(c.Context())
 			fmt.Fprintln(c.OutOrStdout(), rep.String())
 			return err
 		},
 	}
-	sync.Flags().BoolVar(&once, "once", false, "run one cycle and exit (default: loop every MSISYNC_MSI_INTERVAL)")
+	sync.Flags().BoolVar(&once, "once", false, "run one cycle and exit: the activities since the last cycle plus the due slice of the rolling sweep (default: loop every MSISYNC_MSI_INTERVAL)")
+	sync.Flags().BoolVar(&full, "full", false, "with --once: read every synced person (a whole sweep) instead of the changes")
 	cmd.AddCommand(sync)
 	return cmd
 }
@@ -314,9 +323,9 @@ func newDoctorCmd() *cobra.Command {
 func newSimCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "sim", Short: "Run a simulator (for demos, tests and benchmarks)"}
 	var addr, clientID, clientSecret, scoreField string
-	var lookup, crm bool
+	var lookup, crm, dvc bool
 	var tick time.Duration
-	var tickN int
+	var tickN, imType int
 	mk := &cobra.Command{
 		Use:   "marketo --addr :9090",
 		Short: "Run the Marketo simulator",
@@ -328,9 +337,13 @@ func newSimCmd() *cobra.Command {
 			if tick < 0 || tickN < 1 {
 				return usagef("--msi-tick must be a positive duration (or 0 for off) and --msi-tick-leads at least 1")
 			}
+			if imType != 41 && imType != 46 {
+				return usagef("--interesting-moment-type-id must be 41 or 46, got %d", imType)
+			}
 			return marketosim.ListenAndServe(c.Context(), addr, marketosim.Options{
 				ClientID: clientID, ClientSecret: clientSecret, ScoreField: scoreField,
 				LookupExternalPersonID: lookup, CRMEnabled: crm, TickMSIEvery: tick, TickMSILeads: tickN,
+				InterestingMomentTypeID: imType, MSIChangeActivities: dvc,
 			}, newLogger("info"))
 		},
 	}
@@ -342,6 +355,8 @@ func newSimCmd() *cobra.Command {
 	mk.Flags().BoolVar(&crm, "crm-enabled", false, "behave as an instance with native CRM sync on (1018)")
 	mk.Flags().DurationVar(&tick, "msi-tick", 0, "change the MSI fields of some leads this often, as Marketo does (0 = off)")
 	mk.Flags().IntVar(&tickN, "msi-tick-leads", 5, "leads changed per --msi-tick")
+	mk.Flags().IntVar(&imType, "interesting-moment-type-id", 46, "activity type id of Interesting Moment: 41 or 46 (UNCONFIRMED which is real)")
+	mk.Flags().BoolVar(&dvc, "msi-change-activities", false, "log computed MSI field changes as Data Value Change activities (UNCONFIRMED on Marketo)")
 
 	var dvAddr, token, untracked string
 	var drop, failJobs float64
@@ -410,7 +425,7 @@ func newBenchCmd() *cobra.Command {
 	sync.Flags().IntVar(&o.MaxConcurrent, "concurrency", 10, "concurrent Marketo calls (simulator limit and client governor)")
 	sync.Flags().BoolVar(&o.LookupExternalPersonID, "lookup-external-person-id", false, "simulate a Marketo that accepts lookupField=externalPersonId")
 	sync.Flags().BoolVar(&o.Cold, "cold", false, "start with an empty rate window (measures the initial burst too)")
-	cmd.AddCommand(sync, newBenchReceiverCmd())
+	cmd.AddCommand(sync, newBenchReceiverCmd(), newBenchMSICmd())
 	return cmd
 }
 
@@ -470,4 +485,39 @@ func newBenchReceiverCmd() *cobra.Command {
 // mapped columns and never on the MSI write-back columns.
 func stepSpecs(m *mapping.Mapping) []dataverse.StepSpec {
 	return dataverse.StepsFor(m.Columns, m.WriteBack())
+}
+
+// newBenchMSICmd compares the Marketo calls of the MSI write-back's full
+// scan with the incremental design, on the Marketo simulator.
+func newBenchMSICmd() *cobra.Command {
+	var o msibench.Options
+	cmd := &cobra.Command{
+		Use:   "msi [--persons 200000] [--change-per-hour 0.01] [--hours 24]",
+		Short: "Count the MSI write-back's Marketo calls per day: today's full scan beside the incremental design (activities + rolling sweep)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.Persons < 1 {
+				return usagef("--persons must be at least 1, got %d", o.Persons)
+			}
+			if o.ChangePerHour <= 0 || o.ChangePerHour > 1 {
+				return usagef("--change-per-hour must be a fraction in (0, 1], got %g", o.ChangePerHour)
+			}
+			if o.Hours < 1 || o.Hours > 24*14 {
+				return usagef("--hours must be from 1 to 336, got %d", o.Hours)
+			}
+			o.Logger = newLogger("warn")
+			r, err := msibench.Run(c.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(c.OutOrStdout(), r.String())
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&o.Persons, "persons", 200000, "synced persons in the simulator")
+	cmd.Flags().Float64Var(&o.ChangePerHour, "change-per-hour", 0.01, "share of persons whose MSI values change per hour")
+	cmd.Flags().IntVar(&o.Hours, "hours", 24, "hours of the incremental design to simulate")
+	cmd.Flags().DurationVar(&o.Interval, "interval", msi.DefaultInterval, "write-back interval")
+	cmd.Flags().DurationVar(&o.Sweep, "sweep", msi.DefaultSweep, "rolling sweep period")
+	return cmd
 }

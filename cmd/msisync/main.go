@@ -90,6 +90,7 @@ func newRoot() *cobra.Command {
 		newReconcileCmd(),
 		newMSICmd(),
 		newDoctorCmd(),
+		newBudgetCmd(),
 		newSimCmd(),
 		newBenchCmd(),
 	)

@@ -105,6 +105,7 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		}
 	}
 	admin := func(r chi.Router) {
+		mountBudget(r, a)
 		if a.marketo == nil || a.store == nil {
 			return
 		}
@@ -341,6 +342,8 @@ func newMSIWriter(a *app) (*msi.Writer, error) {
 	w, err := msi.New(msi.Config{
 		Store: a.store, Marketo: a.marketo, Dataverse: a.dataverse, Fields: fields,
 		Interval: a.cfg.MSIInterval, Holder: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry,
+		// Incremental: activities since a stored paging token plus a rolling sweep.
+		Activities: a.marketo, Sweep: a.cfg.MSISweep,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("msi write-back: %w", err)

@@ -39,6 +39,9 @@ var Settings = []Setting{
 	{"MSISYNC_MARKETO_CALLS_PER_20S", "50", "Marketo calls per rolling 20 s (Adobe advises 50 per integration; 1-100)", false},
 	{"MSISYNC_MARKETO_CONCURRENCY", "5", "concurrent Marketo calls (1-10)", false},
 	{"MSISYNC_MARKETO_DAILY_QUOTA", "50000", "daily Marketo call budget (0 = unlimited)", false},
+	{"MSISYNC_MSI_BUDGET_SHARE", "20", "percent of the daily Marketo budget the background readers (MSI write-back, backfill, doctor) may use together (1-100)", false},
+	{"MSISYNC_MARKETO_RESERVE", "5", "percent at the end of the daily budget only sync writes may spend (1-40); lookups, backfill and doctor stop before it, the MSI write-back one reserve earlier", false},
+	{"MSISYNC_MSI_SWEEP", "24h", "the MSI write-back reads every synced person once per this period, in slices each cycle (urgency decays with time alone); Go duration ≥ 1h", false},
 	{"MSISYNC_MARKETO_SCORE_FIELD", "relativeScore", "Marketo name of the MSI relative score field: relativeScore or relativeScoring", false},
 	{"MSISYNC_LEAD_STRATEGY", "auto", "lead upsert: auto (detect lookupField=externalPersonId once), lookup (always use it), split (query by externalPersonId, update by id, create by email)", false},
 	{"MSISYNC_SERVICEBUS", "", "Azure Service Bus connection string, or a namespace host name (azidentity); unset = embedded SQLite queue", true},
@@ -82,6 +85,9 @@ type Config struct {
 	MarketoCallsPer20s  int
 	MarketoConcurrency  int
 	MarketoDailyQuota   int
+	MSIBudgetShare      int // percent of the daily quota for background readers
+	MarketoReserve      int // percent of the daily quota only sync writes spend
+	MSISweep            time.Duration
 	ScoreField          string
 	LeadStrategy        string
 
@@ -229,6 +235,15 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.MarketoCallsPer20s = intIn("MSISYNC_MARKETO_CALLS_PER_20S", 1, 100)
 	c.MarketoConcurrency = intIn("MSISYNC_MARKETO_CONCURRENCY", 1, 10)
 	c.MarketoDailyQuota = intIn("MSISYNC_MARKETO_DAILY_QUOTA", 0, 10_000_000)
+	c.MSIBudgetShare = intIn("MSISYNC_MSI_BUDGET_SHARE", 1, 100)
+	c.MarketoReserve = intIn("MSISYNC_MARKETO_RESERVE", 1, 40)
+	if v := get("MSISYNC_MSI_SWEEP"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Hour {
+			bad("MSISYNC_MSI_SWEEP", "%q is not a duration of at least 1h, e.g. 24h", v)
+		}
+		c.MSISweep = d
+	}
 	c.ScoreField = oneOf("MSISYNC_MARKETO_SCORE_FIELD", "relativeScore", "relativeScoring")
 	c.LeadStrategy = oneOf("MSISYNC_LEAD_STRATEGY", "auto", "lookup", "split")
 

@@ -107,6 +107,8 @@ func (d *Doctor) Diagnose(ctx context.Context, entity, id string) (*Report, erro
 		return nil, &InputError{Field: "id", Reason: fmt.Sprintf("%q is not a GUID", id)}
 	}
 	id = event.NormalizeID(id)
+	// The doctor's reads come out of the background share of the budget.
+	ctx = marketo.WithPurpose(ctx, marketo.PurposeDoctor)
 	r := &Report{Entity: entity, RecordID: id}
 	var err error
 	switch entity {

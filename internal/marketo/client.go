@@ -74,18 +74,36 @@ type Config struct {
 	// Sleep waits d or until ctx is done; tests replace it to drive a fake
 	// clock. Default: a real timer.
 	Sleep func(ctx context.Context, d time.Duration) error
+
+	// Slots, when set, shares the governor (window, concurrency, daily
+	// budget) with every msisync process using the same store; without it
+	// the limits hold for this process only.
+	Slots SlotStore
+	// Holder names this process in the shared governor (default host/pid).
+	Holder string
+	// GrantCalls is how many call permits a process asks the store for at
+	// once (default CallsPerWindow/10, at least 2): fewer round trips, at
+	// the cost of permits idling in one process for up to 200 ms.
+	GrantCalls int
+	GrantTTL   time.Duration // lease of a grant; default DefaultGrantTTL
+	Skew       time.Duration // clock skew tolerated between processes; default DefaultSkew
+	// Priorities share the daily budget out by purpose.
+	Priorities Priorities
 }
 
 // Client calls one Marketo instance. It is safe for concurrent use; all its
 // calls share one governor, so create one Client per instance per process.
 type Client struct {
-	cfg   Config
-	base  string
-	http  *http.Client
-	clk   clock.Clock
-	log   *slog.Logger
-	gov   *governor
-	sleep func(context.Context, time.Duration) error
+	cfg  Config
+	base string
+	http *http.Client
+	clk  clock.Clock
+	log  *slog.Logger
+	gov  *governor
+	// shared replaces gov when Config.Slots is set.
+	shared *sharedGovernor
+	sleep  func(context.Context, time.Duration) error
+	bm     *budgetMetrics
 
 	tokMu    sync.Mutex
 	tok      string
@@ -168,9 +186,14 @@ func New(cfg Config) (*Client, error) {
 	base = strings.TrimSuffix(strings.TrimSuffix(base, "/rest"), "/identity")
 	c := &Client{cfg: cfg, base: base, http: cfg.HTTPClient, clk: cfg.Clock, log: cfg.Logger, sleep: cfg.Sleep,
 		stats: newStatsRecorder()}
-	c.gov = newGovernor(cfg.Clock, cfg.Sleep, cfg.CallsPerWindow, cfg.Window, cfg.MaxConcurrent, cfg.DailyQuota)
+	if err := c.setupBudget(); err != nil {
+		return nil, err
+	}
 	c.metrics, err = newMetrics(cfg.Registerer)
 	if err != nil {
+		return nil, fmt.Errorf("marketo: config: Registerer: %w", err)
+	}
+	if c.bm, err = newBudgetMetrics(cfg.Registerer, c); err != nil {
 		return nil, fmt.Errorf("marketo: config: Registerer: %w", err)
 	}
 	return c, nil
@@ -420,7 +443,15 @@ func (c *Client) checkQuota(op string) error {
 
 // attempt sends the call once. On 601/602 it drops the token it used.
 func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
-	release, waited, err := c.gov.acquire(ctx, k.op)
+	purpose := purposeOf(ctx, k)
+	var release func()
+	var waited time.Duration
+	var err error
+	if c.shared != nil {
+		release, waited, err = c.shared.acquire(ctx, k.op, purpose)
+	} else {
+		release, waited, err = c.gov.acquireFor(ctx, k.op, purpose)
+	}
 	if err != nil {
 		var q *QuotaError
 		if errors.As(err, &q) {
@@ -429,6 +460,7 @@ func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
 		return nil, &Error{Op: k.op, Err: err}
 	}
 	defer release()
+	c.bm.call(purpose)
 	// Take the token after any wait for the window, so a short-lived token
 	// cannot lapse while the call queues.
 	tok, err := c.token(ctx, k.op)

@@ -126,12 +126,18 @@ type QuotaError struct {
 	Op      string
 	ResetAt time.Time // next midnight America/Chicago
 	Local   bool      // true: the client's own budget, not a 607 from Marketo
+	// Purpose is set when the budget left for this purpose is spent while
+	// others (sync writes last) may still call.
+	Purpose Purpose
 }
 
 func (e *QuotaError) Error() string {
 	src := "Marketo returned 607"
 	if e.Local {
 		src = "client DailyQuota budget used"
+		if e.Purpose != "" {
+			src = "client DailyQuota budget for " + string(e.Purpose) + " calls used"
+		}
 	}
 	return fmt.Sprintf("marketo: %s: %v (%s); calls resume at %s", e.Op, ErrQuotaExhausted, src,
 		e.ResetAt.Format(time.RFC3339))

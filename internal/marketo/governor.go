@@ -18,12 +18,16 @@ type governor struct {
 	window time.Duration
 	sem    chan struct{}
 	budget int // 0 = unlimited
+	prio   Priorities
+	pause  func(p Purpose, reason string, paused bool) // nil: no reports
 
-	mu    sync.Mutex
-	slots []*slot // calls in the window, oldest first
-	day   string
-	used  int
-	wake  chan struct{} // closed when a slot completes
+	mu     sync.Mutex
+	slots  []*slot // calls in the window, oldest first
+	day    string
+	used   int
+	usedBy map[Purpose]int    // today's calls by purpose
+	paused map[Purpose]string // purposes paused for the day
+	wake   chan struct{}      // closed when a slot completes
 }
 
 // slot is one call in the window. While in flight it always counts; once
@@ -38,12 +42,20 @@ type slot struct {
 
 func newGovernor(clk clock.Clock, sleep func(context.Context, time.Duration) error, limit int, window time.Duration, concurrent, budget int) *governor {
 	return &governor{clk: clk, sleep: sleep, limit: limit, window: window,
-		sem: make(chan struct{}, concurrent), budget: budget, wake: make(chan struct{})}
+		sem: make(chan struct{}, concurrent), budget: budget, wake: make(chan struct{}),
+		usedBy: map[Purpose]int{}, paused: map[Purpose]string{}}
 }
 
 // acquire waits for a concurrency slot and room in the window, and charges
 // the daily budget. release must be called when the response is read.
 func (g *governor) acquire(ctx context.Context, op string) (release func(), wait time.Duration, err error) {
+	return g.acquireFor(ctx, op, PurposeSync)
+}
+
+// acquireFor is acquire for a call of purpose p: the priorities decide how
+// much of the day and of the window p may use.
+func (g *governor) acquireFor(ctx context.Context, op string, p Purpose) (release func(), wait time.Duration, err error) {
+	l := g.prio.limitsFor(p, g.budget, g.limit)
 	start := g.clk.Now()
 	select {
 	case g.sem <- struct{}{}:
@@ -53,14 +65,28 @@ func (g *governor) acquire(ctx context.Context, op string) (release func(), wait
 	for {
 		g.mu.Lock()
 		now := g.clk.Now()
-		if g.budget > 0 {
-			if d := quotaDay(now); d != g.day {
-				g.day, g.used = d, 0
+		if d := quotaDay(now); d != g.day {
+			g.day, g.used = d, 0
+			clear(g.usedBy)
+			for q, reason := range g.paused {
+				g.report(q, reason, false)
 			}
-			if g.used >= g.budget {
+			clear(g.paused)
+		}
+		if g.budget > 0 {
+			bg := g.usedBy[PurposeMSI] + g.usedBy[PurposeBackfill] + g.usedBy[PurposeDoctor]
+			if g.used >= l.day || (l.group > 0 && bg >= l.group) {
+				if _, was := g.paused[p]; !was {
+					reason := "the day's budget left for " + string(p)
+					if g.used < l.day {
+						reason = "the background share of the day's budget"
+					}
+					g.paused[p] = reason
+					g.report(p, reason, true)
+				}
 				g.mu.Unlock()
 				<-g.sem
-				return nil, 0, &QuotaError{Op: op, ResetAt: NextQuotaReset(now), Local: true}
+				return nil, 0, &QuotaError{Op: op, ResetAt: NextQuotaReset(now), Local: true, Purpose: p}
 			}
 		}
 		cut := now.Add(-g.window)
@@ -71,10 +97,11 @@ func (g *governor) acquire(ctx context.Context, op string) (release func(), wait
 			}
 		}
 		g.slots = kept
-		if len(g.slots) < g.limit {
+		if len(g.slots) < l.window {
 			s := &slot{t: now}
 			g.slots = append(g.slots, s)
 			g.used++
+			g.usedBy[p]++
 			g.mu.Unlock()
 			var once sync.Once
 			return func() {
@@ -112,6 +139,36 @@ func (g *governor) acquire(ctx context.Context, op string) (release func(), wait
 			return nil, 0, err
 		}
 	}
+}
+
+// report tells the pause hook, outside no lock it needs.
+func (g *governor) report(p Purpose, reason string, paused bool) {
+	if g.pause != nil {
+		g.pause(p, reason, paused)
+	}
+}
+
+// snapshot is today's usage as the shared store reports it.
+func (g *governor) snapshot() (day string, byPurpose map[Purpose]int, inWindow, inFlight int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.clk.Now()
+	byPurpose = map[Purpose]int{}
+	if g.day == quotaDay(now) {
+		for k, v := range g.usedBy {
+			byPurpose[k] = v
+		}
+	}
+	cut := now.Add(-g.window)
+	for _, s := range g.slots {
+		if !s.done || s.t.After(cut) {
+			inWindow++
+		}
+		if !s.done {
+			inFlight++
+		}
+	}
+	return quotaDay(now), byPurpose, inWindow, inFlight
 }
 
 // earliestExpiry is the completion time of the call that leaves the window

@@ -13,6 +13,10 @@ type metrics struct {
 	failed       prometheus.Counter
 	cycles       *prometheus.CounterVec
 	duration     prometheus.Histogram
+	// Incremental cycles.
+	activities prometheus.Counter
+	swept      prometheus.Counter
+	tokenLost  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,11 +34,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "msisync_msi_cycle_duration_seconds", Help: "Duration of MSI write-back cycles that ran.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 14)}),
+		activities: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "msisync_msi_activities_total", Help: "Marketo activities (Interesting Moment, Change Score, MSI Data Value Changes) the MSI write-back read."}),
+		swept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "msisync_msi_swept_persons_total", Help: "Synced persons the MSI write-back's rolling sweep read."}),
+		tokenLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "msisync_msi_token_lost_total", Help: "Cycles whose activity paging token was missing or rejected (they sweep everyone)."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.marketoCalls, m.written, m.missing, m.failed, m.cycles, m.duration} {
+	for _, c := range []prometheus.Collector{m.marketoCalls, m.written, m.missing, m.failed, m.cycles, m.duration, m.activities, m.swept, m.tokenLost} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -57,4 +67,9 @@ func (m *metrics) observe(r Report, err error) {
 		m.cycles.WithLabelValues("ok").Inc()
 	}
 	m.duration.Observe(r.Duration.Seconds())
+	m.activities.Add(float64(r.Activities))
+	m.swept.Add(float64(r.Swept))
+	if r.TokenLost {
+		m.tokenLost.Inc()
+	}
 }

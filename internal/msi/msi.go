@@ -31,6 +31,7 @@ const (
 	DefaultInterval  = 15 * time.Minute
 	DefaultLeaseName = "msi-writeback"
 	DefaultBatchSize = 100
+	DefaultSweep     = 24 * time.Hour
 	// FilterType is the Marketo filter that finds a lead by Dataverse GUID.
 	FilterType = "externalPersonId"
 )
@@ -76,6 +77,18 @@ type Config struct {
 	After      func(d time.Duration) <-chan time.Time
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+
+	// Activities, when set, makes cycles incremental: only the persons
+	// with new Interesting Moment or Change Score activities (and Data
+	// Value Changes of the MSI fields) are read, plus a slice of a rolling
+	// full sweep. Without it every cycle reads every synced person.
+	Activities ActivityReader
+	// Sweep is how long the rolling sweep takes to read every synced person
+	// once (DefaultSweep when 0): urgency and priority move with time alone.
+	Sweep time.Duration
+	// SkipLeadChanges leaves out the lead-changes feed (for instances known
+	// not to log Data Value Changes of computed MSI fields; UNCONFIRMED).
+	SkipLeadChanges bool
 }
 
 // Writer runs the MSI write-back.
@@ -122,6 +135,12 @@ func New(cfg Config) (*Writer, error) {
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = DefaultBatchSize
 	}
+	if cfg.Sweep < 0 {
+		return nil, fmt.Errorf("msi: config: Sweep %s is negative", cfg.Sweep)
+	}
+	if cfg.Sweep == 0 {
+		cfg.Sweep = DefaultSweep
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
 	}
@@ -164,14 +183,27 @@ type Report struct {
 
 	DataverseRequests int // Dataverse write requests ($batch or single PATCH)
 	Duration          time.Duration
+
+	// Incremental cycles (Config.Activities set):
+	Mode         string // "incremental", or "full" (first cycle, --full, or a lost paging token)
+	Activities   int    // activities read from the feeds
+	ChangedLeads int    // distinct Marketo leads they name
+	LeadReads    int    // Get Leads by id calls (300 ids each)
+	Swept        int    // persons read by the rolling sweep
+	TokenLost    bool   // a paging token was missing or rejected
 }
 
 func (r Report) String() string {
 	if r.Skipped {
 		return "skipped: " + r.SkipReason
 	}
-	return fmt.Sprintf("persons=%d marketoCalls=%d notInMarketo=%d changed=%d written=%d missing=%d failed=%d invalid=%d dataverseRequests=%d duration=%s",
+	s := fmt.Sprintf("persons=%d marketoCalls=%d notInMarketo=%d changed=%d written=%d missing=%d failed=%d invalid=%d dataverseRequests=%d duration=%s",
 		r.Persons, r.MarketoCalls, r.NotInMarketo, r.Changed, r.Written, r.Missing, r.Failed, r.Invalid, r.DataverseRequests, r.Duration)
+	if r.Mode != "" {
+		s += fmt.Sprintf(" mode=%s activities=%d changedLeads=%d leadReads=%d swept=%d tokenLost=%t",
+			r.Mode, r.Activities, r.ChangedLeads, r.LeadReads, r.Swept, r.TokenLost)
+	}
+	return s
 }
 
 type change struct {
@@ -186,7 +218,17 @@ type change struct {
 // to expire. It returns a Report with Skipped set, and no error, when
 // another replica holds the lease.
 func (w *Writer) RunOnce(ctx context.Context) (Report, error) {
-	rep, err := w.runCycle(ctx)
+	return w.runOnce(ctx, false)
+}
+
+// RunOnceFull is RunOnce reading every synced person (`msi sync --once
+// --full`); with Config.Activities it also restarts the rolling sweep.
+func (w *Writer) RunOnceFull(ctx context.Context) (Report, error) {
+	return w.runOnce(ctx, true)
+}
+
+func (w *Writer) runOnce(ctx context.Context, full bool) (Report, error) {
+	rep, err := w.runCycle(ctx, full)
 	if !rep.Skipped {
 		if rerr := w.Release(context.WithoutCancel(ctx)); rerr != nil {
 			w.cfg.Logger.Warn("msi: release lease after a single cycle", "err", rerr)
@@ -196,17 +238,19 @@ func (w *Writer) RunOnce(ctx context.Context) (Report, error) {
 }
 
 // runCycle runs one cycle and keeps the lease (Run renews it every tick).
-func (w *Writer) runCycle(ctx context.Context) (Report, error) {
+func (w *Writer) runCycle(ctx context.Context, full bool) (Report, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	start := w.cfg.Clock.Now()
-	rep, err := w.cycle(ctx)
+	// Charged to the background share of the Marketo budget.
+	ctx = marketo.WithPurpose(ctx, marketo.PurposeMSI)
+	rep, err := w.cycle(ctx, full)
 	rep.Duration = w.cfg.Clock.Now().Sub(start)
 	w.metrics.observe(rep, err)
 	return rep, err
 }
 
-func (w *Writer) cycle(ctx context.Context) (Report, error) {
+func (w *Writer) cycle(ctx context.Context, full bool) (Report, error) {
 	var rep Report
 	ok, err := w.cfg.Store.AcquireLease(ctx, w.cfg.LeaseName, w.cfg.Holder, w.cfg.LeaseTTL)
 	if err != nil {
@@ -218,6 +262,10 @@ func (w *Writer) cycle(ctx context.Context) (Report, error) {
 		return rep, nil
 	}
 	leaseAt := w.cfg.Clock.Now()
+	if w.cfg.Activities != nil {
+		err := w.incremental(ctx, &rep, full, leaseAt)
+		return rep, err
+	}
 
 	var pending []change
 	after := ""
@@ -299,6 +347,12 @@ func (w *Writer) compare(ctx context.Context, links []store.Link, rep *Report) (
 	if err != nil {
 		return nil, fmt.Errorf("msi: query marketo leads by %s (%d persons from %s): %w", FilterType, len(ids), ids[0], err)
 	}
+	return w.diff(ctx, valid, ids, recs, rep)
+}
+
+// diff compares Marketo's records of persons (valid links, ids their
+// normalised GUIDs) with the values last written, and returns the changes.
+func (w *Writer) diff(ctx context.Context, valid []store.Link, ids []string, recs []marketo.Record, rep *Report) ([]change, error) {
 	byID := make(map[string]map[string]any, len(recs))
 	for _, r := range recs {
 		id := event.NormalizeID(canonical(r[FilterType], TypeText))
@@ -425,7 +479,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 	}()
 	for {
-		rep, err := w.runCycle(ctx)
+		rep, err := w.runCycle(ctx, false)
 		switch {
 		case ctx.Err() != nil:
 			return nil

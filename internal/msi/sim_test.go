@@ -24,6 +24,7 @@ import (
 type simEnv struct {
 	clk  *clock.Fake
 	mk   *marketosim.Server
+	mc   *marketo.Client
 	dv   *dataversesim.Server
 	st   *sqlitestore.Store
 	w    *Writer
@@ -101,7 +102,7 @@ func newSimEnv(t *testing.T, contacts, leads int, opts ...func(*dataversesim.Opt
 		for _, id := range seeded.IDs[entity] {
 			e.persons[id] = entity
 			e.ids = append(e.ids, id)
-			input = append(input, marketo.Record{"email": id[:8] + "@example.com", "externalPersonId": id})
+			input = append(input, marketo.Record{"email": id + "@example.com", "externalPersonId": id})
 			links = append(links, store.Link{Kind: store.KindPerson, ExternalID: id, Entity: entity})
 		}
 	}
@@ -119,6 +120,7 @@ func newSimEnv(t *testing.T, contacts, leads int, opts ...func(*dataversesim.Opt
 		t.Fatal(err)
 	}
 
+	e.mc = mc
 	wcfg.Store, wcfg.Marketo, wcfg.Dataverse = e.st, mc, dc
 	e.w, err = New(wcfg)
 	if err != nil {

@@ -22,6 +22,10 @@ type activity struct {
 	field  string
 	oldV   any
 	newV   any
+	// For activities.json: the primary attribute value and attributes
+	// (Interesting Moment, Change Score).
+	primary any
+	attrs   []map[string]any
 }
 
 // logActivity records a lead activity for the lead-changes feed. Called
@@ -119,6 +123,9 @@ func (s *Server) leadChanges(q url.Values) *envelope {
 		a := s.activities[i]
 		if leadIDs != nil && !leadIDs[a.leadID] {
 			continue
+		}
+		if a.typeID != activityNewLead && a.typeID != activityDataValueChange {
+			continue // only New Lead and Data Value Change appear in this feed
 		}
 		if a.typeID == activityDataValueChange && !want[a.field] {
 			continue

@@ -62,6 +62,7 @@ func (s *Server) TickMSI(n int) []int64 {
 	defer s.mu.Unlock()
 	defer s.flushLocked() // Persist reports its own failures
 	leads := s.tables[objLeads].all()
+	s.decay()
 	if len(leads) == 0 || n <= 0 {
 		return nil
 	}
@@ -69,18 +70,26 @@ func (s *Server) TickMSI(n int) []int64 {
 		n = len(leads)
 	}
 	now := s.now()
+	at := s.opts.Clock.Now()
 	var ids []int64
 	for _, i := range s.rnd.Perm(len(leads))[:n] {
 		r := leads[i]
 		typ := momentTypes[s.rnd.Intn(len(momentTypes))]
+		desc := fmt.Sprintf("%s: visited pricing page (%d)", typ, s.rnd.Intn(1000))
+		src := momentSources[s.rnd.Intn(len(momentSources))]
 		s.setMSI(r, "msiLastInterestingMomentType", typ)
 		s.setMSI(r, "msiLastInterestingMomentDate", now)
-		s.setMSI(r, "msiLastInterestingMomentDesc", fmt.Sprintf("%s: visited pricing page (%d)", typ, s.rnd.Intn(1000)))
-		s.setMSI(r, "msiLastInterestingMomentSource", momentSources[s.rnd.Intn(len(momentSources))])
+		s.setMSI(r, "msiLastInterestingMomentDesc", desc)
+		s.setMSI(r, "msiLastInterestingMomentSource", src)
 		s.setMSI(r, "priority", int64(s.rnd.Intn(100)+1))
 		s.setMSI(r, "relativeUrgency", int64(s.rnd.Intn(100)+1))
 		s.setMSI(r, "urgency", float64(s.rnd.Intn(1000))/10)
-		s.setMSI(r, s.opts.ScoreField, int64(s.rnd.Intn(100)+1))
+		oldScore, _ := r.fields[s.opts.ScoreField].(int64)
+		newScore := int64(s.rnd.Intn(100) + 1)
+		s.setMSI(r, s.opts.ScoreField, newScore)
+		// What Marketo logs for the lead: the moment and the score change.
+		s.logMoment(r.id, typ, desc, src, at)
+		s.logScore(r.id, s.opts.ScoreField, oldScore, newScore, at)
 		r.fields["updatedAt"] = now
 		ids = append(ids, r.id)
 	}

@@ -32,6 +32,15 @@ func (s *Server) route(r *http.Request, body []byte) *envelope {
 	if overridden {
 		method = http.MethodGet
 	}
+	if p == "activities" || p == "activities/types" {
+		if method != http.MethodGet {
+			return fail("605", "HTTP Method not supported")
+		}
+		if p == "activities/types" {
+			return s.activityTypes()
+		}
+		return s.activitiesFeed(r.URL.Query())
+	}
 	if p == "activities/pagingtoken" || p == "activities/leadchanges" {
 		if method != http.MethodGet {
 			return fail("605", "HTTP Method not supported")

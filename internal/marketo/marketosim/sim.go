@@ -89,6 +89,14 @@ type Options struct {
 	// appear as Data Value Change activities in the lead-changes feed
 	// (UNCONFIRMED whether Marketo emits them).
 	MSIChangeActivities bool
+	// InterestingMomentTypeID is the activity type id of Interesting Moment
+	// (UNCONFIRMED: Adobe's blog text says 41, its sample code queries 46;
+	// default 46). Clients should look it up by name in types.json.
+	InterestingMomentTypeID int
+	// UrgencyHalfLife is how fast relativeUrgency and urgency decay on the
+	// simulator's clock without new activity (default 24 h); the decay
+	// emits no activity, as on Marketo (UNCONFIRMED).
+	UrgencyHalfLife time.Duration
 	// CustomFields adds fields per object (key: "leads", "companies", …).
 	CustomFields map[string][]Field
 
@@ -133,6 +141,12 @@ func (o *Options) defaults() {
 	}
 	if o.IdentityErrorBody == "" {
 		o.IdentityErrorBody = `{"error":"invalid_client","error_description":"Bad client credentials"}`
+	}
+	if o.InterestingMomentTypeID <= 0 {
+		o.InterestingMomentTypeID = 46
+	}
+	if o.UrgencyHalfLife <= 0 {
+		o.UrgencyHalfLife = 24 * time.Hour
 	}
 	if o.ServerTimeout <= 0 {
 		o.ServerTimeout = 30 * time.Second
@@ -187,6 +201,8 @@ type Server struct {
 	stats      Stats
 	tables     map[string]*table
 	activities []activity    // lead activity log, oldest first
+	lastDecay  time.Time     // when urgency last decayed
+	callLog    []time.Time   // arrival of every admitted call, for window checks
 	hold       chan struct{} // non-nil: admitted calls wait for it to close
 	raceGate   func()        // test hook between lookup and write when RaceDuplicates
 }
@@ -221,6 +237,7 @@ func (s *Server) Reset() {
 	s.stats = Stats{Requests: map[string]int{}, Responses: map[string]int{}, RecordReasons: map[string]int{}}
 	s.tables = map[string]*table{}
 	s.activities = nil
+	s.callLog = nil
 	starts := map[string]int64{objSalesPersons: 101, objCompanies: 501, objLeads: 1001}
 	for name, spec := range s.specs {
 		s.tables[name] = newTable(spec, starts[name], s.opts.CaseInsensitiveIDs)
@@ -273,6 +290,27 @@ func (s *Server) Hold() (release func()) {
 			close(ch)
 		})
 	}
+}
+
+// CallLog returns the arrival time of every call admitted past the
+// concurrency and rate checks since the last Reset, oldest first.
+func (s *Server) CallLog() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.callLog...)
+}
+
+// MaxInWindow is the most calls of the call log inside any interval of
+// length window: what Marketo's rolling limit measures.
+func MaxInWindow(log []time.Time, window time.Duration) int {
+	best, j := 0, 0
+	for i := range log {
+		for log[i].Sub(log[j]) >= window {
+			j++
+		}
+		best = max(best, i-j+1)
+	}
+	return best
 }
 
 // InFlight returns the number of calls being processed now.
@@ -533,6 +571,7 @@ func (s *Server) admitAndHandle(r *http.Request, body []byte) (int, *envelope) {
 		return 200, fail("607", "Daily quota reached")
 	}
 	s.stamps = append(s.stamps, now)
+	s.callLog = append(s.callLog, now)
 	s.used++
 	uncount := func() {
 		// Remove this call's reservation: the docs say these codes are free.
