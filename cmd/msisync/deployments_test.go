@@ -14,15 +14,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// notYetRegistered are metrics the dashboard and alerts use that other work
-// in flight will add (issue 9: the shared Marketo budget; issue 11:
-// reconcile). Remove a name here once msisync registers it, so the test
-// checks it too.
-var notYetRegistered = map[string]string{
-	"msisync_marketo_daily_calls": "issue 9: today's Marketo calls by purpose (gauge, label purpose)",
-	"msisync_marketo_daily_quota": "issue 9: the daily Marketo call quota (gauge)",
-}
-
 var metricName = regexp.MustCompile(`\bmsisync_[a-z0-9_]+\b`)
 
 // familyOf maps a series name to its metric family (histogram parts).
@@ -141,19 +132,11 @@ func TestDeploymentsDashboardAndAlertsUseRealMetrics(t *testing.T) {
 		}
 		var missing []string
 		for m, where := range used {
-			if _, later := notYetRegistered[familyOf(m, families)]; !later && !families[familyOf(m, families)] {
+			if !families[familyOf(m, families)] {
 				missing = append(missing, m+" (used by "+strings.Join(where, ", ")+")")
 			}
 		}
 		slices.Sort(missing)
 		return len(missing) == 0, "not in /metrics:\n  " + strings.Join(missing, "\n  ")
 	})
-	for m, why := range notYetRegistered {
-		if families[m] {
-			t.Logf("%s is registered now (%s): remove it from notYetRegistered so this test checks it", m, why)
-		}
-		if len(used[m]) == 0 {
-			t.Errorf("notYetRegistered lists %s, which nothing uses", m)
-		}
-	}
 }
