@@ -7,13 +7,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/term"
 
 	"github.com/msisync/msisync/internal/config"
 	"github.com/msisync/msisync/internal/console"
 	"github.com/msisync/msisync/internal/doctor"
+	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/queue"
+	"github.com/msisync/msisync/internal/reconcile"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -88,6 +91,12 @@ func newConsole(a *app, role string) (http.Handler, *console.Activity, error) {
 			cfg.History = h
 		}
 	}
+	if a.store != nil {
+		cfg.Cycles = reconcileCycles{store: a.store}
+	}
+	if a.marketo != nil {
+		cfg.Budget = consoleBudget{c: a.marketo, window: marketo.InstanceWindow}
+	}
 	if a.marketo != nil && a.store != nil {
 		d := &doctor.Doctor{Marketo: a.marketo, Store: a.store, ScoreField: a.cfg.ScoreField}
 		if a.dataverse != nil {
@@ -114,4 +123,47 @@ func recordSettled(a *app, act *console.Activity) func(context.Context, []store.
 			}
 		}
 	}
+}
+
+// consoleBudget shows the Marketo client's budget (shared through the store
+// when the governor is) on the console's overview.
+type consoleBudget struct {
+	c      *marketo.Client
+	window time.Duration
+}
+
+func (b consoleBudget) Budget(ctx context.Context) (console.Budget, error) {
+	mb, err := b.c.Budget(ctx)
+	if err != nil {
+		return console.Budget{}, err
+	}
+	out := console.Budget{Day: mb.Day, Quota: mb.Quota, Used: mb.Used, ByPurpose: make(map[string]int, len(mb.ByPurpose)),
+		WindowCalls: mb.WindowCalls, WindowLimit: mb.WindowLimit, Window: b.window}
+	for p, n := range mb.ByPurpose {
+		out.ByPurpose[string(p)] = n
+	}
+	return out, nil
+}
+
+// reconcileCycles reports the last reconcile cycle, which the replica that
+// ran it saved in the store, so every process's console shows it.
+type reconcileCycles struct {
+	store interface {
+		GetMeta(ctx context.Context, key string) (string, bool, error)
+	}
+}
+
+func (r reconcileCycles) Cycles(ctx context.Context) ([]console.Cycle, error) {
+	rep, err := reconcile.LastReport(ctx, r.store)
+	if err != nil || rep == nil {
+		return nil, err
+	}
+	c := console.Cycle{Name: "Reconcile", Started: rep.Started, Finished: rep.Started.Add(rep.Duration), OK: rep.Error == ""}
+	switch {
+	case rep.Error != "":
+		c.Detail = rep.Error
+	default:
+		c.Detail = fmt.Sprintf("%d Dataverse requests, %d changes webhooks missed, %d enqueued", rep.Requests, rep.Found, rep.Enqueued)
+	}
+	return []console.Cycle{c}, nil
 }

@@ -236,11 +236,7 @@ func (s *server) overviewData(ctx context.Context) overviewData {
 		d.Purposes = append(d.Purposes, purposeRow{p, n})
 	}
 	slices.SortFunc(d.Purposes, func(a, b purposeRow) int { return b.Calls - a.Calls })
-	if s.cfg.Cycles != nil {
-		d.Cycles = get(ctx, true, func(ctx context.Context) ([]Cycle, error) { return s.cfg.Cycles.Cycles(ctx) })
-	} else {
-		d.Cycles = get(ctx, s.cfg.Gatherer != nil, s.cyclesFromMetrics)
-	}
+	d.Cycles = get(ctx, s.cfg.Cycles != nil || s.cfg.Gatherer != nil, s.cycles)
 	if s.cfg.Activity != nil {
 		snap := s.cfg.Activity.Snapshot()
 		d.Activity = &snap
@@ -249,8 +245,35 @@ func (s *server) overviewData(ctx context.Context) overviewData {
 	return d
 }
 
-// cyclesFromMetrics reports the loops' cycle counters when no CycleSource
-// is wired: how many ran and how many failed in this process.
+// cycles reports each loop's last cycle from the CycleSource, and the
+// cycle counters of this process for a loop the source does not know.
+func (s *server) cycles(ctx context.Context) ([]Cycle, error) {
+	var out []Cycle
+	if s.cfg.Gatherer != nil {
+		var err error
+		if out, err = s.cyclesFromMetrics(ctx); err != nil && s.cfg.Cycles == nil {
+			return nil, err
+		}
+	}
+	if s.cfg.Cycles == nil {
+		return out, nil
+	}
+	last, err := s.cfg.Cycles.Cycles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range last {
+		if i := slices.IndexFunc(out, func(m Cycle) bool { return m.Name == c.Name }); i >= 0 {
+			out[i] = c
+		} else {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// cyclesFromMetrics reports the loops' cycle counters: how many ran and how
+// many failed in this process.
 func (s *server) cyclesFromMetrics(context.Context) ([]Cycle, error) {
 	mfs, err := s.cfg.Gatherer.Gather()
 	if err != nil && len(mfs) == 0 {
