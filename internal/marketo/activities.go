@@ -57,21 +57,34 @@ func (c *Client) LeadChanges(ctx context.Context, token string, fields []string)
 	if len(fields) == 0 {
 		return nil, token, fmt.Errorf("marketo: %s: fields are required", op)
 	}
+	return c.activityPages(ctx, op, "lead changes", "/rest/v1/activities/leadchanges.json", token,
+		url.Values{"fields": {strings.Join(fields, ",")}})
+}
+
+// activityPages reads an activity feed from token on, following moreResult
+// until caught up (at most maxActivityPages pages a call: the token it
+// returns resumes the rest next time). Activities and lead changes share
+// one shape; fields and primaryAttributeValue are there when the feed has
+// them.
+func (c *Client) activityPages(ctx context.Context, op, endpoint, path, token string, query url.Values) ([]Activity, string, error) {
 	var out []Activity
-	for page := 0; page < 10000; page++ {
-		env, err := c.do(ctx, call{op: op, endpoint: "lead changes", method: http.MethodGet,
-			path:  "/rest/v1/activities/leadchanges.json",
-			query: url.Values{"nextPageToken": {token}, "fields": {strings.Join(fields, ",")}}})
+	for page := 0; page < maxActivityPages; page++ {
+		q := url.Values{"nextPageToken": {token}}
+		for k, v := range query {
+			q[k] = v
+		}
+		env, err := c.do(ctx, call{op: op, endpoint: endpoint, method: http.MethodGet, path: path, query: q})
 		if err != nil {
 			return out, token, err
 		}
 		var raw []struct {
-			ID             json.Number `json:"id"`
-			MarketoGUID    string      `json:"marketoGUID"`
-			LeadID         json.Number `json:"leadId"`
-			ActivityDate   string      `json:"activityDate"`
-			ActivityTypeID int         `json:"activityTypeId"`
-			Fields         []struct {
+			ID                    json.Number `json:"id"`
+			MarketoGUID           string      `json:"marketoGUID"`
+			LeadID                json.Number `json:"leadId"`
+			ActivityDate          string      `json:"activityDate"`
+			ActivityTypeID        int         `json:"activityTypeId"`
+			PrimaryAttributeValue any         `json:"primaryAttributeValue"`
+			Fields                []struct {
 				ID       json.Number `json:"id"`
 				Name     string      `json:"name"`
 				NewValue any         `json:"newValue"`
@@ -103,6 +116,9 @@ func (c *Client) LeadChanges(ctx context.Context, token string, fields []string)
 				id, _ := f.ID.Int64()
 				a.Fields = append(a.Fields, ActivityField{ID: id, Name: f.Name, NewValue: f.NewValue, OldValue: f.OldValue})
 			}
+			if r.PrimaryAttributeValue != nil {
+				a.Attributes["primaryAttributeValue"] = r.PrimaryAttributeValue
+			}
 			for _, at := range r.Attributes {
 				a.Attributes[at.Name] = at.Value
 			}
@@ -117,3 +133,7 @@ func (c *Client) LeadChanges(ctx context.Context, token string, fields []string)
 	}
 	return out, token, nil
 }
+
+// maxActivityPages bounds one read of a feed; the returned token goes on
+// from where it stopped.
+const maxActivityPages = 10000

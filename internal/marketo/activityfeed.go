@@ -1,7 +1,6 @@
 package marketo
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // ActivityType is one entry of Get Activity Types.
@@ -51,57 +49,6 @@ func (c *Client) Activities(ctx context.Context, token string, typeIDs []int) ([
 	for i, id := range typeIDs {
 		ids[i] = strconv.Itoa(id)
 	}
-	var out []Activity
-	for page := 0; page < 10000; page++ {
-		env, err := c.do(ctx, call{op: op, endpoint: "activities", method: http.MethodGet,
-			path:  "/rest/v1/activities.json",
-			query: url.Values{"nextPageToken": {token}, "activityTypeIds": {strings.Join(ids, ",")}}})
-		if err != nil {
-			return out, token, err
-		}
-		var raw []struct {
-			ID                    json.Number `json:"id"`
-			MarketoGUID           string      `json:"marketoGUID"`
-			LeadID                json.Number `json:"leadId"`
-			ActivityDate          string      `json:"activityDate"`
-			ActivityTypeID        int         `json:"activityTypeId"`
-			PrimaryAttributeValue any         `json:"primaryAttributeValue"`
-			Attributes            []struct {
-				Name  string `json:"name"`
-				Value any    `json:"value"`
-			} `json:"attributes"`
-		}
-		if len(env.Result) > 0 {
-			dec := json.NewDecoder(bytes.NewReader(env.Result))
-			dec.UseNumber()
-			if err := dec.Decode(&raw); err != nil {
-				return out, token, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
-			}
-		}
-		for _, r := range raw {
-			a := Activity{MarketoGUID: r.MarketoGUID, ActivityTypeID: r.ActivityTypeID, Attributes: map[string]any{}}
-			a.ID, _ = r.ID.Int64()
-			a.LeadID, _ = r.LeadID.Int64()
-			for _, layout := range []string{"2006-01-02T15:04:05Z0700", time.RFC3339} {
-				if t, err := time.Parse(layout, r.ActivityDate); err == nil {
-					a.ActivityDate = t
-					break
-				}
-			}
-			if r.PrimaryAttributeValue != nil {
-				a.Attributes["primaryAttributeValue"] = r.PrimaryAttributeValue
-			}
-			for _, at := range r.Attributes {
-				a.Attributes[at.Name] = at.Value
-			}
-			out = append(out, a)
-		}
-		if env.NextPageToken != "" {
-			token = env.NextPageToken
-		}
-		if !env.MoreResult {
-			break
-		}
-	}
-	return out, token, nil
+	return c.activityPages(ctx, op, "activities", "/rest/v1/activities.json", token,
+		url.Values{"activityTypeIds": {strings.Join(ids, ",")}})
 }
