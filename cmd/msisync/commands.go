@@ -182,14 +182,9 @@ func newBackfillCmd() *cobra.Command {
 		Short: "Page through Dataverse in dependency order and enqueue every record (resumes where an interrupted run stopped)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			var list []string
-			for _, e := range strings.Split(entities, ",") {
-				if e = strings.TrimSpace(e); e != "" {
-					if !event.IsSyncedEntity(e) {
-						return usagef("--entities: %q is not one of %s", e, strings.Join(event.SyncedEntities, ", "))
-					}
-					list = append(list, e)
-				}
+			list, err := entitiesFlag(entities)
+			if err != nil {
+				return err
 			}
 			var from time.Time
 			if since > 0 {
@@ -520,4 +515,19 @@ func newBenchMSICmd() *cobra.Command {
 	cmd.Flags().DurationVar(&o.Interval, "interval", msi.DefaultInterval, "write-back interval")
 	cmd.Flags().DurationVar(&o.Sweep, "sweep", msi.DefaultSweep, "rolling sweep period")
 	return cmd
+}
+
+// entitiesFlag parses --entities: a comma-separated list of synced tables
+// (empty: all of them, in dependency order, as the caller decides).
+func entitiesFlag(v string) ([]string, error) {
+	var list []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			if !event.IsSyncedEntity(e) {
+				return nil, usagef("--entities: %q is not one of %s", e, strings.Join(event.SyncedEntities, ", "))
+			}
+			list = append(list, e)
+		}
+	}
+	return list, nil
 }

@@ -21,14 +21,9 @@ func newReconcileCmd() *cobra.Command {
 		Short: "Read what changed in Dataverse (change tracking) and enqueue what the webhooks missed; a loop every MSISYNC_RECONCILE_INTERVAL, or one cycle with --once",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			var list []string
-			for _, e := range strings.Split(entities, ",") {
-				if e = strings.TrimSpace(e); e != "" {
-					if !event.IsSyncedEntity(e) {
-						return usagef("--entities: %q is not one of %s", e, strings.Join(event.SyncedEntities, ", "))
-					}
-					list = append(list, e)
-				}
+			list, err := entitiesFlag(entities)
+			if err != nil {
+				return err
 			}
 			a, err := openApp(c.Context(), needs{queue: true, store: true, dataverse: true})
 			if err != nil {
