@@ -22,52 +22,58 @@ func (c *Config) EnsureWebhookKey() (created bool, err error) {
 	if len(c.WebhookKeys) > 0 {
 		return false, nil
 	}
-	path := filepath.Join(c.DataDir, KeyFile)
+	k, created, err := ensureSecretFile(c.DataDir, KeyFile)
+	if err != nil {
+		return false, fmt.Errorf("webhook key: %w", err)
+	}
+	c.WebhookKeys = []string{k}
+	c.WebhookKeyGenerated = created
+	return created, nil
+}
+
+// ensureSecretFile reads dir/name, or creates it with a new random value.
+// The file appears whole or not at all (temp file, fsync, link), and a
+// process that loses the race uses the winner's value.
+func ensureSecretFile(dir, name string) (value string, created bool, err error) {
+	path := filepath.Join(dir, name)
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
-		k := strings.TrimSpace(string(b))
-		if len(k) < 16 {
-			return false, fmt.Errorf("webhook key in %s is shorter than 16 characters: delete the file to generate a new one", path)
+		v := strings.TrimSpace(string(b))
+		if len(v) < 16 {
+			return "", false, fmt.Errorf("%s is shorter than 16 characters: delete the file to generate a new one", path)
 		}
-		c.WebhookKeys = []string{k}
-		return false, nil
+		return v, false, nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return false, fmt.Errorf("read webhook key %s: %w", path, err)
+		return "", false, fmt.Errorf("read %s: %w", path, err)
 	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return false, fmt.Errorf("create data folder %s: %w", c.DataDir, err)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", false, fmt.Errorf("create data folder %s: %w", dir, err)
 	}
 	raw := make([]byte, 24)
 	if _, err := rand.Read(raw); err != nil {
-		return false, fmt.Errorf("generate webhook key: %w", err)
+		return "", false, fmt.Errorf("generate %s: %w", name, err)
 	}
-	k := hex.EncodeToString(raw)
-	// Write a temporary file, then link it into place: the key file appears
-	// whole or not at all, so a second process racing us never reads it
-	// half-written, and the link fails (and we use its key) if it won.
-	f, err := os.CreateTemp(c.DataDir, KeyFile+".*.tmp")
+	v := hex.EncodeToString(raw)
+	f, err := os.CreateTemp(dir, name+".*.tmp") // 0600
 	if err != nil {
-		return false, fmt.Errorf("save webhook key %s: %w", path, err)
+		return "", false, fmt.Errorf("save %s: %w", path, err)
 	}
-	defer os.Remove(f.Name()) // CreateTemp makes it 0600
-	if _, err := f.WriteString(k + "\n"); err != nil {
-		f.Close()
-		return false, fmt.Errorf("save webhook key %s: %w", path, err)
+	defer os.Remove(f.Name())
+	_, werr := f.WriteString(v + "\n")
+	if werr == nil {
+		werr = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return false, fmt.Errorf("save webhook key %s: %w", path, err)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
 	}
-	if err := f.Close(); err != nil {
-		return false, fmt.Errorf("save webhook key %s: %w", path, err)
+	if werr != nil {
+		return "", false, fmt.Errorf("save %s: %w", path, werr)
 	}
 	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
-		return c.EnsureWebhookKey()
+		return ensureSecretFile(dir, name)
 	} else if err != nil {
-		return false, fmt.Errorf("save webhook key %s: %w", path, err)
+		return "", false, fmt.Errorf("save %s: %w", path, err)
 	}
-	c.WebhookKeys = []string{k}
-	c.WebhookKeyGenerated = true
-	return true, nil
+	return v, true, nil
 }
