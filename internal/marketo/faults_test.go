@@ -348,7 +348,10 @@ func TestTimeoutsAndLostResponses_RetriedWithoutDuplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkLeadResults(in, res)
-	if res[0].Status != "updated" || len(e.sim.Dump().Leads) != 5 || c.Stats().Retries != 3 {
+	// Three faults, three retries at least: on a loaded machine a healthy
+	// call can also outlast the 100 ms client timeout and be retried, which
+	// must not duplicate anything either.
+	if res[0].Status != "updated" || len(e.sim.Dump().Leads) != 5 || c.Stats().Retries < 3 {
 		t.Fatalf("want the retry to update the leads the lost call created: %+v, %d leads, %d retries",
 			res[0], len(e.sim.Dump().Leads), c.Stats().Retries)
 	}
