@@ -149,7 +149,6 @@ func (q *Queue) writer() {
 			}
 		}
 		q.commit(batch)
-		q.idleCheckpoint()
 	}
 }
 
