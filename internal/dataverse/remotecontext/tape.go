@@ -44,6 +44,19 @@ type tape struct {
 	nodes []node
 	// dupKey is a top-level key seen twice (the one case refused outright).
 	dupKey string
+	// keys of the objects being read: a fingerprint (length and first
+	// bytes) to compare cheaply, and the key's node
+	keyFP  []uint64
+	keyIdx []int32
+}
+
+// fingerprint packs a key's length and first seven bytes.
+func fingerprint(k []byte) uint64 {
+	fp := uint64(len(k)) << 56
+	for i := 0; i < len(k) && i < 7; i++ {
+		fp |= uint64(k[i]) << (8 * i)
+	}
+	return fp
 }
 
 // maxTapeBody bounds what the tape indexes (int32 offsets); webhook bodies
@@ -56,6 +69,7 @@ func (t *tape) build(body []byte) bool {
 		return false
 	}
 	t.b, t.i, t.depth, t.nodes, t.dupKey = body, 0, 0, t.nodes[:0], ""
+	t.keyFP, t.keyIdx = t.keyFP[:0], t.keyIdx[:0]
 	t.ws()
 	if !t.value() {
 		return false
@@ -151,6 +165,15 @@ func (t *tape) number() bool {
 	return true
 }
 
+// plainASCII marks the bytes a string may hold as they are: printable
+// ASCII except '"' and '\\'.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // str validates a string at t.i (which is '"') and records its span.
 func (t *tape) str() bool {
 	b := t.b
@@ -158,6 +181,13 @@ func (t *tape) str() bool {
 	ascii, esc := true, false
 	i := start
 	for i < len(b) {
+		// Plain printable ASCII is the bulk: skip it with a table lookup.
+		for i < len(b) && plainASCII[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -207,6 +237,7 @@ func (t *tape) object() bool {
 	self := t.push(node{kind: kObject})
 	t.ws()
 	members := 0
+	base := len(t.keyFP)
 	if t.i < len(t.b) && t.b[t.i] == '}' {
 		t.i++
 	} else {
@@ -220,8 +251,9 @@ func (t *tape) object() bool {
 			}
 			// Repeated keys: compare with the earlier keys of this object.
 			kb := t.text(key)
-			for k := self + 1; k < key; k = int(t.nodes[k+1].next) {
-				if bytes.Equal(t.text(k), kb) {
+			fp := fingerprint(kb)
+			for j, other := range t.keyFP[base:] {
+				if other == fp && bytes.Equal(t.text(int(t.keyIdx[base+j])), kb) {
 					if t.depth != 1 {
 						return false // encoding/json keeps the last: the tree path mirrors it
 					}
@@ -230,6 +262,8 @@ func (t *tape) object() bool {
 					}
 				}
 			}
+			t.keyFP = append(t.keyFP, fp)
+			t.keyIdx = append(t.keyIdx, int32(key))
 			t.ws()
 			if t.i >= len(t.b) || t.b[t.i] != ':' {
 				return false
@@ -260,6 +294,7 @@ func (t *tape) object() bool {
 		}
 	}
 	t.depth--
+	t.keyFP, t.keyIdx = t.keyFP[:base], t.keyIdx[:base]
 	t.nodes[self].n = int32(members)
 	t.nodes[self].next = int32(len(t.nodes))
 	return true
