@@ -420,7 +420,7 @@ func newBenchCmd() *cobra.Command {
 	sync.Flags().IntVar(&o.MaxConcurrent, "concurrency", 10, "concurrent Marketo calls (simulator limit and client governor)")
 	sync.Flags().BoolVar(&o.LookupExternalPersonID, "lookup-external-person-id", false, "simulate a Marketo that accepts lookupField=externalPersonId")
 	sync.Flags().BoolVar(&o.Cold, "cold", false, "start with an empty rate window (measures the initial burst too)")
-	cmd.AddCommand(sync, newBenchReceiverCmd(), newBenchMSICmd())
+	cmd.AddCommand(sync, newBenchReceiverCmd(), newBenchMSICmd(), newBenchBareCmd(), newBenchPacedCmd())
 	return cmd
 }
 

@@ -60,3 +60,16 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkParseTree is Parse through the generic tree (the path parseDirect
+// declines to): the same-run baseline for BenchmarkParse.
+func BenchmarkParseTree(b *testing.B) {
+	body := fixture(b, "contact_update.json")
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseTree(body, Headers{}, event.SourceWebhook); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -69,6 +69,15 @@ func ParseServiceBus(body []byte, props map[string]string) (*event.Event, error)
 }
 
 func parse(body []byte, h Headers, source string) (*event.Event, error) {
+	if e, err, ok := parseDirect(body, h, source); ok {
+		return e, err
+	}
+	return parseTree(body, h, source)
+}
+
+// parseTree is parse through a generic tree: the reference parseDirect must
+// agree with, and the path for everything it declines.
+func parseTree(body []byte, h Headers, source string) (*event.Event, error) {
 	tree, err := decode(body)
 	if err != nil {
 		return nil, err

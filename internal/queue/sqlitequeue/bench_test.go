@@ -56,7 +56,7 @@ func BenchmarkSend(b *testing.B) {
 	for _, window := range []struct {
 		name string
 		d    time.Duration
-	}{{"window=1ms", time.Millisecond}, {"window=off", -1}} {
+	}{{"window=1ms", time.Millisecond}, {"window=off(default)", 0}} {
 		b.Run(window.name, func(b *testing.B) {
 			q := openBench(b, Options{CommitWindow: window.d})
 			var next atomic.Int64

@@ -50,7 +50,10 @@ const (
 	DefaultMaxMessageBytes  = 1 << 20
 	DefaultPollInterval     = 100 * time.Millisecond
 	DefaultBusyTimeout      = 10 * time.Second
-	DefaultCommitWindow     = time.Millisecond
+	// DefaultCommitWindow is no window: the writer commits at once whatever
+	// has queued up, and what arrives during that commit's fsync is the next
+	// group, so a batch grows with the load and a lone send waits for no one.
+	DefaultCommitWindow = 0
 
 	// maxIDLength is Service Bus' MessageId limit; the same limit here keeps
 	// the adapters interchangeable.
@@ -71,12 +74,12 @@ type Options struct {
 	// PollInterval is how often a waiting Receive looks for messages sent by
 	// other processes (same-process sends wake it at once). Default 100 ms.
 	PollInterval time.Duration
-	// CommitWindow bounds how long the writer lingers for more sends before
-	// committing; it stops earlier at the first quiet gap of CommitWindow/10,
-	// so a lone sender waits ~0.1 ms, not 1 ms. Default 1 ms; negative
-	// disables lingering (requests that queued up during the previous commit
-	// are still batched). BenchmarkSend with 32 senders: ~30 msgs/commit
-	// with the default against ~16 without.
+	// CommitWindow, when positive, makes the writer linger for more sends
+	// before committing; it stops earlier at the first quiet gap of
+	// CommitWindow/10. Default (0) and negative: no lingering; every request
+	// that queued up while the previous commit was in flight goes into the
+	// next transaction, so the group grows with the load without a fixed
+	// delay (a fixed window only adds latency once commits are back to back).
 	CommitWindow time.Duration
 	// BusyTimeout is how long a write waits for another process' lock.
 	// Default 10 s.
@@ -115,9 +118,6 @@ func (o Options) withDefaults() (Options, error) {
 	if o.PollInterval == 0 {
 		o.PollInterval = DefaultPollInterval
 	}
-	if o.CommitWindow == 0 {
-		o.CommitWindow = DefaultCommitWindow
-	}
 	if o.BusyTimeout == 0 {
 		o.BusyTimeout = DefaultBusyTimeout
 	}
@@ -154,6 +154,8 @@ type Queue struct {
 	syncFull  bool         // current PRAGMA synchronous of wconn; owned by the writer
 	nextPrune time.Time    // owned by the writer goroutine
 	commits   atomic.Int64 // transactions committed, for benchmarks
+
+	ckpt checkpointer // WAL checkpoints, off the commit path (checkpoint.go)
 }
 
 var _ queue.Queue = (*Queue)(nil)
@@ -259,6 +261,7 @@ func Open(ctx context.Context, path string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlitequeue: open %q: set wal_autocheckpoint: %w", path, err)
 	}
+	q.startCheckpointer()
 	go q.writer()
 	return q, nil
 }
@@ -308,6 +311,7 @@ func (q *Queue) Close() error {
 	q.inflight.Wait()
 	close(q.ops)
 	<-q.writerDone
+	q.stopCheckpointer()
 	q.wconn.Close()
 	if err := q.db.Close(); err != nil {
 		return fmt.Errorf("sqlitequeue: close %q: %w", q.path, err)

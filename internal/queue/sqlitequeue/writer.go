@@ -24,10 +24,13 @@ type op struct {
 	done         chan error
 }
 
-// wtx is the writer's transaction, with statements prepared once per batch.
+// wtx is the writer's transaction. Its statements are prepared once per
+// queue (prepared) and bound to each transaction, so a commit does not pay
+// for parsing SQL again.
 type wtx struct {
 	tx    *sql.Tx
 	now   time.Time
+	q     *Queue
 	stmts map[string]*sql.Stmt
 }
 
@@ -35,10 +38,14 @@ func (w *wtx) stmt(query string) (*sql.Stmt, error) {
 	if s, ok := w.stmts[query]; ok {
 		return s, nil
 	}
-	s, err := w.tx.Prepare(query)
+	parent, err := w.q.prepared(query)
 	if err != nil {
 		return nil, err
 	}
+	// The statement is prepared on the pool; database/sql keeps one
+	// preparation per connection, so on the writer's connection this
+	// re-prepares only the first time.
+	s := w.tx.Stmt(parent)
 	w.stmts[query] = s
 	return s, nil
 }
@@ -194,7 +201,7 @@ func (q *Queue) runTx(batch []*op) (err error) {
 			tx.Rollback()
 		}
 	}()
-	w := &wtx{tx: tx, now: q.opts.Clock.Now(), stmts: map[string]*sql.Stmt{}}
+	w := &wtx{tx: tx, now: q.opts.Clock.Now(), q: q, stmts: map[string]*sql.Stmt{}}
 	for _, o := range batch {
 		if err := o.run(w); err != nil {
 			return err
@@ -209,6 +216,7 @@ func (q *Queue) runTx(batch []*op) (err error) {
 		return fmt.Errorf("commit: %w", err)
 	}
 	q.commits.Add(1)
+	q.committed(batch)
 	if !w.now.Before(q.nextPrune) {
 		q.nextPrune = w.now.Add(min(q.opts.DuplicateWindow/2, time.Minute))
 	}
