@@ -714,6 +714,9 @@ func (d *direct) messageInputs(e *event.Event, message string, inputs int) bool 
 			return ok
 		}
 		return option("State", "statecode") && option("Status", "statuscode")
+	case strings.EqualFold(message, event.MessageMerge):
+		// Rare, and SubordinateId/UpdateContent are read by the tree path only.
+		return false
 	case strings.EqualFold(message, event.MessageQualifyLead):
 		match, ok := refID("LeadId")
 		if !ok || !match {
