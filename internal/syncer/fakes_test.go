@@ -339,6 +339,38 @@ func (s *fakeStore) PutMeta(_ context.Context, k, v string) error {
 	s.meta[k] = v
 	return nil
 }
+
+// Apply applies the changes whole, under one lock, in the adapters' order.
+func (s *fakeStore) Apply(_ context.Context, c *store.Changes) error {
+	if c == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for kind, ids := range c.LinkDeletes() {
+		for _, id := range ids {
+			delete(s.links[kind], id)
+		}
+	}
+	for _, l := range c.LinkPuts() {
+		if s.links[l.Kind] == nil {
+			s.links[l.Kind] = map[string]store.Link{}
+		}
+		s.links[l.Kind][l.ExternalID] = l
+	}
+	for _, id := range c.ConnectionDeletes() {
+		delete(s.conns, id)
+	}
+	for _, x := range c.ConnectionPuts() {
+		s.conns[x.ID] = x
+	}
+	for k, v := range c.Versions() {
+		s.versions[k] = max(s.versions[k], v)
+	}
+	maps.Copy(s.meta, c.Meta())
+	return nil
+}
+
 func (s *fakeStore) Ping(context.Context) error { return nil }
 func (s *fakeStore) Close() error               { return nil }
 
