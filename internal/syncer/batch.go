@@ -176,6 +176,9 @@ type batch struct {
 	oppConns map[string][]store.Connection
 	// byEmail caches the Marketo persons found by email (persons.go).
 	byEmail map[string][]emailPerson
+	// changes collects every store change the batch makes (links,
+	// versions, connections, meta); save applies them in one transaction.
+	changes store.Changes
 }
 
 func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
@@ -202,7 +205,7 @@ func (b *batch) unsettled() []*queue.Delivery {
 }
 
 // process does everything but settling the messages: decode, coalesce,
-// lock, resolve, write and persist. Record locks are released at the end,
+// lock, resolve, write and save (the batch's one store transaction). Record locks are released at the end,
 // since what the store says is now what Marketo has.
 func (b *batch) process(ctx context.Context) error {
 	b.stats.Received = len(b.ds)
@@ -233,7 +236,7 @@ func (b *batch) process(ctx context.Context) error {
 			b.unlockRecords(ctx)
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.retire, b.unlinkMerged, b.deletes, b.settleMerged}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.retire, b.unlinkMerged, b.deletes, b.settleMerged, b.save}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -515,9 +518,17 @@ func (b *batch) loadLinks(ctx context.Context) error {
 func (b *batch) storeLinks(ctx context.Context, kind string, ids []string) error {
 	var want []string
 	for _, id := range ids {
-		if _, ok := b.links[kind][id]; !ok {
-			want = append(want, id)
+		if _, ok := b.links[kind][id]; ok {
+			continue
 		}
+		// Not saved yet: the batch's own changes speak for the id.
+		if l, put, ok := b.changes.Link(kind, id); ok {
+			if put {
+				b.links[kind][id] = l
+			}
+			continue
+		}
+		want = append(want, id)
 	}
 	if len(want) == 0 {
 		return nil
@@ -1331,45 +1342,62 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 			movedFrom = append(movedFrom, r.movedFrom)
 		}
 	}
-	if len(stale) > 0 {
-		if err := b.s.cfg.Store.DeleteLinks(ctx, store.KindPerson, stale); err != nil {
-			return fmt.Errorf("syncer: delete stale links: %w", err)
-		}
-	}
-	if len(links) > 0 {
-		if err := b.s.cfg.Store.PutLinks(ctx, links); err != nil {
-			return fmt.Errorf("syncer: put links: %w", err)
-		}
-	}
-	if len(versions) > 0 {
-		if err := b.s.cfg.Store.PutVersions(ctx, versions); err != nil {
-			return fmt.Errorf("syncer: put versions: %w", err)
-		}
-	}
-	if len(conns) > 0 {
-		if err := b.s.cfg.Store.PutConnections(ctx, conns); err != nil {
-			return fmt.Errorf("syncer: put connections: %w", err)
-		}
-	}
-	if len(movedFrom) > 0 {
-		if err := b.s.cfg.Store.DeleteLinks(ctx, store.KindPerson, movedFrom); err != nil {
-			return fmt.Errorf("syncer: delete moved lead links: %w", err)
-		}
-		for _, id := range movedFrom {
-			delete(b.links[store.KindPerson], id)
-		}
+	b.changes.DeleteLinks(store.KindPerson, stale...)
+	b.changes.PutLinks(links...)
+	b.changes.PutVersions(versions)
+	b.changes.PutConnections(conns...)
+	b.changes.DeleteLinks(store.KindPerson, movedFrom...)
+	for _, id := range movedFrom {
+		delete(b.links[store.KindPerson], id)
 	}
 	for _, r := range recs {
 		if !r.written || r.entity != event.EntityContact {
 			continue
 		}
 		if ref, ok := refOf(r.attrs, "originatingleadid"); ok && ref.LogicalName == event.EntityLead {
-			if err := b.s.cfg.Store.PutMeta(ctx, metaQualified(ref.ID), r.id); err != nil {
-				return fmt.Errorf("syncer: put meta: %w", err)
-			}
+			b.changes.PutMeta(metaQualified(ref.ID), r.id)
 		}
 	}
 	return nil
+}
+
+// save applies every store change of the batch (links, versions,
+// connections, meta) in one transaction, before any message is settled:
+// a crash before it leaves none of the batch's bookkeeping, so the
+// redelivered messages find the store as it was.
+func (b *batch) save(ctx context.Context) error {
+	if err := b.s.cfg.Store.Apply(ctx, &b.changes); err != nil {
+		return fmt.Errorf("syncer: save the batch's %d records: %w", len(b.recs), err)
+	}
+	return nil
+}
+
+// connectionsByOpportunity is Store.ConnectionsByOpportunity as it will be
+// once the batch is saved: the batch's own connection changes override.
+func (b *batch) connectionsByOpportunity(ctx context.Context, opp string) ([]store.Connection, error) {
+	stored, err := b.s.cfg.Store.ConnectionsByOpportunity(ctx, opp)
+	if err != nil {
+		return nil, fmt.Errorf("syncer: connections of opportunity %s: %w", opp, err)
+	}
+	out := stored[:0:0]
+	seen := map[string]bool{}
+	for _, c := range stored {
+		seen[c.ID] = true
+		if x, put, ok := b.changes.Connection(c.ID); ok {
+			if put && x.OpportunityID == opp {
+				out = append(out, x)
+			}
+			continue
+		}
+		out = append(out, c)
+	}
+	for _, x := range b.changes.ConnectionPuts() {
+		if x.OpportunityID == opp && !seen[x.ID] {
+			out = append(out, x)
+		}
+	}
+	slices.SortFunc(out, func(a, c store.Connection) int { return strings.Compare(a.ID, c.ID) })
+	return out, nil
 }
 
 // settle completes, requeues or dead-letters every message. Settlements run

@@ -169,6 +169,8 @@ type fakeStore struct {
 	conns    map[string]store.Connection
 	meta     map[string]string
 	locks    map[string]string
+	applyErr error // Apply fails with it, writing nothing, when set
+	applies  int   // Apply calls with changes
 }
 
 func newFakeStore() *fakeStore {
@@ -342,11 +344,15 @@ func (s *fakeStore) PutMeta(_ context.Context, k, v string) error {
 
 // Apply applies the changes whole, under one lock, in the adapters' order.
 func (s *fakeStore) Apply(_ context.Context, c *store.Changes) error {
-	if c == nil {
+	if c == nil || c.Empty() {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.applyErr != nil {
+		return s.applyErr
+	}
+	s.applies++
 	for kind, ids := range c.LinkDeletes() {
 		for _, id := range ids {
 			delete(s.links[kind], id)

@@ -591,9 +591,9 @@ func (b *batch) deletes(ctx context.Context) error {
 		}
 	}
 	for _, r := range byEntity[event.EntityOpportunity] {
-		conns, err := b.s.cfg.Store.ConnectionsByOpportunity(ctx, r.id)
+		conns, err := b.connectionsByOpportunity(ctx, r.id)
 		if err != nil {
-			return fmt.Errorf("syncer: connections of opportunity %s: %w", r.id, err)
+			return err
 		}
 		for _, c := range conns {
 			connIDs = append(connIDs, owned{r, c.ID})
@@ -684,19 +684,9 @@ func (b *batch) deletes(ctx context.Context) error {
 		}
 	}
 	for kind, ids := range byKind {
-		if err := b.s.cfg.Store.DeleteLinks(ctx, kind, ids); err != nil {
-			return fmt.Errorf("syncer: delete %s links: %w", kind, err)
-		}
+		b.changes.DeleteLinks(kind, ids...)
 	}
-	if len(conns) > 0 {
-		if err := b.s.cfg.Store.DeleteConnections(ctx, conns); err != nil {
-			return fmt.Errorf("syncer: delete connections: %w", err)
-		}
-	}
-	if len(versions) > 0 {
-		if err := b.s.cfg.Store.PutVersions(ctx, versions); err != nil {
-			return fmt.Errorf("syncer: put versions: %w", err)
-		}
-	}
+	b.changes.DeleteConnections(conns...)
+	b.changes.PutVersions(versions)
 	return nil
 }

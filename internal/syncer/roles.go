@@ -153,9 +153,9 @@ func (b *batch) roleHeld(ctx context.Context, c store.Connection) (bool, error) 
 	conns, ok := b.oppConns[c.OpportunityID]
 	if !ok {
 		var err error
-		conns, err = b.s.cfg.Store.ConnectionsByOpportunity(ctx, c.OpportunityID)
+		conns, err = b.connectionsByOpportunity(ctx, c.OpportunityID)
 		if err != nil {
-			return false, fmt.Errorf("syncer: connections of opportunity %s: %w", c.OpportunityID, err)
+			return false, err
 		}
 		if b.oppConns == nil {
 			b.oppConns = map[string][]store.Connection{}
@@ -306,25 +306,9 @@ func (b *batch) retire(ctx context.Context) error {
 			}
 		}
 	}
-	if len(unlink) > 0 {
-		if err := b.s.cfg.Store.DeleteLinks(ctx, store.KindRole, unlink); err != nil {
-			return fmt.Errorf("syncer: delete role links: %w", err)
-		}
-	}
-	if len(keep) > 0 {
-		if err := b.s.cfg.Store.PutConnections(ctx, keep); err != nil {
-			return fmt.Errorf("syncer: put connections: %w", err)
-		}
-	}
-	if len(drop) > 0 {
-		if err := b.s.cfg.Store.DeleteConnections(ctx, drop); err != nil {
-			return fmt.Errorf("syncer: delete connections: %w", err)
-		}
-	}
-	if len(versions) > 0 {
-		if err := b.s.cfg.Store.PutVersions(ctx, versions); err != nil {
-			return fmt.Errorf("syncer: put versions: %w", err)
-		}
-	}
+	b.changes.DeleteLinks(store.KindRole, unlink...)
+	b.changes.PutConnections(keep...)
+	b.changes.DeleteConnections(drop...)
+	b.changes.PutVersions(versions)
 	return nil
 }
