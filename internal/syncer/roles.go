@@ -312,3 +312,73 @@ func (b *batch) retire(ctx context.Context) error {
 	b.changes.PutVersions(versions)
 	return nil
 }
+
+func (b *batch) roleRecord(r *rec) Record {
+	out := Record(b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted))
+	if out == nil {
+		out = Record{}
+	}
+	out["externalOpportunityId"] = r.conn.OpportunityID
+	lid, _ := strconv.ParseInt(b.links[store.KindPerson][r.conn.PersonID].MarketoID, 10, 64)
+	out["leadId"] = lid
+	out["role"] = r.conn.Role
+	return out
+}
+
+// writeRoles deletes roles whose key changed (unless another connection
+// still holds the old key), then upserts.
+func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
+	dels := b.newRoleDeletes()
+	for _, r := range recs {
+		o := r.oldConn
+		if o == nil || keyOf(*o) == keyOf(*r.conn) {
+			continue
+		}
+		if _, live := b.links[store.KindRole][r.id]; !live {
+			continue // deactivated until now: the old role is not in Marketo
+		}
+		held, err := b.roleHeld(ctx, *o)
+		if err != nil {
+			return err
+		}
+		if !held {
+			if err := dels.add(ctx, r, *o); err != nil {
+				return err
+			}
+		}
+	}
+	if len(dels.recs) > 0 {
+		if err := dels.run(ctx); err != nil {
+			return err
+		}
+		var keep []*rec
+		for _, r := range recs {
+			if r.fail == nil {
+				keep = append(keep, r)
+			}
+		}
+		recs = keep
+	}
+	// Connections with the same opportunity, person and role are one
+	// Marketo role (its dedupe key); one call must carry it once, or
+	// Marketo skips the repeat with 1036. Repeats share the first's result.
+	first := map[roleKey]*rec{}
+	repeats := map[*rec]*rec{}
+	uniq := make([]*rec, 0, len(recs))
+	for _, r := range recs {
+		k := keyOf(*r.conn)
+		if f, ok := first[k]; ok {
+			repeats[r] = f
+			continue
+		}
+		first[k] = r
+		uniq = append(uniq, r)
+	}
+	if err := b.syncObjects(ctx, store.KindRole, uniq, SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}); err != nil {
+		return err
+	}
+	for r, f := range repeats {
+		r.written, r.marketoID, r.fail = f.written, f.marketoID, f.fail
+	}
+	return nil
+}
