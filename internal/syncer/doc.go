@@ -57,14 +57,16 @@
 // # The pipeline at a glance
 //
 //	process (batch.go)
-//	decode → group/coalesce → lock → loadLinks → merges (merges.go)
-//	  → prepare → resolve (dependencies: batch, store, Marketo, Dataverse)
-//	  → write, in MSI order: syncObjects (sales persons, companies,
-//	    opportunities), writePersons (persons.go), writeRoles (roles.go);
+//	decode → group/coalesce (decode.go) → lock → merges (merges.go)
+//	  → loadLinks → prepare → resolve (resolve.go: batch, store, Marketo,
+//	    Dataverse)
+//	  → write (write.go), in MSI order: syncObjects (sales persons,
+//	    companies, opportunities), writePersons (persons.go), writeRoles
+//	    (roles.go);
 //	    persist (save.go) adds each object's links/versions to batch.changes
 //	  → retire (roles.go) → unlinkMerged (merges.go) → deletes (deletes.go)
 //	  → settleMerged → save (save.go) ══ Store.Apply: the ONE transaction ══
-//	  → unlock → settle (batch.go): complete / requeue / dead-letter
+//	  → unlock → settle (settle.go): complete / requeue / dead-letter
 //
 // Stages read the store (links, versions, connections) but write to it only
 // through batch.changes; reads after a stage overlay what it changed
