@@ -57,9 +57,9 @@
 // # The pipeline at a glance
 //
 //	process (batch.go)
-//	decode → group/coalesce (decode.go) → lock → merges (merges.go)
-//	  → loadLinks → prepare → resolve (resolve.go: batch, store, Marketo,
-//	    Dataverse)
+//	decode → group/coalesce (decode.go) → lock → loadLinks (resolve.go)
+//	  → merges (merges.go) → prepare → resolve (resolve.go: batch, store,
+//	    Marketo, Dataverse)
 //	  → write (write.go), in MSI order: syncObjects (sales persons,
 //	    companies, opportunities), writePersons (persons.go), writeRoles
 //	    (roles.go);
