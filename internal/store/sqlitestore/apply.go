@@ -83,7 +83,7 @@ func (s *Store) Apply(ctx context.Context, c *store.Changes) error {
 				args = append(args, k, versions[k])
 			}
 			q := `INSERT INTO versions (key, version) VALUES ` + placeholders(len(chunk), 2) +
-				` ON CONFLICT (key) DO UPDATE SET version = max(version, excluded.version)`
+				` ON CONFLICT (key) DO UPDATE SET version = excluded.version WHERE version < excluded.version`
 			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return fmt.Errorf("put %d versions: %w", len(versions), err)
 			}
