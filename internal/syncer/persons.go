@@ -387,7 +387,9 @@ func (b *batch) lockEmails(ctx context.Context, recs []*rec) ([]*rec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("syncer: lock emails: %w", err)
 	}
+	b.lockMu.Lock() // the renewal goroutine reads locked
 	b.locked = append(b.locked, got...)
+	b.lockMu.Unlock()
 	have := map[string]bool{}
 	for _, k := range got {
 		have[k] = true
