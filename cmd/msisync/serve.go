@@ -104,42 +104,20 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 			r.Mount("/sandbox/marketo", http.StripPrefix("/sandbox/marketo", a.sandbox.Control()))
 		}
 	}
-	admin := func(r chi.Router) {
-		mountBudget(r, a)
-		if a.marketo == nil || a.store == nil {
-			return
-		}
+	admin := func(r chi.Router) { mountBudget(r, a) }
+	var diagnose receiver.DiagnoseFunc
+	if a.marketo != nil && a.store != nil {
 		d := &doctor.Doctor{Marketo: a.marketo, Store: a.store, ScoreField: cfg.ScoreField}
 		if a.dataverse != nil {
 			d.Dataverse = a.dataverse
 		}
-		// The doctor over HTTP, for operators without shell access.
-		r.Get("/admin/v1/records/{entity}/{id}/diagnosis", func(w http.ResponseWriter, req *http.Request) {
-			rep, err := d.Diagnose(req.Context(), chi.URLParam(req, "entity"), chi.URLParam(req, "id"))
-			if err != nil {
-				// A bad entity or id is the caller's (422); anything else is
-				// Marketo, Dataverse or the store failing (502).
-				status, title, problem := http.StatusBadGateway, "Diagnosis failed upstream", map[string]any{}
-				var ie *doctor.InputError
-				if errors.As(err, &ie) {
-					status, title = http.StatusUnprocessableEntity, "Cannot diagnose"
-					problem["errors"] = []map[string]string{{"field": ie.Field, "reason": ie.Reason}}
-				}
-				problem["type"], problem["title"], problem["status"], problem["detail"] = "urn:msisync:problem:diagnosis", title, status, err.Error()
-				w.Header().Set("Content-Type", "application/problem+json")
-				w.WriteHeader(status)
-				_ = jsonTo(w, problem)
-				return
-			}
-			w.Header().Set("Content-Type", "application/json")
-			_ = jsonTo(w, rep)
-		})
+		diagnose = func(ctx context.Context, entity, id string) (any, error) { return d.Diagnose(ctx, entity, id) }
 	}
 	h, err := receiver.New(receiver.Config{
 		Keys: cfg.WebhookKeys, Header: cfg.WebhookHeader, Orgs: cfg.Orgs, AdminToken: cfg.AdminToken,
 		MaxBodyBytes: cfg.MaxBodyBytes, Queue: a.queue, MaxMessageBytes: a.queue.MaxMessageBytes(),
 		DeadLetters: a.queue, Ready: ready, Logger: log, Registerer: a.registry, Gatherer: a.registry,
-		Public: public, Extra: admin, DisableWebhooks: !runReceiver, Console: consoleHandler,
+		Public: public, Extra: admin, Diagnose: diagnose, DisableWebhooks: !runReceiver, Console: consoleHandler,
 	})
 	if err != nil {
 		return fmt.Errorf("receiver: %w", err)

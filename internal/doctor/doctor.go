@@ -101,6 +101,9 @@ type InputError struct {
 
 func (e *InputError) Error() string { return "doctor: " + e.Field + " " + e.Reason }
 
+// FieldIssue names the request field at fault, for the admin API's 422.
+func (e *InputError) FieldIssue() (field, reason string) { return e.Field, e.Reason }
+
 // Diagnose checks one record. entity is a Dataverse logical name.
 func (d *Doctor) Diagnose(ctx context.Context, entity, id string) (*Report, error) {
 	if !event.IsGUID(id) {

@@ -96,6 +96,8 @@ type Config struct {
 	// Console, when set, serves /console/… (it does its own login) and /
 	// redirects to it.
 	Console http.Handler
+	// Diagnose, when set, serves RouteDiagnosis behind the admin token.
+	Diagnose DiagnoseFunc
 	// DisableWebhooks leaves out the /webhooks routes (404), for a process
 	// that only works the queue but still serves health, metrics and admin.
 	// Keys and Queue are then optional.
@@ -216,6 +218,9 @@ func New(cfg Config) (http.Handler, error) {
 				ar.Post(RouteDLQReplay, s.dlqReplay)
 				ar.Post(RouteDLQPurge, s.dlqPurge)
 				ar.Get(RouteDLQItem, s.dlqGet)
+			}
+			if cfg.Diagnose != nil {
+				ar.Get(RouteDiagnosis, s.diagnosis)
 			}
 			if cfg.Extra != nil {
 				cfg.Extra(ar)

@@ -92,6 +92,11 @@ type Store interface {
 	GetMeta(ctx context.Context, key string) (string, bool, error)
 	PutMeta(ctx context.Context, key, value string) error
 
+	// Apply saves a batch's changes in one transaction: all of them or, on
+	// error or crash, none. Link and connection deletes and puts are the
+	// net effect Changes holds; versions never go down.
+	Apply(ctx context.Context, c *Changes) error
+
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -48,8 +48,32 @@
 //     dead-letter (permanent codes, with Marketo's code and message). Quota
 //     (607) and configuration errors pause Marketo calls for the batch and
 //     reschedule everything after RequeueMax without counting an attempt.
-//  9. Persist links, versions and connections, release the record locks, and
+//  9. Save: every store change the batch made (links, versions,
+//     connections, meta) was collected in batch.changes (store.Changes)
+//     by the write, retire and delete stages; batch.save applies it with
+//     one Store.Apply, one transaction. Then release the record locks and
 //     settle the messages (in Run, while the next batch is processed).
+//
+// # The pipeline at a glance
+//
+//	process (batch.go)
+//	decode → group/coalesce (decode.go) → lock → loadLinks (resolve.go)
+//	  → merges (merges.go) → prepare → resolve (resolve.go: batch, store,
+//	    Marketo, Dataverse)
+//	  → write (write.go), in MSI order: syncObjects (sales persons,
+//	    companies, opportunities), writePersons (persons.go), writeRoles
+//	    (roles.go);
+//	    persist (save.go) adds each object's links/versions to batch.changes
+//	  → retire (roles.go) → unlinkMerged (merges.go) → deletes (deletes.go)
+//	  → settleMerged → save (save.go) ══ Store.Apply: the ONE transaction ══
+//	  → unlock → settle (settle.go): complete / requeue / dead-letter
+//
+// Stages read the store (links, versions, connections) but write to it only
+// through batch.changes; reads after a stage overlay what it changed
+// (storeLinks, connectionsByOpportunity). A few writes stay immediate on
+// purpose: what must be durable before a Marketo call (person-creating and
+// qualified-lead markers in persons.go, record and email locks) and caches
+// (the detected lead strategy, learnt lookup names).
 //
 // # What a message's Target may overwrite
 //

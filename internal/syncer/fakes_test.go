@@ -169,6 +169,8 @@ type fakeStore struct {
 	conns    map[string]store.Connection
 	meta     map[string]string
 	locks    map[string]string
+	applyErr error // Apply fails with it, writing nothing, when set
+	applies  int   // Apply calls with changes
 }
 
 func newFakeStore() *fakeStore {
@@ -339,6 +341,42 @@ func (s *fakeStore) PutMeta(_ context.Context, k, v string) error {
 	s.meta[k] = v
 	return nil
 }
+
+// Apply applies the changes whole, under one lock, in the adapters' order.
+func (s *fakeStore) Apply(_ context.Context, c *store.Changes) error {
+	if c == nil || c.Empty() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applyErr != nil {
+		return s.applyErr
+	}
+	s.applies++
+	for kind, ids := range c.LinkDeletes() {
+		for _, id := range ids {
+			delete(s.links[kind], id)
+		}
+	}
+	for _, l := range c.LinkPuts() {
+		if s.links[l.Kind] == nil {
+			s.links[l.Kind] = map[string]store.Link{}
+		}
+		s.links[l.Kind][l.ExternalID] = l
+	}
+	for _, id := range c.ConnectionDeletes() {
+		delete(s.conns, id)
+	}
+	for _, x := range c.ConnectionPuts() {
+		s.conns[x.ID] = x
+	}
+	for k, v := range c.Versions() {
+		s.versions[k] = max(s.versions[k], v)
+	}
+	maps.Copy(s.meta, c.Meta())
+	return nil
+}
+
 func (s *fakeStore) Ping(context.Context) error { return nil }
 func (s *fakeStore) Close() error               { return nil }
 

@@ -78,7 +78,9 @@ func (b *batch) merges(ctx context.Context) error {
 			master.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
 			continue
 		}
+		b.lockMu.Lock() // the renewal goroutine reads locked
 		b.locked = append(b.locked, key)
+		b.lockMu.Unlock()
 		id := key[len(master.entity)+1:]
 		b.recs[key] = &rec{entity: master.entity, id: id, key: key, kind: master.kind, attrs: event.Attributes{},
 			formatted: map[string]string{}, colVersion: map[string]int64{}, synthetic: true, deleted: true,

@@ -153,9 +153,9 @@ func (b *batch) roleHeld(ctx context.Context, c store.Connection) (bool, error) 
 	conns, ok := b.oppConns[c.OpportunityID]
 	if !ok {
 		var err error
-		conns, err = b.s.cfg.Store.ConnectionsByOpportunity(ctx, c.OpportunityID)
+		conns, err = b.connectionsByOpportunity(ctx, c.OpportunityID)
 		if err != nil {
-			return false, fmt.Errorf("syncer: connections of opportunity %s: %w", c.OpportunityID, err)
+			return false, err
 		}
 		if b.oppConns == nil {
 			b.oppConns = map[string][]store.Connection{}
@@ -306,25 +306,79 @@ func (b *batch) retire(ctx context.Context) error {
 			}
 		}
 	}
-	if len(unlink) > 0 {
-		if err := b.s.cfg.Store.DeleteLinks(ctx, store.KindRole, unlink); err != nil {
-			return fmt.Errorf("syncer: delete role links: %w", err)
+	b.changes.DeleteLinks(store.KindRole, unlink...)
+	b.changes.PutConnections(keep...)
+	b.changes.DeleteConnections(drop...)
+	b.changes.PutVersions(versions)
+	return nil
+}
+
+func (b *batch) roleRecord(r *rec) Record {
+	out := Record(b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted))
+	if out == nil {
+		out = Record{}
+	}
+	out["externalOpportunityId"] = r.conn.OpportunityID
+	lid, _ := strconv.ParseInt(b.links[store.KindPerson][r.conn.PersonID].MarketoID, 10, 64)
+	out["leadId"] = lid
+	out["role"] = r.conn.Role
+	return out
+}
+
+// writeRoles deletes roles whose key changed (unless another connection
+// still holds the old key), then upserts.
+func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
+	dels := b.newRoleDeletes()
+	for _, r := range recs {
+		o := r.oldConn
+		if o == nil || keyOf(*o) == keyOf(*r.conn) {
+			continue
+		}
+		if _, live := b.links[store.KindRole][r.id]; !live {
+			continue // deactivated until now: the old role is not in Marketo
+		}
+		held, err := b.roleHeld(ctx, *o)
+		if err != nil {
+			return err
+		}
+		if !held {
+			if err := dels.add(ctx, r, *o); err != nil {
+				return err
+			}
 		}
 	}
-	if len(keep) > 0 {
-		if err := b.s.cfg.Store.PutConnections(ctx, keep); err != nil {
-			return fmt.Errorf("syncer: put connections: %w", err)
+	if len(dels.recs) > 0 {
+		if err := dels.run(ctx); err != nil {
+			return err
 		}
+		var keep []*rec
+		for _, r := range recs {
+			if r.fail == nil {
+				keep = append(keep, r)
+			}
+		}
+		recs = keep
 	}
-	if len(drop) > 0 {
-		if err := b.s.cfg.Store.DeleteConnections(ctx, drop); err != nil {
-			return fmt.Errorf("syncer: delete connections: %w", err)
+	// Connections with the same opportunity, person and role are one
+	// Marketo role (its dedupe key); one call must carry it once, or
+	// Marketo skips the repeat with 1036. Repeats share the first's result.
+	first := map[roleKey]*rec{}
+	repeats := map[*rec]*rec{}
+	uniq := make([]*rec, 0, len(recs))
+	for _, r := range recs {
+		k := keyOf(*r.conn)
+		if f, ok := first[k]; ok {
+			repeats[r] = f
+			continue
 		}
+		first[k] = r
+		uniq = append(uniq, r)
 	}
-	if len(versions) > 0 {
-		if err := b.s.cfg.Store.PutVersions(ctx, versions); err != nil {
-			return fmt.Errorf("syncer: put versions: %w", err)
-		}
+	if err := b.syncObjects(ctx, store.KindRole, uniq, SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}); err != nil {
+		return err
+	}
+	for r, f := range repeats {
+		r.written, r.marketoID, r.fail = f.written, f.marketoID, f.fail
 	}
 	return nil
 }

@@ -56,6 +56,8 @@ func Run(t *testing.T, newStore func(t *testing.T, clk *clock.Fake) store.Store)
 		{"Meta", testMeta},
 		{"Ping", testPing},
 		{"EmptyInputs", testEmptyInputs},
+		{"Apply", testApply},
+		{"ApplyCancelled", testApplyCancelled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

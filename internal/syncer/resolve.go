@@ -1,0 +1,472 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/store"
+)
+
+// loadLinks reads the store links of every record in the batch, and the
+// stored connections of connection records.
+func (b *batch) loadLinks(ctx context.Context) error {
+	byKind := map[string][]string{}
+	var connIDs []string
+	for _, r := range b.recs {
+		byKind[r.kind] = append(byKind[r.kind], r.id)
+		if r.entity == event.EntityConnection {
+			connIDs = append(connIDs, r.id)
+		}
+	}
+	for kind, ids := range byKind {
+		if err := b.storeLinks(ctx, kind, ids); err != nil {
+			return err
+		}
+	}
+	if len(connIDs) > 0 {
+		conns, err := b.s.cfg.Store.GetConnections(ctx, connIDs)
+		if err != nil {
+			return fmt.Errorf("syncer: get connections: %w", err)
+		}
+		for id, c := range conns {
+			c := c
+			b.recs[event.EntityConnection+"/"+id].oldConn = &c
+		}
+	}
+	return nil
+}
+
+func (b *batch) storeLinks(ctx context.Context, kind string, ids []string) error {
+	var want []string
+	for _, id := range ids {
+		if _, ok := b.links[kind][id]; ok {
+			continue
+		}
+		// Not saved yet: the batch's own changes speak for the id.
+		if l, put, ok := b.changes.Link(kind, id); ok {
+			if put {
+				b.links[kind][id] = l
+			}
+			continue
+		}
+		want = append(want, id)
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	got, err := b.s.cfg.Store.GetLinks(ctx, kind, want)
+	if err != nil {
+		return fmt.Errorf("syncer: get %s links: %w", kind, err)
+	}
+	maps.Copy(b.links[kind], got)
+	return nil
+}
+
+// prepare interprets connections, applies lead qualification markers and
+// re-reads records whose events do not carry enough to write them.
+func (b *batch) prepare(ctx context.Context) error {
+	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
+		r := b.recs[k]
+		if r.fail != nil || r.deleted {
+			continue
+		}
+		if r.entity == event.EntityLead {
+			if _, ok, err := b.s.cfg.Store.GetMeta(ctx, metaQualified(r.id)); err != nil {
+				return fmt.Errorf("syncer: get meta: %w", err)
+			} else if ok {
+				r.fail = &failure{act: actSkip}
+				continue
+			}
+		}
+		truncated := false
+		for _, m := range r.msgs {
+			truncated = truncated || m.ev.Truncated
+		}
+		_, linked := b.links[r.kind][r.id]
+		var missing []string
+		if !r.full && !linked {
+			for _, c := range required[r.entity] {
+				if _, ok := r.attrs[c]; !ok {
+					missing = append(missing, c)
+				}
+			}
+			if r.entity == event.EntityConnection && r.oldConn != nil {
+				missing = nil // the stored connection knows the opportunity, contact and role
+			}
+		}
+		if truncated || len(missing) > 0 {
+			if err := b.reread(ctx, r, truncated, missing); err != nil {
+				return err
+			}
+			if r.fail != nil {
+				continue
+			}
+		}
+		if err := b.nameRefs(ctx, r); err != nil {
+			return err
+		}
+		if r.fail != nil {
+			continue
+		}
+		if r.entity == event.EntityConnection {
+			b.interpretConnection(r)
+			if r.fail == nil {
+				if err := b.classifyConnection(ctx, r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	// In-batch qualification: a lead whose contact is in this batch is not written.
+	for _, r := range b.recs {
+		if r.entity != event.EntityContact || r.deleted || r.fail != nil {
+			continue
+		}
+		if ref, ok := refOf(r.attrs, "originatingleadid"); ok && ref.LogicalName == event.EntityLead {
+			if lr := b.recs[event.EntityLead+"/"+ref.ID]; lr != nil && lr.fail == nil && !lr.deleted {
+				lr.fail = &failure{act: actSkip}
+			}
+		}
+	}
+	return nil
+}
+
+func (b *batch) reread(ctx context.Context, r *rec, truncated bool, missing []string) error {
+	dv := b.s.cfg.Dataverse
+	if dv == nil {
+		desc := fmt.Sprintf("update of %s carries only %s and the record is not in Marketo yet (missing %s): register a post image on the Dataverse Update step or set MSISYNC_DATAVERSE_URL so the worker can re-read it",
+			r.name(), changedColumns(r), strings.Join(missing, ", "))
+		if truncated {
+			desc = fmt.Sprintf("event for %s was truncated (over 256 KB) and Dataverse access is not configured: set MSISYNC_DATAVERSE_URL so the worker can re-read it", r.name())
+		}
+		r.fail = &failure{act: actRequeue, reason: ReasonMissingData, desc: desc}
+		return nil
+	}
+	attrs, err := dv.Read(ctx, r.entity, r.id, b.s.cfg.Mapping.Columns(r.entity))
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if b.s.cfg.IsNotFound != nil && b.s.cfg.IsNotFound(err) {
+			// Gone from Dataverse: its Delete event will do the rest.
+			r.fail = &failure{act: actSkip}
+			return nil
+		}
+		r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("re-read %s from Dataverse: %v", r.name(), err)}
+		return nil
+	}
+	maps.Copy(r.attrs, attrs)
+	r.full = true
+	if t, ok := attrs["modifiedon"]; ok {
+		if tv, ok := t.TimeValue(); ok {
+			r.version = max(r.version, tv.UnixMilli())
+			for c := range attrs {
+				r.colVersion[c] = r.version
+			}
+		}
+	}
+	return nil
+}
+
+func changedColumns(r *rec) string {
+	var cols []string
+	for c := range r.attrs {
+		if !systemColumns[c] && c != r.entity+"id" {
+			cols = append(cols, c)
+		}
+	}
+	slices.Sort(cols)
+	if len(cols) == 0 {
+		return "no columns"
+	}
+	return strings.Join(cols, ", ")
+}
+
+// interpretConnection keeps opportunity→contact stakeholder rows and drops
+// every other connection (including the reciprocal contact→opportunity row).
+func (b *batch) interpretConnection(r *rec) {
+	c := store.Connection{ID: r.id}
+	if r.oldConn != nil {
+		c = *r.oldConn
+	}
+	r1, ok1 := refOf(r.attrs, "record1id")
+	r2, ok2 := refOf(r.attrs, "record2id")
+	if ok1 || ok2 {
+		if !ok1 || !ok2 || r1.LogicalName != event.EntityOpportunity || r2.LogicalName != event.EntityContact {
+			r.fail = &failure{act: actSkip}
+			return
+		}
+		c.OpportunityID, c.PersonID = r1.ID, r2.ID
+	}
+	if v, ok := r.attrs["ismaster"]; ok && v.Kind == event.KindBool && !v.Bool && !ok1 {
+		r.fail = &failure{act: actSkip}
+		return
+	}
+	if role, ok := b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted)["role"].(string); ok && role != "" {
+		c.Role = role
+	}
+	if c.OpportunityID == "" || c.PersonID == "" || c.Role == "" {
+		r.fail = &failure{act: actSkip}
+		return
+	}
+	r.conn = &c
+}
+
+func refOf(attrs event.Attributes, col string) (event.Ref, bool) {
+	v, ok := attrs[col]
+	if !ok {
+		return event.Ref{}, false
+	}
+	ref, ok := v.Reference()
+	if !ok || ref.ID == "" {
+		return event.Ref{}, false
+	}
+	ref.ID = event.NormalizeID(ref.ID)
+	return ref, true
+}
+
+// deps lists what a record needs in Marketo before it can be written.
+func (b *batch) deps(r *rec) []dep {
+	var out []dep
+	owner := func() {
+		ref, ok := refOf(r.attrs, "ownerid")
+		if !ok {
+			return
+		}
+		id := ref.ID
+		if ref.LogicalName != event.EntitySystemUser {
+			id = b.s.cfg.DefaultSalesPersonID // team-owned
+		}
+		if id != "" {
+			out = append(out, dep{store.KindSalesPerson, event.EntitySystemUser, id, "owner of " + r.name()})
+		}
+	}
+	company := func(cols ...string) {
+		for _, c := range cols {
+			if ref, ok := refOf(r.attrs, c); ok && ref.LogicalName == event.EntityAccount {
+				out = append(out, dep{store.KindCompany, event.EntityAccount, ref.ID, "company of " + r.name()})
+				return
+			}
+		}
+	}
+	switch r.entity {
+	case event.EntityAccount:
+		owner()
+	case event.EntityContact:
+		owner()
+		company("parentcustomerid")
+	case event.EntityLead:
+		owner()
+		company("parentaccountid")
+	case event.EntityOpportunity:
+		owner()
+		company("parentaccountid", "customerid")
+	case event.EntityConnection:
+		if r.conn != nil && r.retire == 0 {
+			out = append(out,
+				dep{store.KindOpportunity, event.EntityOpportunity, r.conn.OpportunityID, "opportunity of connection " + r.id},
+				dep{store.KindPerson, event.EntityContact, r.conn.PersonID, "contact of connection " + r.id})
+		}
+	}
+	return out
+}
+
+// resolve finds every dependency, latest stage first so that a dependency
+// read from Dataverse gets its own dependencies resolved too.
+func (b *batch) resolve(ctx context.Context) error {
+	for i := len(stages) - 1; i >= 1; i-- {
+		recs := b.live(stages[i])
+		need := map[string]map[string]string{} // kind → id → entity
+		for _, r := range recs {
+			r.deps = b.deps(r)
+			for _, d := range r.deps {
+				if dr := b.recs[d.entity+"/"+d.id]; dr != nil && !dr.deleted {
+					continue // written earlier in this batch
+				}
+				if need[d.kind] == nil {
+					need[d.kind] = map[string]string{}
+				}
+				need[d.kind][d.id] = d.entity
+			}
+		}
+		queryErr := map[string]error{}
+		for kind, ids := range need {
+			if err := b.lookup(ctx, kind, ids); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				queryErr[kind] = err
+			}
+		}
+		// Dependencies nowhere to be found: read them from Dataverse.
+		var reads []dep
+		for _, r := range recs {
+			for _, d := range r.deps {
+				if _, ok := b.links[d.kind][d.id]; ok || queryErr[d.kind] != nil {
+					continue
+				}
+				if dr := b.recs[d.entity+"/"+d.id]; dr != nil {
+					continue
+				}
+				reads = append(reads, d)
+			}
+		}
+		if err := b.readDeps(ctx, reads); err != nil {
+			return err
+		}
+		for _, r := range recs {
+			for _, d := range r.deps {
+				if _, ok := b.links[d.kind][d.id]; ok {
+					continue
+				}
+				if dr := b.recs[d.entity+"/"+d.id]; dr != nil && !dr.deleted && dr.fail == nil {
+					continue
+				}
+				if err := queryErr[d.kind]; err != nil {
+					r.fail = b.callFailure(err, "look up "+d.String())
+					break
+				}
+				r.fail = &failure{act: actRequeue, reason: ReasonMissingDependency, desc: "missing dependency: " + d.String()}
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// readDeps reads missing dependencies from Dataverse and adds them to the
+// batch, locked, as records to write first.
+func (b *batch) readDeps(ctx context.Context, deps []dep) error {
+	dv := b.s.cfg.Dataverse
+	if dv == nil || len(deps) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, d := range deps {
+		key := d.entity + "/" + d.id
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		got, err := b.s.cfg.Store.LockRecords(ctx, b.s.cfg.WorkerID, []string{key}, b.s.cfg.RecordLockTTL)
+		if err != nil {
+			return fmt.Errorf("syncer: lock records: %w", err)
+		}
+		if len(got) == 0 {
+			continue // another worker is on it: the dependent waits
+		}
+		b.lockMu.Lock()
+		b.locked = append(b.locked, key)
+		b.lockMu.Unlock()
+		attrs, err := dv.Read(ctx, d.entity, d.id, b.s.cfg.Mapping.Columns(d.entity))
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if b.s.cfg.IsNotFound == nil || !b.s.cfg.IsNotFound(err) {
+				b.s.log.Warn("syncer: read dependency from Dataverse", "dependency", d.String(), "err", err)
+			}
+			continue
+		}
+		r := &rec{entity: d.entity, id: d.id, key: key, kind: d.kind, attrs: attrs, formatted: map[string]string{}, full: true, synthetic: true}
+		if t, ok := attrs["modifiedon"]; ok {
+			if tv, ok := t.TimeValue(); ok {
+				r.version = tv.UnixMilli()
+			}
+		}
+		b.recs[key] = r
+	}
+	return nil
+}
+
+// lookup finds Marketo ids for ids of a kind: store first, then one Marketo
+// query per 300 ids. Found links are cached in the store.
+func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) error {
+	var want []string
+	for id := range ids {
+		if _, ok := b.links[kind][id]; !ok && !b.absent[kind][id] {
+			want = append(want, id)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	slices.Sort(want)
+	if err := b.storeLinks(ctx, kind, want); err != nil {
+		return err
+	}
+	var ask []string
+	for _, id := range want {
+		if _, ok := b.links[kind][id]; !ok {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	if b.paused {
+		return &pausedError{}
+	}
+	obj := objectOf[kind]
+	field := externalField[kind]
+	idField := "id"
+	if kind == store.KindOpportunity {
+		idField = "marketoGUID"
+	}
+	var found []store.Link
+	for chunk := range slices.Chunk(ask, 300) {
+		b.stats.Calls[string(obj)+" query"]++
+		fields := []string{idField, field}
+		if kind == store.KindPerson || kind == store.KindSalesPerson {
+			fields = append(fields, "email")
+		}
+		recs, err := b.s.cfg.Marketo.Query(ctx, obj, field, chunk, fields)
+		if err != nil {
+			b.noteCallError(err)
+			return fmt.Errorf("query %s by %s: %w", obj, field, err)
+		}
+		for _, r := range recs {
+			ext := event.NormalizeID(fmt.Sprint(r[field]))
+			if _, asked := ids[ext]; !asked {
+				continue
+			}
+			l := store.Link{Kind: kind, ExternalID: ext, MarketoID: marketoID(r[idField]), Entity: ids[ext], UpdatedAt: b.s.clk.Now()}
+			if e, ok := r["email"].(string); ok {
+				l.Email = e
+			}
+			b.links[kind][ext] = l
+			found = append(found, l)
+		}
+	}
+	for _, id := range ask {
+		if _, ok := b.links[kind][id]; !ok {
+			b.absent[kind][id] = true
+		}
+	}
+	if len(found) > 0 {
+		if err := b.s.cfg.Store.PutLinks(ctx, found); err != nil {
+			return fmt.Errorf("syncer: put links: %w", err)
+		}
+	}
+	return nil
+}
+
+// depsReady checks in-batch dependencies once their stage is written.
+func (b *batch) depsReady(r *rec) bool {
+	for _, d := range r.deps {
+		if _, ok := b.links[d.kind][d.id]; ok {
+			continue
+		}
+		if dr := b.recs[d.entity+"/"+d.id]; dr != nil && dr.fail != nil && dr.fail.act == actReschedule {
+			r.fail = &failure{act: actReschedule, delay: dr.fail.delay}
+			return false
+		}
+		r.fail = &failure{act: actRequeue, reason: ReasonMissingDependency, desc: "missing dependency: " + d.String() + " did not sync"}
+		return false
+	}
+	return true
+}
