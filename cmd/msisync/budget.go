@@ -3,18 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/store"
 )
-
-// RouteBudget is the admin route of the day's Marketo budget.
-const RouteBudget = "/admin/v1/budget"
 
 // readBudget reads the budget every process on the store shares; a process
 // that also has a client adds what it paused.
@@ -57,22 +52,3 @@ func newBudgetCmd() *cobra.Command {
 }
 
 // mountBudget serves GET /admin/v1/budget when this process has a store.
-func mountBudget(r chi.Router, a *app) {
-	if a.store == nil {
-		return
-	}
-	r.Get(RouteBudget, func(w http.ResponseWriter, req *http.Request) {
-		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
-		defer cancel()
-		b, err := a.readBudget(ctx)
-		if err != nil {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_ = jsonTo(w, map[string]any{"type": "urn:msisync:problem:budget", "title": "Budget unavailable",
-				"status": http.StatusServiceUnavailable, "detail": err.Error()})
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = jsonTo(w, b)
-	})
-}

@@ -104,7 +104,10 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 			r.Mount("/sandbox/marketo", http.StripPrefix("/sandbox/marketo", a.sandbox.Control()))
 		}
 	}
-	admin := func(r chi.Router) { mountBudget(r, a) }
+	var budget receiver.BudgetFunc
+	if a.store != nil {
+		budget = func(ctx context.Context) (any, error) { return a.readBudget(ctx) }
+	}
 	var diagnose receiver.DiagnoseFunc
 	if a.marketo != nil && a.store != nil {
 		d := &doctor.Doctor{Marketo: a.marketo, Store: a.store, ScoreField: cfg.ScoreField}
@@ -117,7 +120,7 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 		Keys: cfg.WebhookKeys, Header: cfg.WebhookHeader, Orgs: cfg.Orgs, AdminToken: cfg.AdminToken,
 		MaxBodyBytes: cfg.MaxBodyBytes, Queue: a.queue, MaxMessageBytes: a.queue.MaxMessageBytes(),
 		DeadLetters: a.queue, Ready: ready, Logger: log, Registerer: a.registry, Gatherer: a.registry,
-		Public: public, Extra: admin, Diagnose: diagnose, DisableWebhooks: !runReceiver, Console: consoleHandler,
+		Public: public, Diagnose: diagnose, Budget: budget, DisableWebhooks: !runReceiver, Console: consoleHandler,
 	})
 	if err != nil {
 		return fmt.Errorf("receiver: %w", err)

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -27,7 +28,11 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	hs := newHarness(t, nil)
+	// Every optional admin route on: the doctor and the budget (cmd wires them).
+	hs := newHarness(t, func(c *Config) {
+		c.Diagnose = func(context.Context, string, string) (any, error) { return nil, nil }
+		c.Budget = func(context.Context) (any, error) { return nil, nil }
+	})
 	served := map[string]bool{}
 	err := chi.Walk(hs.h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		served[method+" "+route] = true

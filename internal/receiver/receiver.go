@@ -98,6 +98,8 @@ type Config struct {
 	Console http.Handler
 	// Diagnose, when set, serves RouteDiagnosis behind the admin token.
 	Diagnose DiagnoseFunc
+	// Budget, when set, serves RouteBudget behind the admin token.
+	Budget BudgetFunc
 	// DisableWebhooks leaves out the /webhooks routes (404), for a process
 	// that only works the queue but still serves health, metrics and admin.
 	// Keys and Queue are then optional.
@@ -221,6 +223,9 @@ func New(cfg Config) (http.Handler, error) {
 			}
 			if cfg.Diagnose != nil {
 				ar.Get(RouteDiagnosis, s.diagnosis)
+			}
+			if cfg.Budget != nil {
+				ar.Get(RouteBudget, s.budget)
 			}
 			if cfg.Extra != nil {
 				cfg.Extra(ar)
