@@ -71,8 +71,11 @@ func serve(ctx context.Context, notice io.Writer, role string, runReceiver, runW
 			// Printed once, on the run that generated it; never logged.
 			fmt.Fprintf(notice, "\nGenerated a webhook key (saved in %s/webhook.key; shown only now):\n\n  %s\n\n"+
 				"Register the webhook in Dynamics with:\n  msisync dataverse register --url https://<public host>/webhooks/dataverse\n"+
-				"or by hand (Plugin Registration Tool, WebhookKey auth) with the URL\n  http://%s/webhooks/dataverse  and the key above.\n\n",
-				cfg.DataDir, cfg.WebhookKeys[0], hostPort(cfg.Addr))
+				"or by hand (Plugin Registration Tool, WebhookKey auth) with that URL and the key above.\n"+
+				"This process listens on http://%s%s.\n"+
+				"Dataverse calls only ports 80 and 443 of a public host: put HTTPS in front of it\n"+
+				"(a reverse proxy or a tunnel; see the README, \"Connect Dynamics 365\").\n\n",
+				cfg.DataDir, cfg.WebhookKeys[0], hostPort(cfg.Addr), loopbackNote(cfg.Addr))
 		} else if os.Getenv("MSISYNC_WEBHOOK_KEY") == "" {
 			log.Info("using the webhook key saved in the data folder", "file", cfg.DataDir+"/webhook.key")
 		}
@@ -330,6 +333,18 @@ func newMSIWriter(a *app) (*msi.Writer, error) {
 		return nil, fmt.Errorf("msi write-back: %w", err)
 	}
 	return w, nil
+}
+
+// loopbackNote says when addr answers only on this machine.
+func loopbackNote(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return "\n  (this machine only: set MSISYNC_ADDR=:8080 to listen on every interface)"
+	}
+	return ""
 }
 
 func hostPort(addr string) string {
