@@ -1,8 +1,11 @@
 package event
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -191,6 +194,31 @@ func TestDeriveIDIsStableAcrossReleases(t *testing.T) {
 		mod(g)
 		if g.DeriveID() == want {
 			t.Errorf("changing the %s kept the id", name)
+		}
+	}
+}
+
+// TestDeriveIDMatchesItsDefinition checks the allocation-free DeriveID
+// against the plain formula it implements, including upper case, non-ASCII
+// organisation names (strings.ToLower's rules) and fields longer than its
+// stack buffer.
+func TestDeriveIDMatchesItsDefinition(t *testing.T) {
+	plain := func(e *Event) string {
+		h := sha256.New()
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%d\x00%d",
+			strings.ToLower(e.OrgID+"|"+e.OrgName), e.Entity, e.RecordID, e.Message, e.OperationID, e.Version, e.RowVersion)
+		return hex.EncodeToString(h.Sum(nil)[:16])
+	}
+	for _, e := range []*Event{
+		{},
+		{OrgID: "7C8D3B5E-1F2A-4B6C-9D0E-123456789ABC", OrgName: "unqABC", Entity: "contact",
+			RecordID: "9a100000-0000-4000-8000-000000000003", Message: "Update", OperationID: "0f000000-0000-4000-8000-000000000099",
+			Version: 1767261655000, RowVersion: 987654321},
+		{OrgID: "x", OrgName: "ÜNQ-İstanbul-Straße", Entity: "lead", Message: "Create", Version: -1, RowVersion: -42},
+		{OrgID: strings.Repeat("A", 400), OrgName: strings.Repeat("b", 300), Entity: strings.Repeat("c", 200), OperationID: "Z"},
+	} {
+		if got, want := e.DeriveID(), plain(e); got != want {
+			t.Errorf("DeriveID(%+v) = %s, want %s", e, got, want)
 		}
 	}
 }
