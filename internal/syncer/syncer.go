@@ -53,10 +53,28 @@ const (
 	ReasonGaveUp            = "RetriesExhausted"
 )
 
+// Store is what the syncer needs of msisync's state (store.Store has it):
+// links, versions and connections to read, the record locks, a few meta
+// keys written before a Marketo call, and Apply for a batch's bookkeeping.
+// It also uses store.LockInspector and store.History when the store has them.
+type Store interface {
+	GetLinks(ctx context.Context, kind string, externalIDs []string) (map[string]store.Link, error)
+	PutLinks(ctx context.Context, links []store.Link) error
+	GetVersions(ctx context.Context, keys []string) (map[string]int64, error)
+	PutVersions(ctx context.Context, versions map[string]int64) error
+	GetConnections(ctx context.Context, ids []string) (map[string]store.Connection, error)
+	ConnectionsByOpportunity(ctx context.Context, opportunityID string) ([]store.Connection, error)
+	LockRecords(ctx context.Context, owner string, keys []string, ttl time.Duration) ([]string, error)
+	UnlockRecords(ctx context.Context, owner string, keys []string) error
+	GetMeta(ctx context.Context, key string) (string, bool, error)
+	PutMeta(ctx context.Context, key, value string) error
+	Apply(ctx context.Context, c *store.Changes) error
+}
+
 // Config configures a Syncer. Queue, Store and Marketo are required.
 type Config struct {
 	Queue   Queue
-	Store   store.Store
+	Store   Store
 	Marketo Marketo
 	// Dataverse re-reads records (optional: nil when MSISYNC_DATAVERSE_URL is unset).
 	Dataverse RecordReader
