@@ -169,25 +169,35 @@ func (p *fastParser) lit(want string) bool {
 // number reads -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? and keeps its
 // text, as encoding/json's UseNumber does.
 func (p *fastParser) number() (any, bool) {
-	b, i := p.b, p.i
-	start := i
+	end, ok := numberEnd(p.b, p.i)
+	if !ok {
+		return nil, false
+	}
+	start := p.i
+	p.i = end
+	return json.Number(string(p.b[start:end])), true
+}
+
+// numberEnd returns where the JSON number starting at b[i] ends:
+// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?. Both scanners use it.
+func numberEnd(b []byte, i int) (int, bool) {
 	if b[i] == '-' {
 		i++
 	}
 	switch {
 	case i >= len(b):
-		return nil, false
+		return 0, false
 	case b[i] == '0':
 		i++
 	case b[i] >= '1' && b[i] <= '9':
 		i = digits(b, i)
 	default:
-		return nil, false
+		return 0, false
 	}
 	if i < len(b) && b[i] == '.' {
 		j := digits(b, i+1)
 		if j == i+1 {
-			return nil, false
+			return 0, false
 		}
 		i = j
 	}
@@ -198,12 +208,11 @@ func (p *fastParser) number() (any, bool) {
 		}
 		j := digits(b, i)
 		if j == i {
-			return nil, false
+			return 0, false
 		}
 		i = j
 	}
-	p.i = i
-	return json.Number(string(b[start:i])), true
+	return i, true
 }
 
 func digits(b []byte, i int) int {

@@ -127,41 +127,13 @@ func (t *tape) lit(want string, k nodeKind) bool {
 }
 
 func (t *tape) number() bool {
-	b, i := t.b, t.i
-	start := i
-	if b[i] == '-' {
-		i++
-	}
-	switch {
-	case i >= len(b):
-		return false
-	case b[i] == '0':
-		i++
-	case b[i] >= '1' && b[i] <= '9':
-		i = digits(b, i)
-	default:
+	end, ok := numberEnd(t.b, t.i)
+	if !ok {
 		return false
 	}
-	if i < len(b) && b[i] == '.' {
-		j := digits(b, i+1)
-		if j == i+1 {
-			return false
-		}
-		i = j
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		j := digits(b, i)
-		if j == i {
-			return false
-		}
-		i = j
-	}
-	t.i = i
-	t.push(node{kind: kNumber, start: int32(start), end: int32(i), next: int32(len(t.nodes) + 1)})
+	start := t.i
+	t.i = end
+	t.push(node{kind: kNumber, start: int32(start), end: int32(end), next: int32(len(t.nodes) + 1)})
 	return true
 }
 
