@@ -35,18 +35,8 @@ func (s *Store) Apply(ctx context.Context, c *store.Changes) error {
 			}
 		}
 		if links := c.LinkPuts(); len(links) > 0 {
-			for chunk := range slices.Chunk(links, maxRows) {
-				args := make([]any, 0, 6*len(chunk))
-				for _, l := range chunk {
-					args = append(args, l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email, s.stamp(l.UpdatedAt))
-				}
-				q := `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at) VALUES ` +
-					placeholders(len(chunk), 6) + ` ON CONFLICT (kind, external_id) DO UPDATE SET
-				marketo_id = excluded.marketo_id, entity = excluded.entity, email = excluded.email,
-				updated_at = excluded.updated_at`
-				if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-					return fmt.Errorf("put %d links: %w", len(links), err)
-				}
+			if err := s.putLinks(ctx, tx, links); err != nil {
+				return fmt.Errorf("put %d links: %w", len(links), err)
 			}
 		}
 		if err := step("links"); err != nil {

@@ -339,26 +339,28 @@ func (s *Store) PutLinks(ctx context.Context, links []store.Link) error {
 	if len(links) == 0 {
 		return nil
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		for chunk := range slices.Chunk(links, maxRows) {
-			args := make([]any, 0, 6*len(chunk))
-			for _, l := range chunk {
-				args = append(args, l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email, s.stamp(l.UpdatedAt))
-			}
-			// SQLite applies the rows in order, so a repeated key ends with
-			// its last values.
-			q := `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at) VALUES ` +
-				placeholders(len(chunk), 6) + ` ON CONFLICT (kind, external_id) DO UPDATE SET
+	if err := s.tx(ctx, func(tx *sql.Tx) error { return s.putLinks(ctx, tx, links) }); err != nil {
+		return fmt.Errorf("sqlitestore: put %d links: %w", len(links), err)
+	}
+	return nil
+}
+
+// putLinks upserts links inside tx (PutLinks, Apply).
+func (s *Store) putLinks(ctx context.Context, tx *sql.Tx, links []store.Link) error {
+	for chunk := range slices.Chunk(links, maxRows) {
+		args := make([]any, 0, 6*len(chunk))
+		for _, l := range chunk {
+			args = append(args, l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email, s.stamp(l.UpdatedAt))
+		}
+		// SQLite applies the rows in order, so a repeated key ends with
+		// its last values.
+		q := `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at) VALUES ` +
+			placeholders(len(chunk), 6) + ` ON CONFLICT (kind, external_id) DO UPDATE SET
 				marketo_id = excluded.marketo_id, entity = excluded.entity, email = excluded.email,
 				updated_at = excluded.updated_at`
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-				return err
-			}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("sqlitestore: put %d links: %w", len(links), err)
 	}
 	return nil
 }
