@@ -18,7 +18,7 @@ import (
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/store"
 
-	_ "modernc.org/sqlite" // driver "sqlite"
+	"modernc.org/sqlite" // driver "sqlite"
 )
 
 // Options configure a Store. The zero value is usable.
@@ -113,12 +113,38 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		r.SetMaxIdleConns(n)
 		s.r = r
 	}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrateRetrying(ctx, opts.BusyTimeout); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlitestore: open %q: %w", path, err)
 	}
 	return s, nil
 }
+
+// migrateRetrying runs migrate, retrying SQLITE_BUSY for up to wait: while
+// another process opening the same file switches it to WAL or recovers its
+// WAL index, SQLite answers BEGIN with SQLITE_BUSY at once instead of
+// calling the busy handler (seen when two workers start together). The wait
+// is real time, as SQLite's busy timeout is.
+func (s *Store) migrateRetrying(ctx context.Context, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := s.migrate(ctx)
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqliteBusy || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(25 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+	}
+}
+
+// sqliteBusy is SQLITE_BUSY, the primary code of every busy result.
+const sqliteBusy = 5
 
 // migrations[i] brings the schema from user_version i to i+1. Append only.
 var migrations = []string{
