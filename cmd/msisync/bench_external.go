@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/msisync/msisync/internal/receiver/receiverbench"
+	"github.com/msisync/msisync/internal/bench/receiverbench"
 )
 
 // newBenchBareCmd serves the bare chi handler a separate load generator

@@ -19,11 +19,11 @@ import (
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
 	"github.com/msisync/msisync/internal/msi"
-	"github.com/msisync/msisync/internal/msi/msibench"
+	"github.com/msisync/msisync/internal/bench/msibench"
 	"github.com/msisync/msisync/internal/queue/servicebus"
-	"github.com/msisync/msisync/internal/receiver/receiverbench"
+	"github.com/msisync/msisync/internal/bench/receiverbench"
 	"github.com/msisync/msisync/internal/syncer/mapping"
-	"github.com/msisync/msisync/internal/syncer/syncbench"
+	"github.com/msisync/msisync/internal/bench/syncbench"
 )
 
 func jsonTo(w io.Writer, v any) error {
