@@ -12,6 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/msisync/msisync/internal/backfill"
+	"github.com/msisync/msisync/internal/bench/msibench"
+	"github.com/msisync/msisync/internal/bench/receiverbench"
+	"github.com/msisync/msisync/internal/bench/syncbench"
 	"github.com/msisync/msisync/internal/config"
 	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/dataverse/dataversesim"
@@ -19,11 +22,8 @@ import (
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
 	"github.com/msisync/msisync/internal/msi"
-	"github.com/msisync/msisync/internal/bench/msibench"
 	"github.com/msisync/msisync/internal/queue/servicebus"
-	"github.com/msisync/msisync/internal/bench/receiverbench"
 	"github.com/msisync/msisync/internal/syncer/mapping"
-	"github.com/msisync/msisync/internal/bench/syncbench"
 )
 
 func jsonTo(w io.Writer, v any) error {
