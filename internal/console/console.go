@@ -20,7 +20,7 @@ import (
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/config"
 	"github.com/msisync/msisync/internal/doctor"
-	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/store"
 )
@@ -43,7 +43,7 @@ type Links interface {
 
 // People finds Marketo persons by email (the Marketo client).
 type People interface {
-	Query(ctx context.Context, obj marketo.Object, filterType string, values []string, fields []string) ([]marketo.Record, error)
+	Query(ctx context.Context, obj marketotype.Object, filterType string, values []string, fields []string) ([]marketotype.Record, error)
 }
 
 // Budget is the Marketo call budget as the governor sees it.

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/msisync/msisync/internal/event"
-	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/store"
 )
@@ -525,7 +525,7 @@ func (s *server) record(w http.ResponseWriter, r *http.Request, sess session) {
 func (s *server) byEmail(ctx context.Context, email string) ([]store.Link, error) {
 	ctx, cancel := context.WithTimeout(ctx, partTimeout)
 	defer cancel()
-	recs, err := s.cfg.People.Query(ctx, marketo.Leads, "email", []string{email}, []string{"id", "email", "externalPersonId"})
+	recs, err := s.cfg.People.Query(ctx, marketotype.Leads, "email", []string{email}, []string{"id", "email", "externalPersonId"})
 	if err != nil {
 		return nil, fmt.Errorf("find %s in Marketo: %w", email, err)
 	}

@@ -12,12 +12,13 @@ import (
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
 // Marketo is the part of the Marketo client the doctor uses.
 type Marketo interface {
-	Query(ctx context.Context, obj marketo.Object, filterType string, values []string, fields []string) ([]marketo.Record, error)
+	Query(ctx context.Context, obj marketotype.Object, filterType string, values []string, fields []string) ([]marketotype.Record, error)
 }
 
 // Dataverse reads a record (optional: nil when Dataverse is not configured).
@@ -144,7 +145,7 @@ func (d *Doctor) person(ctx context.Context, r *Report, entity, id string) error
 			"msisync has not recorded this %s as synced", entity)
 	}
 	fields := append(append([]string{}, personFields...), d.scoreField())
-	leads, err := d.Marketo.Query(ctx, marketo.Leads, "externalPersonId", []string{id}, fields)
+	leads, err := d.Marketo.Query(ctx, marketotype.Leads, "externalPersonId", []string{id}, fields)
 	if err != nil {
 		return fmt.Errorf("doctor: query Marketo lead by externalPersonId %s: %w", id, err)
 	}
@@ -231,8 +232,8 @@ func (d *Doctor) companyExists(ctx context.Context, r *Report, companyID string)
 }
 
 // findCompany checks the company is in Marketo and returns it (nil when not).
-func (d *Doctor) findCompany(ctx context.Context, r *Report, companyID string) (marketo.Record, error) {
-	cs, err := d.Marketo.Query(ctx, marketo.Companies, "externalCompanyId", []string{companyID}, []string{"id", "company", "externalCompanyId", "externalSalesPersonId"})
+func (d *Doctor) findCompany(ctx context.Context, r *Report, companyID string) (marketotype.Record, error) {
+	cs, err := d.Marketo.Query(ctx, marketotype.Companies, "externalCompanyId", []string{companyID}, []string{"id", "company", "externalCompanyId", "externalSalesPersonId"})
 	if err != nil {
 		return nil, fmt.Errorf("doctor: query Marketo company %s: %w", companyID, err)
 	}
@@ -259,7 +260,7 @@ func (d *Doctor) company(ctx context.Context, r *Report, id string) error {
 }
 
 func (d *Doctor) opportunity(ctx context.Context, r *Report, id string) error {
-	opps, err := d.Marketo.Query(ctx, marketo.Opportunities, "externalOpportunityId", []string{id}, []string{"marketoGUID", "name", "externalCompanyId", "externalSalesPersonId"})
+	opps, err := d.Marketo.Query(ctx, marketotype.Opportunities, "externalOpportunityId", []string{id}, []string{"marketoGUID", "name", "externalCompanyId", "externalSalesPersonId"})
 	if err != nil {
 		return fmt.Errorf("doctor: query Marketo opportunity %s: %w", id, err)
 	}
@@ -275,7 +276,7 @@ func (d *Doctor) opportunity(ctx context.Context, r *Report, id string) error {
 	} else {
 		r.add("company link", Fail, "set the opportunity's account in Dynamics", "the opportunity has no externalCompanyId")
 	}
-	roles, err := d.Marketo.Query(ctx, marketo.Roles, "externalOpportunityId", []string{id}, []string{"marketoGUID", "leadId", "role"})
+	roles, err := d.Marketo.Query(ctx, marketotype.Roles, "externalOpportunityId", []string{id}, []string{"marketoGUID", "leadId", "role"})
 	if err != nil {
 		return fmt.Errorf("doctor: query Marketo roles of opportunity %s: %w", id, err)
 	}
@@ -291,7 +292,7 @@ func (d *Doctor) opportunity(ctx context.Context, r *Report, id string) error {
 // salesPerson checks the sales person exists and, with Dataverse, that its
 // email equals the Dynamics user's (else MSI shows nothing in Dynamics).
 func (d *Doctor) salesPerson(ctx context.Context, r *Report, id string) error {
-	sps, err := d.Marketo.Query(ctx, marketo.SalesPersons, "externalSalesPersonId", []string{id}, []string{"id", "email", "externalSalesPersonId"})
+	sps, err := d.Marketo.Query(ctx, marketotype.SalesPersons, "externalSalesPersonId", []string{id}, []string{"id", "email", "externalSalesPersonId"})
 	if err != nil {
 		return fmt.Errorf("doctor: query Marketo sales person %s: %w", id, err)
 	}
@@ -352,7 +353,7 @@ func refID(a event.Attributes, names ...string) string {
 // record is live in Dynamics (not deactivated, not merged into another),
 // and no other linked Marketo person holds its email. It reports whether
 // the record was merged into another.
-func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, leads []marketo.Record) (bool, error) {
+func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, leads []marketotype.Record) (bool, error) {
 	var ids []string
 	for _, l := range leads {
 		ids = append(ids, text(l["id"]))
@@ -393,7 +394,7 @@ func (d *Doctor) identity(ctx context.Context, r *Report, entity, id string, lea
 	if len(emails) == 0 {
 		return false, nil
 	}
-	same, err := d.Marketo.Query(ctx, marketo.Leads, "email", emails[:1], []string{"id", "email", "externalPersonId"})
+	same, err := d.Marketo.Query(ctx, marketotype.Leads, "email", emails[:1], []string{"id", "email", "externalPersonId"})
 	if err != nil {
 		return false, fmt.Errorf("doctor: query Marketo leads by email %s: %w", emails[0], err)
 	}

@@ -7,14 +7,14 @@ import (
 	"testing"
 
 	"github.com/msisync/msisync/internal/event"
-	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
-type fakeMarketo map[marketo.Object][]marketo.Record
+type fakeMarketo map[marketotype.Object][]marketotype.Record
 
-func (f fakeMarketo) Query(_ context.Context, obj marketo.Object, filterType string, values []string, _ []string) ([]marketo.Record, error) {
-	var out []marketo.Record
+func (f fakeMarketo) Query(_ context.Context, obj marketotype.Object, filterType string, values []string, _ []string) ([]marketotype.Record, error) {
+	var out []marketotype.Record
 	for _, r := range f[obj] {
 		for _, v := range values {
 			if strings.EqualFold(text(r[filterType]), v) {
@@ -51,9 +51,9 @@ const (
 
 func healthyWorld() (fakeMarketo, fakeDV, fakeLinks) {
 	m := fakeMarketo{
-		marketo.Leads:        {{"id": 11, "email": "p@example.com", "externalPersonId": contact, "externalCompanyId": account, "externalSalesPersonId": user, "priority": 3}},
-		marketo.Companies:    {{"id": 21, "company": "Contoso", "externalCompanyId": account, "externalSalesPersonId": user}},
-		marketo.SalesPersons: {{"id": 31, "email": "Owner@Example.com", "externalSalesPersonId": user}},
+		marketotype.Leads:        {{"id": 11, "email": "p@example.com", "externalPersonId": contact, "externalCompanyId": account, "externalSalesPersonId": user, "priority": 3}},
+		marketotype.Companies:    {{"id": 21, "company": "Contoso", "externalCompanyId": account, "externalSalesPersonId": user}},
+		marketotype.SalesPersons: {{"id": 31, "email": "Owner@Example.com", "externalSalesPersonId": user}},
 	}
 	dv := fakeDV{
 		"contact/" + contact: {"parentcustomerid": event.Reference("account", account, ""), "ownerid": event.Reference("systemuser", user, "")},
@@ -91,8 +91,8 @@ func TestHealthyContactPasses(t *testing.T) {
 
 func TestMissingCompanyAndEmailMismatchAreReportedWithFixes(t *testing.T) {
 	m, dv, links := healthyWorld()
-	m[marketo.Companies] = nil
-	m[marketo.SalesPersons][0]["email"] = "someone.else@example.com"
+	m[marketotype.Companies] = nil
+	m[marketotype.SalesPersons][0]["email"] = "someone.else@example.com"
 	d := &Doctor{Marketo: m, Dataverse: dv, Store: links}
 	r, err := d.Diagnose(context.Background(), "contact", contact)
 	if err != nil {
@@ -115,7 +115,7 @@ func TestUnsyncedLeadAndAccountDrift(t *testing.T) {
 	if status(r, "company link") != Fail || !strings.Contains(r.String(), other) {
 		t.Fatalf("account drift not reported:\n%s", r)
 	}
-	m[marketo.Leads] = nil
+	m[marketotype.Leads] = nil
 	r, _ = d.Diagnose(context.Background(), "contact", contact)
 	if status(r, "marketo lead") != Fail {
 		t.Fatalf("missing lead not reported:\n%s", r)
@@ -195,7 +195,7 @@ func TestPersonMergedAwayButStillLinkedFails(t *testing.T) {
 		t.Fatalf("report:\n%s", r)
 	}
 	// Once retired (no person carries its id), the merged record is fine.
-	m[marketo.Leads][0]["externalPersonId"] = nil
+	m[marketotype.Leads][0]["externalPersonId"] = nil
 	r, _ = d.Diagnose(context.Background(), "contact", contact)
 	if status(r, "record state") != OK || !r.Healthy() {
 		t.Fatalf("report:\n%s", r)
@@ -221,9 +221,9 @@ func TestPersonEmailSharedWithAnotherLinkedPersonWarns(t *testing.T) {
 		t.Fatalf("report:\n%s", r)
 	}
 	other := "1ead0000-0000-0000-0000-000000000009"
-	m[marketo.Leads] = append(m[marketo.Leads],
-		marketo.Record{"id": 12, "email": "P@example.com", "externalPersonId": strings.ToUpper(other)},
-		marketo.Record{"id": 13, "email": "p@example.com"})
+	m[marketotype.Leads] = append(m[marketotype.Leads],
+		marketotype.Record{"id": 12, "email": "P@example.com", "externalPersonId": strings.ToUpper(other)},
+		marketotype.Record{"id": 13, "email": "p@example.com"})
 	r, err := (&Doctor{Marketo: m, Dataverse: dv, Store: links}).Diagnose(context.Background(), "contact", contact)
 	if err != nil {
 		t.Fatal(err)
@@ -231,8 +231,8 @@ func TestPersonEmailSharedWithAnotherLinkedPersonWarns(t *testing.T) {
 	if status(r, "shared email") != Warn || !strings.Contains(r.String(), "12 ("+other+")") || !r.Healthy() {
 		t.Fatalf("report:\n%s", r)
 	}
-	m[marketo.Leads] = m[marketo.Leads][:1]
-	m[marketo.Leads] = append(m[marketo.Leads], marketo.Record{"id": 13, "email": "p@example.com"})
+	m[marketotype.Leads] = m[marketotype.Leads][:1]
+	m[marketotype.Leads] = append(m[marketotype.Leads], marketotype.Record{"id": 13, "email": "p@example.com"})
 	r, _ = (&Doctor{Marketo: m, Dataverse: dv, Store: links}).Diagnose(context.Background(), "contact", contact)
 	if status(r, "shared email") != Info {
 		t.Fatalf("report:\n%s", r)

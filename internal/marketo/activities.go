@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 // Activity is one entry of the lead-changes feed.
@@ -40,7 +42,7 @@ func (c *Client) PagingToken(ctx context.Context, since time.Time) (string, erro
 		return "", err
 	}
 	if env.NextPageToken == "" {
-		return "", &Error{Op: op, Code: "611", Message: "response has no nextPageToken"}
+		return "", &marketotype.Error{Op: op, Code: "611", Message: "response has no nextPageToken"}
 	}
 	return env.NextPageToken, nil
 }
@@ -99,7 +101,7 @@ func (c *Client) activityPages(ctx context.Context, op, endpoint, path, token st
 			dec := json.NewDecoder(bytes.NewReader(env.Result))
 			dec.UseNumber()
 			if err := dec.Decode(&raw); err != nil {
-				return out, token, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+				return out, token, &marketotype.Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
 			}
 		}
 		for _, r := range raw {

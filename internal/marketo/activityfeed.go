@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 // ActivityType is one entry of Get Activity Types.
@@ -28,7 +30,7 @@ func (c *Client) ActivityTypes(ctx context.Context) ([]ActivityType, error) {
 	var out []ActivityType
 	if len(env.Result) > 0 {
 		if err := json.Unmarshal(env.Result, &out); err != nil {
-			return nil, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+			return nil, &marketotype.Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
 		}
 	}
 	return out, nil

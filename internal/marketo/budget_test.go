@@ -17,6 +17,7 @@ import (
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
 )
 
@@ -73,7 +74,7 @@ func (e *budgetEnv) clientOn(t *testing.T, slots marketo.SlotStore, quota int, s
 }
 
 func call(c *marketo.Client, p marketo.Purpose) error {
-	_, err := c.Describe(marketo.WithPurpose(context.Background(), p), marketo.Companies)
+	_, err := c.Describe(marketo.WithPurpose(context.Background(), p), marketotype.Companies)
 	return err
 }
 
@@ -207,7 +208,7 @@ func TestBudgetSurvivesRestart(t *testing.T) {
 		t.Fatalf("after a restart: used %d remaining %d, want 7 and 3", b.Used, b.Remaining)
 	}
 	mustCall(t, e.clk, c2, marketo.PurposeSync, 3)
-	if err := call(c2, marketo.PurposeSync); !errors.Is(err, marketo.ErrQuotaExhausted) {
+	if err := call(c2, marketo.PurposeSync); !errors.Is(err, marketotype.ErrQuotaExhausted) {
 		t.Fatalf("11th call of a 10-call day across a restart = %v, want the quota error", err)
 	}
 	if got := e.sim.Stats().CountedCalls; got != 10 {

@@ -3,7 +3,7 @@
 // opportunities, opportunity roles). It authenticates with client
 // credentials, keeps every call inside Marketo's limits through a shared
 // governor, retries what Marketo says may be retried, and classifies every
-// error code in one place (ClassOf).
+// error code in one place (marketotype.ClassOf).
 package marketo
 
 import (
@@ -24,31 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
-
-// Object is a Lead Database object: its path segment under /rest/v1/.
-type Object string
-
-// The objects an MSI non-native sync writes.
-const (
-	SalesPersons  Object = "salespersons"
-	Companies     Object = "companies"
-	Leads         Object = "leads"
-	Opportunities Object = "opportunities"
-	Roles         Object = "opportunities/roles"
-)
-
-func (o Object) valid() bool {
-	switch o {
-	case SalesPersons, Companies, Leads, Opportunities, Roles:
-		return true
-	}
-	return false
-}
-
-// Record is one Marketo record as JSON fields. Numbers decoded from
-// responses are json.Number; use Int64 and String to read them.
-type Record = map[string]any
 
 // Config configures a Client. Zero values mean the defaults noted.
 type Config struct {
@@ -241,7 +218,7 @@ func (c *Client) token(ctx context.Context, op string) (string, error) {
 		}
 		// expires_in counts whole seconds: the token lapses within one more.
 		if err := c.sleep(ctx, expiresIn+time.Second); err != nil {
-			return "", &Error{Op: op, Err: err}
+			return "", &marketotype.Error{Op: op, Err: err}
 		}
 	}
 }
@@ -262,24 +239,24 @@ func (c *Client) fetchToken(ctx context.Context, op string) (string, time.Durati
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/identity/oauth/token?"+q.Encode(), nil)
 		if err != nil {
-			return "", 0, &Error{Op: op + ": identity", Err: errors.New("cannot build identity request")}
+			return "", 0, &marketotype.Error{Op: op + ": identity", Err: errors.New("cannot build identity request")}
 		}
 		c.stats.identity()
 		resp, err := c.http.Do(req)
-		var retryErr *Error
+		var retryErr *marketotype.Error
 		if err != nil {
 			if ctx.Err() != nil {
-				return "", 0, &Error{Op: op + ": identity", Err: ctx.Err()}
+				return "", 0, &marketotype.Error{Op: op + ": identity", Err: ctx.Err()}
 			}
 			// The URL holds the secret: never let it into the error.
-			retryErr = &Error{Op: op + ": identity", Err: errors.New(redactURLError(err))}
+			retryErr = &marketotype.Error{Op: op + ": identity", Err: errors.New(redactURLError(err))}
 		} else {
 			body, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
 			var ir identityResponse
 			switch {
 			case rerr != nil:
-				retryErr = &Error{Op: op + ": identity", Err: errors.New("reading identity response failed")}
+				retryErr = &marketotype.Error{Op: op + ": identity", Err: errors.New("reading identity response failed")}
 			case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
 				resp.StatusCode == http.StatusBadRequest:
 				_ = json.Unmarshal(body, &ir)
@@ -287,15 +264,15 @@ func (c *Client) fetchToken(ctx context.Context, op string) (string, time.Durati
 				if msg == "" {
 					msg = "bad client credentials"
 				}
-				return "", 0, &Error{Op: op + ": identity (check ClientID and ClientSecret)", Code: fmt.Sprint(resp.StatusCode),
+				return "", 0, &marketotype.Error{Op: op + ": identity (check ClientID and ClientSecret)", Code: fmt.Sprint(resp.StatusCode),
 					Message: msg, HTTPStatus: resp.StatusCode}
 			case resp.StatusCode >= 500:
-				retryErr = &Error{Op: op + ": identity", Code: fmt.Sprint(resp.StatusCode), HTTPStatus: resp.StatusCode}
+				retryErr = &marketotype.Error{Op: op + ": identity", Code: fmt.Sprint(resp.StatusCode), HTTPStatus: resp.StatusCode}
 			case resp.StatusCode != http.StatusOK:
-				return "", 0, &Error{Op: op + ": identity", Code: fmt.Sprint(resp.StatusCode), HTTPStatus: resp.StatusCode}
+				return "", 0, &marketotype.Error{Op: op + ": identity", Code: fmt.Sprint(resp.StatusCode), HTTPStatus: resp.StatusCode}
 			default:
 				if err := json.Unmarshal(body, &ir); err != nil || ir.AccessToken == "" {
-					return "", 0, &Error{Op: op + ": identity", Code: "200",
+					return "", 0, &marketotype.Error{Op: op + ": identity", Code: "200",
 						Message: "response has no access_token", HTTPStatus: 200}
 				}
 				secs, _ := ir.ExpiresIn.Float64()
@@ -308,7 +285,7 @@ func (c *Client) fetchToken(ctx context.Context, op string) (string, time.Durati
 		}
 		c.stats.retry(retryErr.Code)
 		if err := c.sleep(ctx, d); err != nil {
-			return "", 0, &Error{Op: op + ": identity", Err: err}
+			return "", 0, &marketotype.Error{Op: op + ": identity", Err: err}
 		}
 	}
 }
@@ -390,13 +367,13 @@ func (c *Client) do(ctx context.Context, k call) (*envelope, error) {
 		if err == nil {
 			return env, nil
 		}
-		var me *Error
+		var me *marketotype.Error
 		if !errors.As(err, &me) {
 			return nil, err // context or quota
 		}
 		class := me.Class()
 		switch class {
-		case ClassReauth:
+		case marketotype.ClassReauth:
 			if reauthed {
 				return nil, err
 			}
@@ -404,7 +381,7 @@ func (c *Client) do(ctx context.Context, k call) (*envelope, error) {
 			c.stats.retry(me.Code)
 			c.log.Debug("marketo: token rejected, renewing", "op", k.op, "code", me.Code)
 			continue
-		case ClassQuota:
+		case marketotype.ClassQuota:
 			reset := NextQuotaReset(c.clk.Now())
 			c.quotaMu.Lock()
 			c.quotaUntil = reset
@@ -412,9 +389,9 @@ func (c *Client) do(ctx context.Context, k call) (*envelope, error) {
 			c.log.Error("marketo: daily API quota exhausted; pausing all calls until the reset",
 				"op", k.op, "reset_at", reset.Format(time.RFC3339))
 			return nil, &QuotaError{Op: k.op, ResetAt: reset}
-		case ClassThrottled, ClassTransient:
+		case marketotype.ClassThrottled, marketotype.ClassTransient:
 			if ctx.Err() != nil {
-				return nil, &Error{Op: k.op, Err: ctx.Err()}
+				return nil, &marketotype.Error{Op: k.op, Err: ctx.Err()}
 			}
 			d := b.NextBackOff()
 			if d == backoff.Stop {
@@ -423,7 +400,7 @@ func (c *Client) do(ctx context.Context, k call) (*envelope, error) {
 			c.stats.retry(me.Code)
 			c.log.Debug("marketo: retrying", "op", k.op, "code", me.Code, "http_status", me.HTTPStatus, "after", d)
 			if err := c.sleep(ctx, d); err != nil {
-				return nil, &Error{Op: k.op, Err: err}
+				return nil, &marketotype.Error{Op: k.op, Err: err}
 			}
 			continue
 		default:
@@ -457,7 +434,7 @@ func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
 		if errors.As(err, &q) {
 			return nil, err
 		}
-		return nil, &Error{Op: k.op, Err: err}
+		return nil, &marketotype.Error{Op: k.op, Err: err}
 	}
 	defer release()
 	c.bm.call(purpose)
@@ -481,7 +458,7 @@ func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, k.method, u, rdr)
 	if err != nil {
-		return nil, &Error{Op: k.op, Err: fmt.Errorf("build request: %w", err)}
+		return nil, &marketotype.Error{Op: k.op, Err: fmt.Errorf("build request: %w", err)}
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/json")
@@ -493,22 +470,22 @@ func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
 		c.stats.call(k.endpoint, "network")
 		c.metrics.call(k.endpoint, "network")
 		if ctx.Err() != nil {
-			return nil, &Error{Op: k.op, Err: ctx.Err()}
+			return nil, &marketotype.Error{Op: k.op, Err: ctx.Err()}
 		}
-		return nil, &Error{Op: k.op, Err: err}
+		return nil, &marketotype.Error{Op: k.op, Err: err}
 	}
 	body, rerr := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if rerr != nil {
 		c.stats.call(k.endpoint, "network")
 		c.metrics.call(k.endpoint, "network")
-		return nil, &Error{Op: k.op, Err: fmt.Errorf("read response: %w", rerr)}
+		return nil, &marketotype.Error{Op: k.op, Err: fmt.Errorf("read response: %w", rerr)}
 	}
 	if resp.StatusCode != http.StatusOK {
 		code := fmt.Sprint(resp.StatusCode)
 		c.stats.call(k.endpoint, "HTTP "+code)
 		c.metrics.call(k.endpoint, "HTTP "+code)
-		e := &Error{Op: k.op, Code: code, HTTPStatus: resp.StatusCode, Message: http.StatusText(resp.StatusCode)}
+		e := &marketotype.Error{Op: k.op, Code: code, HTTPStatus: resp.StatusCode, Message: http.StatusText(resp.StatusCode)}
 		if resp.StatusCode == http.StatusUnauthorized {
 			e.Code = "601"    // treat like an invalid token: renew once
 			c.invalidate(tok) // so the retry fetches a new one instead of resending this one
@@ -522,7 +499,7 @@ func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
 		c.stats.call(k.endpoint, "bad-json")
 		c.metrics.call(k.endpoint, "bad-json")
 		// A truncated or garbled body from a proxy: worth another try.
-		return nil, &Error{Op: k.op, Err: fmt.Errorf("decode response: %w", err)}
+		return nil, &marketotype.Error{Op: k.op, Err: fmt.Errorf("decode response: %w", err)}
 	}
 	if !env.Success {
 		code, msg := "", "success:false without errors"
@@ -531,13 +508,13 @@ func (c *Client) attempt(ctx context.Context, k call) (*envelope, error) {
 		}
 		c.stats.call(k.endpoint, code)
 		c.metrics.call(k.endpoint, code)
-		if ClassOf(code) == ClassReauth {
+		if marketotype.ClassOf(code) == marketotype.ClassReauth {
 			c.invalidate(tok)
 		}
 		if code == "" {
-			return nil, &Error{Op: k.op, Code: "611", Message: msg, HTTPStatus: 200}
+			return nil, &marketotype.Error{Op: k.op, Code: "611", Message: msg, HTTPStatus: 200}
 		}
-		return nil, &Error{Op: k.op, Code: code, Message: msg, HTTPStatus: 200}
+		return nil, &marketotype.Error{Op: k.op, Code: code, Message: msg, HTTPStatus: 200}
 	}
 	c.stats.call(k.endpoint, "ok")
 	c.metrics.call(k.endpoint, "ok")

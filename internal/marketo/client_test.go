@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 func TestNew_RejectsBadConfigNamingTheField(t *testing.T) {
@@ -41,17 +42,17 @@ func TestNew_RejectsBadConfigNamingTheField(t *testing.T) {
 }
 
 func TestClassOf_OneTableForAllCodes(t *testing.T) {
-	want := map[string]Class{
-		"601": ClassReauth, "602": ClassReauth, "606": ClassThrottled, "615": ClassThrottled,
-		"502": ClassTransient, "504": ClassTransient, "599": ClassTransient, "604": ClassTransient, "608": ClassTransient,
-		"611": ClassTransient, "713": ClassTransient, "607": ClassQuota, "603": ClassConfig, "609": ClassConfig,
-		"610": ClassConfig, "612": ClassConfig, "1018": ClassConfig, "1011": ClassConfig,
-		"1001": ClassPermanent, "1003": ClassPermanent, "1004": ClassPermanent, "1006": ClassPermanent,
-		"1007": ClassPermanent, "1036": ClassPermanent, "413": ClassPermanent, "718": ClassDependency,
-		"1013": ClassDependency, "9999": ClassPermanent,
+	want := map[string]marketotype.Class{
+		"601": marketotype.ClassReauth, "602": marketotype.ClassReauth, "606": marketotype.ClassThrottled, "615": marketotype.ClassThrottled,
+		"502": marketotype.ClassTransient, "504": marketotype.ClassTransient, "599": marketotype.ClassTransient, "604": marketotype.ClassTransient, "608": marketotype.ClassTransient,
+		"611": marketotype.ClassTransient, "713": marketotype.ClassTransient, "607": marketotype.ClassQuota, "603": marketotype.ClassConfig, "609": marketotype.ClassConfig,
+		"610": marketotype.ClassConfig, "612": marketotype.ClassConfig, "1018": marketotype.ClassConfig, "1011": marketotype.ClassConfig,
+		"1001": marketotype.ClassPermanent, "1003": marketotype.ClassPermanent, "1004": marketotype.ClassPermanent, "1006": marketotype.ClassPermanent,
+		"1007": marketotype.ClassPermanent, "1036": marketotype.ClassPermanent, "413": marketotype.ClassPermanent, "718": marketotype.ClassDependency,
+		"1013": marketotype.ClassDependency, "9999": marketotype.ClassPermanent,
 	}
 	for code, c := range want {
-		if got := ClassOf(code); got != c {
+		if got := marketotype.ClassOf(code); got != c {
 			t.Errorf("ClassOf(%s) = %v, want %v", code, got, c)
 		}
 	}
@@ -61,40 +62,40 @@ func TestSync_AllObjectsInDependencyOrder(t *testing.T) {
 	e := newEnv(t, marketosim.Options{})
 	c := e.client(nil)
 	ctx := context.Background()
-	sp, err := c.Sync(ctx, SalesPersons, SyncRequest{Input: []Record{{"externalSalesPersonId": "u1", "email": "o@example.com"}}})
+	sp, err := c.Sync(ctx, marketotype.SalesPersons, marketotype.SyncRequest{Input: []marketotype.Record{{"externalSalesPersonId": "u1", "email": "o@example.com"}}})
 	if err != nil || sp[0].Status != "created" || sp[0].ID == 0 {
 		t.Fatalf("sales person: %+v %v", sp, err)
 	}
-	co, err := c.Sync(ctx, Companies, SyncRequest{Input: []Record{{"externalCompanyId": "a1", "externalSalesPersonId": "u1", "company": "Acme"}}})
+	co, err := c.Sync(ctx, marketotype.Companies, marketotype.SyncRequest{Input: []marketotype.Record{{"externalCompanyId": "a1", "externalSalesPersonId": "u1", "company": "Acme"}}})
 	if err != nil || co[0].Status != "created" {
 		t.Fatalf("company: %+v %v", co, err)
 	}
-	in := []Record{{"email": "p@example.com", "externalPersonId": "c1", "externalCompanyId": "a1", "externalSalesPersonId": "u1"}}
-	ld, err := c.Sync(ctx, Leads, SyncRequest{Input: in})
+	in := []marketotype.Record{{"email": "p@example.com", "externalPersonId": "c1", "externalCompanyId": "a1", "externalSalesPersonId": "u1"}}
+	ld, err := c.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Input: in})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.checkLeadResults(in, ld)
-	op, err := c.Sync(ctx, Opportunities, SyncRequest{Input: []Record{{"externalOpportunityId": "o1", "name": "Deal",
+	op, err := c.Sync(ctx, marketotype.Opportunities, marketotype.SyncRequest{Input: []marketotype.Record{{"externalOpportunityId": "o1", "name": "Deal",
 		"externalCompanyId": "a1", "externalSalesPersonId": "u1"}}})
 	if err != nil || len(op[0].MarketoGUID) != 36 {
 		t.Fatalf("opportunity: %+v %v", op, err)
 	}
-	ro, err := c.Sync(ctx, Roles, SyncRequest{Input: []Record{{"externalOpportunityId": "o1", "leadId": ld[0].ID, "role": "Buyer"}}})
+	ro, err := c.Sync(ctx, marketotype.Roles, marketotype.SyncRequest{Input: []marketotype.Record{{"externalOpportunityId": "o1", "leadId": ld[0].ID, "role": "Buyer"}}})
 	if err != nil || ro[0].Status != "created" {
 		t.Fatalf("role: %+v %v", ro, err)
 	}
-	found, err := c.QueryRoles(ctx, []Record{{"externalOpportunityId": "o1", "leadId": ld[0].ID, "role": "Buyer"}}, []string{"role"})
+	found, err := c.QueryRoles(ctx, []marketotype.Record{{"externalOpportunityId": "o1", "leadId": ld[0].ID, "role": "Buyer"}}, []string{"role"})
 	if err != nil || len(found) != 1 || found[0]["marketoGUID"] != ro[0].MarketoGUID {
 		t.Fatalf("QueryRoles: %v %v", found, err)
 	}
 	// A role for a missing lead is a dependency failure the caller requeues.
-	ro, err = c.Sync(ctx, Roles, SyncRequest{Input: []Record{{"externalOpportunityId": "o1", "leadId": 1, "role": "Buyer"}}})
-	if err != nil || ro[0].Class() != ClassDependency || ro[0].Err() == nil {
+	ro, err = c.Sync(ctx, marketotype.Roles, marketotype.SyncRequest{Input: []marketotype.Record{{"externalOpportunityId": "o1", "leadId": 1, "role": "Buyer"}}})
+	if err != nil || ro[0].Class() != marketotype.ClassDependency || ro[0].Err() == nil {
 		t.Fatalf("role for missing lead: %+v %v", ro, err)
 	}
-	op, _ = c.Sync(ctx, Opportunities, SyncRequest{Input: []Record{{"externalOpportunityId": "o2", "name": "x", "externalSalesPersonId": "ghost"}}})
-	if op[0].Class() != ClassDependency || op[0].Reasons[0].Code != "718" {
+	op, _ = c.Sync(ctx, marketotype.Opportunities, marketotype.SyncRequest{Input: []marketotype.Record{{"externalOpportunityId": "o2", "name": "x", "externalSalesPersonId": "ghost"}}})
+	if op[0].Class() != marketotype.ClassDependency || op[0].Reasons[0].Code != "718" {
 		t.Fatalf("opportunity with unknown sales person: %+v", op)
 	}
 }
@@ -104,22 +105,22 @@ func TestSync_SplitsOver300RecordsAndMapsResultsToInputs(t *testing.T) {
 	c := e.client(nil)
 	in := leads(650, "split")
 	in[10]["bogus"] = 1 // one skipped record in the first call
-	res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in})
+	res, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res[10].Status != "skipped" || res[10].Class() != ClassPermanent || res[10].ID != 0 {
+	if res[10].Status != "skipped" || res[10].Class() != marketotype.ClassPermanent || res[10].ID != 0 {
 		t.Fatalf("skipped record: %+v", res[10])
 	}
 	delete(in[10], "bogus")
-	res[10] = Result{Seq: 10, Status: "created", ID: e.sim.Dump().Leads[0]["id"].(int64)} // not sent; patch for the check below
+	res[10] = marketotype.Result{Seq: 10, Status: "created", ID: e.sim.Dump().Leads[0]["id"].(int64)} // not sent; patch for the check below
 	byID := e.emailsByID()
 	for i, r := range res {
 		if i != 10 && byID[r.ID] != in[i]["email"] {
 			t.Fatalf("result %d maps to %q, want %q", i, byID[r.ID], in[i]["email"])
 		}
 	}
-	if st := c.Stats(); st.Calls["sync leads"] != 3 || st.RecordsPerCall[Leads].Records != 650 {
+	if st := c.Stats(); st.Calls["sync leads"] != 3 || st.RecordsPerCall[marketotype.Leads].Records != 650 {
 		t.Fatalf("stats: %+v", st)
 	}
 }
@@ -132,7 +133,7 @@ func TestSync_SplitsOver1MB(t *testing.T) {
 	for _, r := range in {
 		r["notes"] = strings.Repeat("n", 5000) // 300 × 5 KB = 1.5 MB
 	}
-	res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in})
+	res, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,8 +143,8 @@ func TestSync_SplitsOver1MB(t *testing.T) {
 		t.Fatalf("want 2 calls and no 413: %+v", st)
 	}
 	// A single record over 1 MB is skipped locally, not sent.
-	huge := []Record{{"email": "h@example.com", "notes": strings.Repeat("n", 1<<20)}}
-	res, err = c.Sync(context.Background(), Leads, SyncRequest{Input: huge})
+	huge := []marketotype.Record{{"email": "h@example.com", "notes": strings.Repeat("n", 1<<20)}}
+	res, err = c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: huge})
 	if err != nil || res[0].Status != "skipped" || res[0].Reasons[0].Code != "413" {
 		t.Fatalf("huge record: %+v %v", res, err)
 	}
@@ -157,7 +158,7 @@ func TestSync_ObjectResultsMappedBySeqNotPosition(t *testing.T) {
 			{"seq":0,"status":"updated","id":7}]}`,
 	})
 	c := cannedClient(t, srv.URL)
-	res, err := c.Sync(context.Background(), Companies, SyncRequest{Input: []Record{{"externalCompanyId": "a"}, {"externalCompanyId": "b", "x": 1}}})
+	res, err := c.Sync(context.Background(), marketotype.Companies, marketotype.SyncRequest{Input: []marketotype.Record{{"externalCompanyId": "a"}, {"externalCompanyId": "b", "x": 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,10 +178,10 @@ func TestQuery_SplitsValuesPagesAndUsesPostOver8KB(t *testing.T) {
 		r["externalPersonId"] = g
 		guids = append(guids, g)
 	}
-	if _, err := c.Sync(ctx, Leads, SyncRequest{Input: in}); err != nil {
+	if _, err := c.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Input: in}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.Query(ctx, Leads, "externalPersonId", guids, []string{"email", "externalPersonId"})
+	got, err := c.Query(ctx, marketotype.Leads, "externalPersonId", guids, []string{"email", "externalPersonId"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func TestQuery_SplitsValuesPagesAndUsesPostOver8KB(t *testing.T) {
 		t.Fatalf("want 2 POST _method=GET queries of 300 GUIDs and a GET of 50, got %d posts %d gets", posts, gets)
 	}
 	// Short queries stay GETs; no match is an empty result.
-	none, err := c.Query(ctx, Leads, "email", []string{"nobody@example.com"}, nil)
+	none, err := c.Query(ctx, marketotype.Leads, "email", []string{"nobody@example.com"}, nil)
 	if err != nil || len(none) != 0 {
 		t.Fatalf("no match: %v %v", none, err)
 	}
@@ -222,7 +223,7 @@ func TestQuery_FollowsNextPageToken(t *testing.T) {
 		"GET /rest/v1/opportunities.json#page": `{"requestId":"1#3","success":true,"result":[{"seq":0,"marketoGUID":"g2","externalOpportunityId":"o2"}]}`,
 	})
 	c := cannedClient(t, srv.URL)
-	got, err := c.Query(context.Background(), Opportunities, "externalOpportunityId", []string{"o1", "o2"}, nil)
+	got, err := c.Query(context.Background(), marketotype.Opportunities, "externalOpportunityId", []string{"o1", "o2"}, nil)
 	if err != nil || len(got) != 2 || got[1]["marketoGUID"] != "g2" {
 		t.Fatalf("paged query: %v %v", got, err)
 	}
@@ -256,7 +257,7 @@ func TestQueryRoles_FollowsNextPageToken(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	c := cannedClient(t, srv.URL)
-	got, err := c.QueryRoles(context.Background(), []Record{{"externalOpportunityId": "o1", "leadId": 7, "role": "Buyer"}}, nil)
+	got, err := c.QueryRoles(context.Background(), []marketotype.Record{{"externalOpportunityId": "o1", "leadId": 7, "role": "Buyer"}}, nil)
 	if err != nil || len(got) != 2 || got[0]["marketoGUID"] != "r1" || got[1]["marketoGUID"] != "r2" {
 		t.Fatalf("paged roles query: %v %v", got, err)
 	}
@@ -269,21 +270,21 @@ func TestDeleteAndDescribe(t *testing.T) {
 	e := newEnv(t, marketosim.Options{})
 	c := e.client(nil)
 	ctx := context.Background()
-	res, _ := c.Sync(ctx, Leads, SyncRequest{Input: leads(2, "d")})
-	del, err := c.Delete(ctx, Leads, "", []Record{{"id": res[1].ID}, {"id": 99999}})
+	res, _ := c.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Input: leads(2, "d")})
+	del, err := c.Delete(ctx, marketotype.Leads, "", []marketotype.Record{{"id": res[1].ID}, {"id": 99999}})
 	if err != nil || del[0].Status != "deleted" || del[0].ID != res[1].ID || del[1].Reasons[0].Code != "1013" {
 		t.Fatalf("delete leads: %+v %v", del, err)
 	}
-	c.Sync(ctx, Companies, SyncRequest{Input: []Record{{"externalCompanyId": "x"}}})
-	del, err = c.Delete(ctx, Companies, "dedupeFields", []Record{{"externalCompanyId": "x"}})
+	c.Sync(ctx, marketotype.Companies, marketotype.SyncRequest{Input: []marketotype.Record{{"externalCompanyId": "x"}}})
+	del, err = c.Delete(ctx, marketotype.Companies, "dedupeFields", []marketotype.Record{{"externalCompanyId": "x"}})
 	if err != nil || del[0].Status != "deleted" {
 		t.Fatalf("delete company: %+v %v", del, err)
 	}
-	d, err := c.Describe(ctx, Roles)
+	d, err := c.Describe(ctx, marketotype.Roles)
 	if err != nil || d.IDField != "marketoGUID" || len(d.DedupeFields) != 3 {
 		t.Fatalf("describe roles: %+v %v", d, err)
 	}
-	ld, err := c.Describe(ctx, Leads)
+	ld, err := c.Describe(ctx, marketotype.Leads)
 	if err != nil || !ld.Searchable("externalPersonId") {
 		t.Fatalf("describe leads: %+v %v", ld, err)
 	}
@@ -301,7 +302,7 @@ func TestCheckInstance_ReportsMissingFields(t *testing.T) {
 	e2 := newEnv(t, marketosim.Options{ScoreField: "relativeScoring"})
 	err := e2.client(nil).CheckInstance(context.Background(), append(msi, "noSuchField"))
 	var ie *InstanceError
-	if !errors.As(err, &ie) || len(ie.Missing) != 2 || ie.Missing[0] != "relativeScore" || ClassOfError(err) != ClassConfig {
+	if !errors.As(err, &ie) || len(ie.Missing) != 2 || ie.Missing[0] != "relativeScore" || marketotype.ClassOfError(err) != marketotype.ClassConfig {
 		t.Fatalf("want relativeScore and noSuchField missing, got %v", err)
 	}
 	if !strings.Contains(err.Error(), "relativeScore, noSuchField") {
@@ -318,15 +319,15 @@ func TestCheckInstance_ReportsMissingFields(t *testing.T) {
 func TestLookupExternalPersonIdUnsupported_Returns1011Config(t *testing.T) {
 	e := newEnv(t, marketosim.Options{})
 	c := e.client(nil)
-	_, err := c.Sync(context.Background(), Leads, SyncRequest{LookupField: "externalPersonId",
-		Input: []Record{{"externalPersonId": "g", "email": "a@example.com"}}})
-	var me *Error
-	if !errors.As(err, &me) || me.Code != "1011" || me.Class() != ClassConfig || !strings.Contains(err.Error(), "sync leads") {
+	_, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{LookupField: "externalPersonId",
+		Input: []marketotype.Record{{"externalPersonId": "g", "email": "a@example.com"}}})
+	var me *marketotype.Error
+	if !errors.As(err, &me) || me.Code != "1011" || me.Class() != marketotype.ClassConfig || !strings.Contains(err.Error(), "sync leads") {
 		t.Fatalf("want 1011 config error, got %v", err)
 	}
 	e2 := newEnv(t, marketosim.Options{LookupExternalPersonID: true})
-	res, err := e2.client(nil).Sync(context.Background(), Leads, SyncRequest{LookupField: "externalPersonId",
-		Input: []Record{{"externalPersonId": "g", "email": "a@example.com"}}})
+	res, err := e2.client(nil).Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{LookupField: "externalPersonId",
+		Input: []marketotype.Record{{"externalPersonId": "g", "email": "a@example.com"}}})
 	if err != nil || res[0].Status != "created" {
 		t.Fatalf("supported: %+v %v", res, err)
 	}
@@ -340,7 +341,7 @@ func TestConcurrentClientCallsShareOneToken(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := c.Describe(context.Background(), Companies); err != nil {
+			if _, err := c.Describe(context.Background(), marketotype.Companies); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -359,7 +360,7 @@ func TestLeadChanges_FromPagingTokenFollowsPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Sync(ctx, Leads, SyncRequest{Input: leads(1200, "lc")}); err != nil {
+	if _, err := c.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Input: leads(1200, "lc")}); err != nil {
 		t.Fatal(err)
 	}
 	ids := e.sim.TickMSI(5)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 // Bodies follow the documented formats (reference §1 and the Adobe
@@ -30,25 +31,25 @@ func TestEnvelope_DocumentedShapesRoundTrip(t *testing.T) {
 	})
 	c := cannedClient(t, srv.URL)
 	ctx := context.Background()
-	res, err := c.Sync(ctx, Leads, SyncRequest{Input: []Record{{"email": "a@x.com"}, {"email": "b@x.com"}}})
+	res, err := c.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Input: []marketotype.Record{{"email": "a@x.com"}, {"email": "b@x.com"}}})
 	if err != nil || res[0].ID != 1001 || res[0].Status != "created" || res[1].ID != 0 ||
-		res[1].Reasons[0] != (Reason{Code: "1004", Message: "Lead not found"}) || res[1].Seq != 1 {
+		res[1].Reasons[0] != (marketotype.Reason{Code: "1004", Message: "Lead not found"}) || res[1].Seq != 1 {
 		t.Fatalf("sync leads: %+v %v", res, err)
 	}
-	res, err = c.Sync(ctx, Opportunities, SyncRequest{Input: []Record{{"externalOpportunityId": "o"}}})
-	if err != nil || res[0].MarketoGUID != "dff23271-f996-47d7-984f-f2676861b5fb" || res[0].Class() != ClassNone {
+	res, err = c.Sync(ctx, marketotype.Opportunities, marketotype.SyncRequest{Input: []marketotype.Record{{"externalOpportunityId": "o"}}})
+	if err != nil || res[0].MarketoGUID != "dff23271-f996-47d7-984f-f2676861b5fb" || res[0].Class() != marketotype.ClassNone {
 		t.Fatalf("sync opportunities: %+v %v", res, err)
 	}
-	res, err = c.Delete(ctx, Leads, "", []Record{{"id": 1001}})
+	res, err = c.Delete(ctx, marketotype.Leads, "", []marketotype.Record{{"id": 1001}})
 	if err != nil || res[0].Status != "deleted" || res[0].ID != 1001 {
 		t.Fatalf("delete: %+v %v", res, err)
 	}
-	_, err = c.Query(ctx, Companies, "externalCompanyId", []string{"x"}, nil)
-	var me *Error
-	if !errors.As(err, &me) || me.Code != "1003" || me.Message != "Too many results match the filter" || me.Class() != ClassPermanent {
+	_, err = c.Query(ctx, marketotype.Companies, "externalCompanyId", []string{"x"}, nil)
+	var me *marketotype.Error
+	if !errors.As(err, &me) || me.Code != "1003" || me.Message != "Too many results match the filter" || me.Class() != marketotype.ClassPermanent {
 		t.Fatalf("error envelope: %v", err)
 	}
-	d, err := c.Describe(ctx, SalesPersons)
+	d, err := c.Describe(ctx, marketotype.SalesPersons)
 	if err != nil || d.IDField != "id" || d.DedupeFields[0] != "externalSalesPersonId" || !d.Searchable("email") {
 		t.Fatalf("describe: %+v %v", d, err)
 	}
@@ -63,13 +64,13 @@ func TestEnvelope_NumericCodeAndMissingErrorsTolerated(t *testing.T) {
 		"GET /rest/v1/opportunities/describe.json": `{"requestId":"1#1","success":false}`,
 	})
 	c := cannedClient(t, srv.URL)
-	_, err := c.Describe(context.Background(), Companies)
-	var me *Error
-	if !errors.As(err, &me) || me.Code != "603" || me.Class() != ClassConfig {
+	_, err := c.Describe(context.Background(), marketotype.Companies)
+	var me *marketotype.Error
+	if !errors.As(err, &me) || me.Code != "603" || me.Class() != marketotype.ClassConfig {
 		t.Fatalf("numeric code: %v", err)
 	}
-	_, err = c.Describe(context.Background(), Opportunities)
-	if !errors.As(err, &me) || me.Class() != ClassTransient {
+	_, err = c.Describe(context.Background(), marketotype.Opportunities)
+	if !errors.As(err, &me) || me.Class() != marketotype.ClassTransient {
 		t.Fatalf("success:false without errors: %v", err)
 	}
 }
@@ -86,7 +87,7 @@ func TestNewUser_FlakyMarketoConverges(t *testing.T) {
 	e.sim.FailNext("606", "604", "611", "602") // at least one of each, in a row
 	c := e.client(func(cfg *Config) { cfg.MaxRetries = 12 })
 	ctx := context.Background()
-	must := func(res []Result, err error) []Result {
+	must := func(res []marketotype.Result, err error) []marketotype.Result {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
@@ -98,12 +99,12 @@ func TestNewUser_FlakyMarketoConverges(t *testing.T) {
 		}
 		return res
 	}
-	must(c.Sync(ctx, SalesPersons, SyncRequest{Input: []Record{{"externalSalesPersonId": "u1", "email": "o@example.com"}}}))
-	var companies []Record
+	must(c.Sync(ctx, marketotype.SalesPersons, marketotype.SyncRequest{Input: []marketotype.Record{{"externalSalesPersonId": "u1", "email": "o@example.com"}}}))
+	var companies []marketotype.Record
 	for i := 0; i < 40; i++ {
-		companies = append(companies, Record{"externalCompanyId": "acc-" + itoa3(i), "externalSalesPersonId": "u1"})
+		companies = append(companies, marketotype.Record{"externalCompanyId": "acc-" + itoa3(i), "externalSalesPersonId": "u1"})
 	}
-	must(c.Sync(ctx, Companies, SyncRequest{Input: companies}))
+	must(c.Sync(ctx, marketotype.Companies, marketotype.SyncRequest{Input: companies}))
 	in := leads(1200, "flaky")
 	for i, r := range in {
 		r["externalPersonId"] = "per-" + itoa3(i%1000) + "-" + itoa3(i/1000)
@@ -112,14 +113,14 @@ func TestNewUser_FlakyMarketoConverges(t *testing.T) {
 	}
 	for lo := 0; lo < len(in); lo += 300 {
 		e.clk.Advance(2 * time.Second) // time passes between batches: tokens lapse
-		res := must(c.Sync(ctx, Leads, SyncRequest{Input: in[lo : lo+300]}))
+		res := must(c.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Input: in[lo : lo+300]}))
 		e.checkLeadResultsSubset(in[lo:lo+300], res)
 	}
 	var keys []string
 	for _, r := range in {
 		keys = append(keys, r["externalPersonId"].(string))
 	}
-	got, err := c.Query(ctx, Leads, "externalPersonId", keys, []string{"externalPersonId", "externalCompanyId"})
+	got, err := c.Query(ctx, marketotype.Leads, "externalPersonId", keys, []string{"externalPersonId", "externalCompanyId"})
 	if err != nil || len(got) != len(in) {
 		t.Fatalf("read back %d of %d: %v", len(got), len(in), err)
 	}
@@ -134,7 +135,7 @@ func TestNewUser_FlakyMarketoConverges(t *testing.T) {
 	}
 }
 
-func (e *env) checkLeadResultsSubset(in []Record, res []Result) {
+func (e *env) checkLeadResultsSubset(in []marketotype.Record, res []marketotype.Result) {
 	e.t.Helper()
 	byID := e.emailsByID()
 	for i, r := range res {
@@ -155,7 +156,7 @@ func BenchmarkSyncLeads300(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in}); err != nil {
+		if _, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 func TestTokenExpiresInTheMiddleOfAMultiCallBatch(t *testing.T) {
@@ -24,7 +25,7 @@ func TestTokenExpiresInTheMiddleOfAMultiCallBatch(t *testing.T) {
 	}
 	c := e.client(nil)
 	in := leads(900, "mid")
-	res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in})
+	res, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func TestTokenShortLivedAndExpiresInZero(t *testing.T) {
 	c := e.client(nil)
 	ctx := context.Background()
 	for i := 0; i < 10; i++ {
-		if _, err := c.Describe(ctx, Companies); err != nil {
+		if _, err := c.Describe(ctx, marketotype.Companies); err != nil {
 			t.Fatal(err)
 		}
 		e.clk.Advance(700 * time.Millisecond)
@@ -55,11 +56,11 @@ func TestTokenShortLivedAndExpiresInZero(t *testing.T) {
 	e2 := newEnv(t, marketosim.Options{TokenTTL: time.Hour})
 	c2 := e2.client(nil)
 	warm := e2.client(nil) // another client takes the token first
-	if _, err := warm.Describe(ctx, Companies); err != nil {
+	if _, err := warm.Describe(ctx, marketotype.Companies); err != nil {
 		t.Fatal(err)
 	}
 	e2.clk.Advance(time.Hour - 400*time.Millisecond)
-	if _, err := c2.Describe(ctx, Companies); err != nil {
+	if _, err := c2.Describe(ctx, marketotype.Companies); err != nil {
 		t.Fatal(err)
 	}
 	if st := e2.sim.Stats(); st.Responses["602"] != 0 || st.IdentityCalls != 3 {
@@ -72,7 +73,7 @@ func TestFailNext606_604_611_602_502Converges(t *testing.T) {
 	c := e.client(nil)
 	e.sim.FailNext("606", "604", "611", "602", "502")
 	in := leads(10, "conv")
-	res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in})
+	res, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func Test606Storm_BacksOffThenSucceedsOrGivesUpBounded(t *testing.T) {
 		}
 	})
 	e.sim.FailNext("606", "606", "606", "606", "606")
-	res, err := c.Sync(context.Background(), Companies, SyncRequest{Input: []Record{{"externalCompanyId": "a"}}})
+	res, err := c.Sync(context.Background(), marketotype.Companies, marketotype.SyncRequest{Input: []marketotype.Record{{"externalCompanyId": "a"}}})
 	if err != nil || res[0].Status != "created" {
 		t.Fatalf("after 5×606: %+v %v", res, err)
 	}
@@ -106,9 +107,9 @@ func Test606Storm_BacksOffThenSucceedsOrGivesUpBounded(t *testing.T) {
 	}
 	// A storm longer than MaxRetries returns a throttled error, not a hang.
 	e.sim.SetFault("606", 1)
-	_, err = c.Sync(context.Background(), Companies, SyncRequest{Input: []Record{{"externalCompanyId": "b"}}})
-	var me *Error
-	if !errors.As(err, &me) || me.Class() != ClassThrottled || me.Code != "606" {
+	_, err = c.Sync(context.Background(), marketotype.Companies, marketotype.SyncRequest{Input: []marketotype.Record{{"externalCompanyId": "b"}}})
+	var me *marketotype.Error
+	if !errors.As(err, &me) || me.Class() != marketotype.ClassThrottled || me.Code != "606" {
 		t.Fatalf("endless 606: %v", err)
 	}
 	if n := c.Stats().Codes["606"]; n != 5+7 {
@@ -121,7 +122,7 @@ func TestTransientFaults_RetriedIncludingDroppedConnections(t *testing.T) {
 	c := e.client(nil)
 	for _, code := range []string{"502", "5xx", "503", "604", "608", "611", "713", "615"} {
 		e.sim.FailNext(code, code)
-		if _, err := c.Describe(context.Background(), Companies); err != nil {
+		if _, err := c.Describe(context.Background(), marketotype.Companies); err != nil {
 			t.Fatalf("%s twice: %v", code, err)
 		}
 	}
@@ -136,7 +137,7 @@ func TestTransientFaults_RetriedIncludingDroppedConnections(t *testing.T) {
 		}
 	}
 	in := leads(3, "drop")
-	res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in})
+	res, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in})
 	if err != nil {
 		t.Fatalf("after dropped connection: %v", err)
 	}
@@ -146,8 +147,8 @@ func TestTransientFaults_RetriedIncludingDroppedConnections(t *testing.T) {
 	}
 	// Persistent 611 ends with a transient error naming the operation.
 	e.sim.SetFault("611", 1)
-	_, err = c.Query(context.Background(), Leads, "email", []string{"a@example.com"}, nil)
-	if ClassOfError(err) != ClassTransient || !strings.Contains(err.Error(), "query leads by email") {
+	_, err = c.Query(context.Background(), marketotype.Leads, "email", []string{"a@example.com"}, nil)
+	if marketotype.ClassOfError(err) != marketotype.ClassTransient || !strings.Contains(err.Error(), "query leads by email") {
 		t.Fatalf("persistent 611: %v", err)
 	}
 }
@@ -158,9 +159,9 @@ func TestQuota607_StopsAllCallsUntilMidnightChicago(t *testing.T) {
 	e.clk.Set(time.Date(2026, 7, 1, 21, 30, 0, 0, chicago))
 	c := e.client(nil)
 	e.sim.FailNext("607")
-	_, err := c.Describe(context.Background(), Companies)
+	_, err := c.Describe(context.Background(), marketotype.Companies)
 	var qe *QuotaError
-	if !errors.As(err, &qe) || !errors.Is(err, ErrQuotaExhausted) || ClassOfError(err) != ClassQuota {
+	if !errors.As(err, &qe) || !errors.Is(err, marketotype.ErrQuotaExhausted) || marketotype.ClassOfError(err) != marketotype.ClassQuota {
 		t.Fatalf("607: %v", err)
 	}
 	want := time.Date(2026, 7, 2, 0, 0, 0, 0, chicago)
@@ -169,14 +170,14 @@ func TestQuota607_StopsAllCallsUntilMidnightChicago(t *testing.T) {
 	}
 	before := len(e.rec.requests())
 	e.clk.Set(time.Date(2026, 7, 1, 23, 59, 0, 0, chicago))
-	if _, err := c.Sync(context.Background(), Leads, SyncRequest{Input: leads(1, "q")}); !errors.Is(err, ErrQuotaExhausted) {
+	if _, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: leads(1, "q")}); !errors.Is(err, marketotype.ErrQuotaExhausted) {
 		t.Fatalf("before reset: %v", err)
 	}
 	if len(e.rec.requests()) != before {
 		t.Fatal("client called Marketo while the quota was exhausted")
 	}
 	e.clk.Set(want.Add(time.Second))
-	if _, err := c.Describe(context.Background(), Companies); err != nil {
+	if _, err := c.Describe(context.Background(), marketotype.Companies); err != nil {
 		t.Fatalf("after reset: %v", err)
 	}
 }
@@ -185,11 +186,11 @@ func TestDailyBudget_LocalQuotaStopsBeforeMarketo(t *testing.T) {
 	e := newEnv(t, marketosim.Options{})
 	c := e.client(func(cfg *Config) { cfg.DailyQuota = 2 })
 	for i := 0; i < 2; i++ {
-		if _, err := c.Describe(context.Background(), Companies); err != nil {
+		if _, err := c.Describe(context.Background(), marketotype.Companies); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := c.Describe(context.Background(), Companies)
+	_, err := c.Describe(context.Background(), marketotype.Companies)
 	var qe *QuotaError
 	if !errors.As(err, &qe) || !qe.Local {
 		t.Fatalf("third call: %v", err)
@@ -204,9 +205,9 @@ func TestConfigErrors_ReturnedOnceWithoutRetry(t *testing.T) {
 		e := newEnv(t, marketosim.Options{})
 		c := e.client(nil)
 		e.sim.FailNext(code)
-		_, err := c.Describe(context.Background(), Companies)
-		var me *Error
-		if !errors.As(err, &me) || me.Code != code || me.Class() != ClassConfig || me.HTTPStatus != 200 {
+		_, err := c.Describe(context.Background(), marketotype.Companies)
+		var me *marketotype.Error
+		if !errors.As(err, &me) || me.Code != code || me.Class() != marketotype.ClassConfig || me.HTTPStatus != 200 {
 			t.Fatalf("%s: %v", code, err)
 		}
 		if n := e.sim.Stats().Requests["GET /rest/v1/companies/describe.json"]; n != 1 {
@@ -215,8 +216,8 @@ func TestConfigErrors_ReturnedOnceWithoutRetry(t *testing.T) {
 	}
 	// CRM-enabled instance: records are skipped with 1018 → ClassConfig.
 	e := newEnv(t, marketosim.Options{CRMEnabled: true})
-	res, err := e.client(nil).Sync(context.Background(), Companies, SyncRequest{Input: []Record{{"externalCompanyId": "a"}}})
-	if err != nil || res[0].Class() != ClassConfig {
+	res, err := e.client(nil).Sync(context.Background(), marketotype.Companies, marketotype.SyncRequest{Input: []marketotype.Record{{"externalCompanyId": "a"}}})
+	if err != nil || res[0].Class() != marketotype.ClassConfig {
 		t.Fatalf("CRM enabled: %+v %v", res, err)
 	}
 }
@@ -224,15 +225,15 @@ func TestConfigErrors_ReturnedOnceWithoutRetry(t *testing.T) {
 func TestBadCredentials_ConfigErrorWithoutSecret(t *testing.T) {
 	e := newEnv(t, marketosim.Options{})
 	c := e.client(func(cfg *Config) { cfg.ClientSecret = "wrong-secret-xyz" })
-	_, err := c.Describe(context.Background(), Companies)
-	if ClassOfError(err) != ClassConfig || strings.Contains(err.Error(), "wrong-secret-xyz") || !strings.Contains(err.Error(), "401") {
+	_, err := c.Describe(context.Background(), marketotype.Companies)
+	if marketotype.ClassOfError(err) != marketotype.ClassConfig || strings.Contains(err.Error(), "wrong-secret-xyz") || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("bad credentials: %v", err)
 	}
 	// A network failure on identity does not leak the secret either.
 	c2, _ := New(Config{BaseURL: "http://127.0.0.1:1", ClientID: "id", ClientSecret: "topsecret-abc",
 		MaxRetries: 1, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	_, err = c2.Describe(context.Background(), Companies)
+	_, err = c2.Describe(context.Background(), marketotype.Companies)
 	if err == nil || strings.Contains(err.Error(), "topsecret-abc") {
 		t.Fatalf("identity network error: %v", err)
 	}
@@ -245,7 +246,7 @@ func TestContextCancelStopsBackoff(t *testing.T) {
 		cfg.Sleep = func(context.Context, time.Duration) error { cancel(); return context.Canceled }
 	})
 	e.sim.SetFault("606", 1)
-	_, err := c.Describe(ctx, Companies)
+	_, err := c.Describe(ctx, marketotype.Companies)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("want context.Canceled, got %v", err)
 	}
@@ -269,7 +270,7 @@ func TestGovernor_50GoroutinesNeverTrip606Or615(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			in := leads(2, "g"+itoa3(g)+"-")
-			res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in})
+			res, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in})
 			if err != nil || res[0].Status != "created" || res[1].Status != "created" {
 				t.Errorf("goroutine %d: %+v %v", g, res, err)
 			}
@@ -343,7 +344,7 @@ func TestTimeoutsAndLostResponses_RetriedWithoutDuplicates(t *testing.T) {
 	c := e.client(func(cfg *Config) { cfg.HTTPClient = &http.Client{Timeout: 100 * time.Millisecond} })
 	e.sim.FailNext("timeout", "timeout-after", "drop-after")
 	in := leads(5, "to")
-	res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in})
+	res, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in})
 	if err != nil {
 		t.Fatal(err)
 	}

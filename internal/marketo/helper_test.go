@@ -14,6 +14,7 @@ import (
 
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 const (
@@ -120,10 +121,10 @@ func (e *env) client(mod func(*Config)) *Client {
 	return c
 }
 
-func leads(n int, prefix string) []Record {
-	out := make([]Record, n)
+func leads(n int, prefix string) []marketotype.Record {
+	out := make([]marketotype.Record, n)
 	for i := range out {
-		out[i] = Record{"email": fmt.Sprintf("%s%d@example.com", prefix, i), "firstName": fmt.Sprintf("F%d", i)}
+		out[i] = marketotype.Record{"email": fmt.Sprintf("%s%d@example.com", prefix, i), "firstName": fmt.Sprintf("F%d", i)}
 	}
 	return out
 }
@@ -139,7 +140,7 @@ func (e *env) emailsByID() map[int64]string {
 
 // checkLeadResults asserts every input lead landed and results[i] is the
 // id of input i.
-func (e *env) checkLeadResults(in []Record, res []Result) {
+func (e *env) checkLeadResults(in []marketotype.Record, res []marketotype.Result) {
 	e.t.Helper()
 	if len(res) != len(in) {
 		e.t.Fatalf("%d results for %d inputs", len(res), len(in))

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 // gate stands in front of the simulator like a proxy or Marketo's own
@@ -66,7 +67,7 @@ func TestHTTP401DropsTheCachedTokenBeforeTheRetry(t *testing.T) {
 		return 0
 	})
 	c := e.client(nil)
-	res, err := c.Sync(context.Background(), Leads, SyncRequest{Input: leads(2, "a")})
+	res, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: leads(2, "a")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func TestHTTP413SplitsTheBatchDownToTheRecordTooLarge(t *testing.T) {
 	})
 	in := leads(12, "b")
 	in[5]["company"] = strings.Repeat("x", limit) // too large even alone
-	res, err := e.client(nil).Sync(context.Background(), Leads, SyncRequest{Input: in})
+	res, err := e.client(nil).Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,14 +142,14 @@ func TestHTTP414SplitsTheQueryValues(t *testing.T) {
 	})
 	c := e.client(nil)
 	in := leads(20, "c")
-	if _, err := c.Sync(context.Background(), Leads, SyncRequest{Input: in}); err != nil {
+	if _, err := c.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: in}); err != nil {
 		t.Fatal(err)
 	}
 	var emails []string
 	for _, r := range in {
 		emails = append(emails, r["email"].(string))
 	}
-	got, err := c.Query(context.Background(), Leads, "email", emails, []string{"email"})
+	got, err := c.Query(context.Background(), marketotype.Leads, "email", emails, []string{"email"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,11 +179,11 @@ func TestPagingCapIsAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := c.Query(context.Background(), Leads, "email", []string{"a@example.com"}, nil)
+	recs, err := c.Query(context.Background(), marketotype.Leads, "email", []string{"a@example.com"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "stopped after 3 pages") {
 		t.Fatalf("err %v with %d records, want the page cap error", err, len(recs))
 	}
-	if ClassOfError(err) != ClassPermanent {
-		t.Fatalf("class %v, want permanent (retrying would hit the cap again)", ClassOfError(err))
+	if marketotype.ClassOfError(err) != marketotype.ClassPermanent {
+		t.Fatalf("class %v, want permanent (retrying would hit the cap again)", marketotype.ClassOfError(err))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 func TestMetrics_CallsByEndpointAndCodeSharedAcrossClients(t *testing.T) {
@@ -17,10 +18,10 @@ func TestMetrics_CallsByEndpointAndCodeSharedAcrossClients(t *testing.T) {
 	c1 := e.client(func(cfg *Config) { cfg.Registerer = reg })
 	c2 := e.client(func(cfg *Config) { cfg.Registerer = reg }) // same registry: no error, shared series
 	e.sim.FailNext("606")
-	if _, err := c1.Describe(context.Background(), Companies); err != nil {
+	if _, err := c1.Describe(context.Background(), marketotype.Companies); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c2.Sync(context.Background(), Leads, SyncRequest{Input: leads(3, "m")}); err != nil {
+	if _, err := c2.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Input: leads(3, "m")}); err != nil {
 		t.Fatal(err)
 	}
 	want := `

@@ -11,56 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
-
-// Reason explains a skipped record.
-type Reason struct {
-	Code    string
-	Message string
-}
-
-// Result is the outcome of one input record of Sync or Delete.
-type Result struct {
-	Seq         int    // index of the input record this result belongs to
-	ID          int64  // Marketo id (sales persons, companies, leads); 0 if none
-	MarketoGUID string // opportunities and roles
-	Status      string // created, updated, deleted or skipped
-	Reasons     []Reason
-}
-
-// Class classifies a skipped record by its first reason; ClassNone for a
-// record that succeeded.
-func (r Result) Class() Class {
-	if r.Status != "skipped" {
-		return ClassNone
-	}
-	if len(r.Reasons) == 0 {
-		return ClassPermanent
-	}
-	return ClassOf(r.Reasons[0].Code)
-}
-
-// Err describes a skipped record as an error naming the code, or nil.
-func (r Result) Err() error {
-	if r.Status != "skipped" {
-		return nil
-	}
-	if len(r.Reasons) == 0 {
-		return errors.New("marketo: record skipped without a reason")
-	}
-	return fmt.Errorf("marketo: record skipped: %s %s", r.Reasons[0].Code, r.Reasons[0].Message)
-}
-
-// SyncRequest is the body of a Sync call. Action: createOnly, updateOnly,
-// createOrUpdate (default) or, for leads, createDuplicate. DedupeBy
-// (non-lead objects): dedupeFields (default) or idField. LookupField
-// (leads): default email.
-type SyncRequest struct {
-	Action      string
-	DedupeBy    string
-	LookupField string
-	Input       []Record
-}
 
 type wireResult struct {
 	Seq         *int        `json:"seq"`
@@ -73,13 +26,13 @@ type wireResult struct {
 	} `json:"reasons"`
 }
 
-func (w wireResult) result() Result {
-	r := Result{MarketoGUID: w.MarketoGUID, Status: w.Status}
+func (w wireResult) result() marketotype.Result {
+	r := marketotype.Result{MarketoGUID: w.MarketoGUID, Status: w.Status}
 	if w.ID != "" {
 		r.ID, _ = w.ID.Int64()
 	}
 	for _, rs := range w.Reasons {
-		r.Reasons = append(r.Reasons, Reason{Code: string(rs.Code), Message: rs.Message})
+		r.Reasons = append(r.Reasons, marketotype.Reason{Code: string(rs.Code), Message: rs.Message})
 	}
 	return r
 }
@@ -101,8 +54,8 @@ const (
 	maxFilterValue = 300
 )
 
-func objName(o Object) string {
-	if o == Roles {
+func objName(o marketotype.Object) string {
+	if o == marketotype.Roles {
 		return "opportunity roles"
 	}
 	return string(o)
@@ -112,15 +65,15 @@ func objName(o Object) string {
 // results[i] is input i. Batches over 300 records or 1 MB are split into
 // several calls, sent in order. On error, results of the calls already
 // made are filled in and the rest have an empty Status.
-func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Result, error) {
+func (c *Client) Sync(ctx context.Context, obj marketotype.Object, req marketotype.SyncRequest) ([]marketotype.Result, error) {
 	op := "sync " + objName(obj)
-	if !obj.valid() {
+	if !obj.Valid() {
 		return nil, fmt.Errorf("marketo: %s: unknown object %q", op, obj)
 	}
 	switch req.Action {
 	case "", "createOnly", "updateOnly", "createOrUpdate":
 	case "createDuplicate":
-		if obj != Leads {
+		if obj != marketotype.Leads {
 			return nil, fmt.Errorf("marketo: %s: action createDuplicate is for leads only", op)
 		}
 	default:
@@ -131,7 +84,7 @@ func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Resul
 	default:
 		return nil, fmt.Errorf("marketo: %s: unknown dedupeBy %q", op, req.DedupeBy)
 	}
-	results := make([]Result, len(req.Input))
+	results := make([]marketotype.Result, len(req.Input))
 	for i := range results {
 		results[i].Seq = i
 	}
@@ -144,12 +97,12 @@ func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Resul
 		sizes[i] = len(b) + 1
 		if len(b) > maxBodyBytes {
 			results[i].Status = "skipped"
-			results[i].Reasons = []Reason{{Code: "413", Message: fmt.Sprintf("record is %d bytes; a call may carry 1 MB", len(b))}}
+			results[i].Reasons = []marketotype.Reason{{Code: "413", Message: fmt.Sprintf("record is %d bytes; a call may carry 1 MB", len(b))}}
 			sizes[i] = -1
 		}
 	}
 	for _, ch := range chunks(sizes) {
-		in := make([]Record, 0, len(ch))
+		in := make([]marketotype.Record, 0, len(ch))
 		for _, i := range ch {
 			in = append(in, req.Input[i])
 		}
@@ -157,7 +110,7 @@ func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Resul
 		if req.Action != "" {
 			body["action"] = req.Action
 		}
-		if obj == Leads {
+		if obj == marketotype.Leads {
 			if req.LookupField != "" {
 				body["lookupField"] = req.LookupField
 			}
@@ -168,7 +121,7 @@ func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Resul
 			return results, fmt.Errorf("marketo: %s: encode: %w", op, err)
 		}
 		if err := c.sendSplitting(ctx, op, obj, ch, len(req.Input), results, func(idx []int) call {
-			in := make([]Record, 0, len(idx))
+			in := make([]marketotype.Record, 0, len(idx))
 			for _, i := range idx {
 				in = append(in, req.Input[i])
 			}
@@ -187,7 +140,7 @@ func (c *Client) Sync(ctx context.Context, obj Object, req SyncRequest) ([]Resul
 // tooLarge reports whether Marketo (or a proxy before it) refused a call as
 // too large: HTTP 413 for the body, 414 for the URL.
 func tooLarge(err error) (int, bool) {
-	var me *Error
+	var me *marketotype.Error
 	if errors.As(err, &me) && (me.HTTPStatus == http.StatusRequestEntityTooLarge || me.HTTPStatus == http.StatusRequestURITooLong) {
 		return me.HTTPStatus, true
 	}
@@ -199,13 +152,13 @@ func tooLarge(err error) (int, bool) {
 // and each half retried, down to single records: a record refused alone is
 // marked skipped with that status as its reason (the syncer dead-letters
 // it), so one oversized record no longer fails the whole batch.
-func (c *Client) sendSplitting(ctx context.Context, op string, obj Object, idx []int, total int, results []Result, build func(idx []int) call) error {
+func (c *Client) sendSplitting(ctx context.Context, op string, obj marketotype.Object, idx []int, total int, results []marketotype.Result, build func(idx []int) call) error {
 	c.stats.records(obj, len(idx))
 	c.metrics.recordsPerCall(obj, len(idx))
 	env, err := c.do(ctx, build(idx))
 	if status, big := tooLarge(err); big {
 		if len(idx) == 1 {
-			results[idx[0]] = Result{Seq: idx[0], Status: "skipped", Reasons: []Reason{{Code: strconv.Itoa(status),
+			results[idx[0]] = marketotype.Result{Seq: idx[0], Status: "skipped", Reasons: []marketotype.Reason{{Code: strconv.Itoa(status),
 				Message: fmt.Sprintf("Marketo refused this record alone with HTTP %d %s (record %d of %d)", status, http.StatusText(status), idx[0], total)}}}
 			return nil
 		}
@@ -252,21 +205,21 @@ func chunks(sizes []int) [][]int {
 
 // mapResults puts a call's results at their input positions: by seq for
 // objects, by position for leads (which have no seq).
-func mapResults(op string, obj Object, raw json.RawMessage, idx []int, results []Result) error {
+func mapResults(op string, obj marketotype.Object, raw json.RawMessage, idx []int, results []marketotype.Result) error {
 	var ws []wireResult
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if err := dec.Decode(&ws); err != nil {
-		return &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+		return &marketotype.Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
 	}
 	if len(ws) != len(idx) {
-		return &Error{Op: op, Code: "611", Message: fmt.Sprintf("Marketo returned %d results for %d records", len(ws), len(idx))}
+		return &marketotype.Error{Op: op, Code: "611", Message: fmt.Sprintf("Marketo returned %d results for %d records", len(ws), len(idx))}
 	}
 	for pos, w := range ws {
 		at := pos
-		if obj != Leads && w.Seq != nil {
+		if obj != marketotype.Leads && w.Seq != nil {
 			if *w.Seq < 0 || *w.Seq >= len(idx) {
-				return &Error{Op: op, Code: "611", Message: fmt.Sprintf("result seq %d out of range 0..%d", *w.Seq, len(idx)-1)}
+				return &marketotype.Error{Op: op, Code: "611", Message: fmt.Sprintf("result seq %d out of range 0..%d", *w.Seq, len(idx)-1)}
 			}
 			at = *w.Seq
 		}
@@ -281,9 +234,9 @@ func mapResults(op string, obj Object, raw json.RawMessage, idx []int, results [
 // are sent in groups of ≤300, pages are followed, and a URL over 8 KB is
 // sent as POST …?_method=GET with a form body. fields nil = Marketo's
 // default fields. Missing fields in a record mean null.
-func (c *Client) Query(ctx context.Context, obj Object, filterType string, values []string, fields []string) ([]Record, error) {
+func (c *Client) Query(ctx context.Context, obj marketotype.Object, filterType string, values []string, fields []string) ([]marketotype.Record, error) {
 	op := "query " + objName(obj) + " by " + filterType
-	if !obj.valid() {
+	if !obj.Valid() {
 		return nil, fmt.Errorf("marketo: %s: unknown object %q", op, obj)
 	}
 	if filterType == "" {
@@ -294,7 +247,7 @@ func (c *Client) Query(ctx context.Context, obj Object, filterType string, value
 			return nil, fmt.Errorf("marketo: %s: value %d %q contains a comma", op, i, v)
 		}
 	}
-	var out []Record
+	var out []marketotype.Record
 	path := "/rest/v1/" + string(obj) + ".json"
 	var query func(lo, hi int) error
 	query = func(lo, hi int) error {
@@ -340,14 +293,14 @@ func (c *Client) Query(ctx context.Context, obj Object, filterType string, value
 // pages sends the call build makes for each page, following nextPageToken
 // until Marketo has no more (or repeats a token, or sends an empty page), and
 // returns the records of every page read, also when a later page fails.
-func (c *Client) pages(ctx context.Context, op string, build func(token string) (call, error)) ([]Record, error) {
-	var out []Record
+func (c *Client) pages(ctx context.Context, op string, build func(token string) (call, error)) ([]marketotype.Record, error) {
+	var out []marketotype.Record
 	token := ""
 	for page := 0; ; page++ {
 		if page == maxPages {
 			// A short list would look complete to the caller (a lead taken
 			// for absent is created twice): fail instead.
-			return out, &Error{Op: op, Code: "paging", Message: fmt.Sprintf("stopped after %d pages (%d records): Marketo kept sending nextPageToken, the result would be incomplete", maxPages, len(out))}
+			return out, &marketotype.Error{Op: op, Code: "paging", Message: fmt.Sprintf("stopped after %d pages (%d records): Marketo kept sending nextPageToken, the result would be incomplete", maxPages, len(out))}
 		}
 		k, err := build(token)
 		if err != nil {
@@ -374,15 +327,15 @@ func (c *Client) pages(ctx context.Context, op string, build func(token string) 
 // sending nextPageToken (a variable so tests can lower it).
 var maxPages = 10000
 
-func decodeRecords(op string, raw json.RawMessage) ([]Record, error) {
+func decodeRecords(op string, raw json.RawMessage) ([]marketotype.Record, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
-	var recs []Record
+	var recs []marketotype.Record
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if err := dec.Decode(&recs); err != nil {
-		return nil, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+		return nil, &marketotype.Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
 	}
 	return recs, nil
 }
@@ -390,14 +343,14 @@ func decodeRecords(op string, raw json.RawMessage) ([]Record, error) {
 // QueryRoles reads opportunity roles by their compound key
 // {externalOpportunityId, leadId, role}, ≤300 keys per call, following
 // pages (resending the keys with nextPageToken as Marketo requires).
-func (c *Client) QueryRoles(ctx context.Context, keys []Record, fields []string) ([]Record, error) {
+func (c *Client) QueryRoles(ctx context.Context, keys []marketotype.Record, fields []string) ([]marketotype.Record, error) {
 	op := "query opportunity roles by dedupeFields"
-	var out []Record
+	var out []marketotype.Record
 	for lo := 0; lo < len(keys); lo += MaxBatch {
 		hi := min(lo+MaxBatch, len(keys))
 		group := keys[lo:hi]
-		c.stats.records(Roles, len(group))
-		c.metrics.recordsPerCall(Roles, len(group))
+		c.stats.records(marketotype.Roles, len(group))
+		c.metrics.recordsPerCall(marketotype.Roles, len(group))
 		recs, err := c.pages(ctx, op, func(token string) (call, error) {
 			body := map[string]any{"filterType": "dedupeFields", "input": group}
 			if len(fields) > 0 {
@@ -425,9 +378,9 @@ func (c *Client) QueryRoles(ctx context.Context, keys []Record, fields []string)
 // Delete deletes records, ≤300 per call. deleteBy: dedupeFields (default)
 // or idField; leads are deleted by Marketo id only (input [{"id": n}]). A
 // skipped result with 1013 means the record was already gone.
-func (c *Client) Delete(ctx context.Context, obj Object, deleteBy string, input []Record) ([]Result, error) {
+func (c *Client) Delete(ctx context.Context, obj marketotype.Object, deleteBy string, input []marketotype.Record) ([]marketotype.Result, error) {
 	op := "delete " + objName(obj)
-	if !obj.valid() {
+	if !obj.Valid() {
 		return nil, fmt.Errorf("marketo: %s: unknown object %q", op, obj)
 	}
 	switch deleteBy {
@@ -435,7 +388,7 @@ func (c *Client) Delete(ctx context.Context, obj Object, deleteBy string, input 
 	default:
 		return nil, fmt.Errorf("marketo: %s: unknown deleteBy %q", op, deleteBy)
 	}
-	results := make([]Result, len(input))
+	results := make([]marketotype.Result, len(input))
 	for i := range results {
 		results[i].Seq = i
 	}
@@ -446,14 +399,14 @@ func (c *Client) Delete(ctx context.Context, obj Object, deleteBy string, input 
 			idx = append(idx, i)
 		}
 		body := map[string]any{"input": input[lo:hi]}
-		if obj != Leads && deleteBy != "" {
+		if obj != marketotype.Leads && deleteBy != "" {
 			body["deleteBy"] = deleteBy
 		}
 		if _, err := json.Marshal(body); err != nil {
 			return results, fmt.Errorf("marketo: %s: encode input %d..%d: %w", op, lo, hi-1, err)
 		}
 		if err := c.sendSplitting(ctx, op, obj, idx, len(input), results, func(part []int) call {
-			in := make([]Record, 0, len(part))
+			in := make([]marketotype.Record, 0, len(part))
 			for _, i := range part {
 				in = append(in, input[i])
 			}
@@ -469,58 +422,20 @@ func (c *Client) Delete(ctx context.Context, obj Object, deleteBy string, input 
 	return results, nil
 }
 
-// Description is an object's schema as Describe reports it.
-type Description struct {
-	Name             string
-	IDField          string
-	DedupeFields     []string
-	SearchableFields [][]string
-	Fields           []FieldInfo
-}
-
-// FieldInfo describes one field.
-type FieldInfo struct {
-	Name        string `json:"name"`
-	DisplayName string `json:"displayName"`
-	DataType    string `json:"dataType"`
-	Length      int    `json:"length"`
-	Updateable  bool   `json:"updateable"`
-}
-
-// Field returns the named field.
-func (d *Description) Field(name string) (FieldInfo, bool) {
-	for _, f := range d.Fields {
-		if f.Name == name {
-			return f, true
-		}
-	}
-	return FieldInfo{}, false
-}
-
-// Searchable reports whether name alone is a searchable key.
-func (d *Description) Searchable(name string) bool {
-	for _, s := range d.SearchableFields {
-		if len(s) == 1 && s[0] == name {
-			return true
-		}
-	}
-	return false
-}
-
 // Describe returns an object's schema. For leads it uses describe2.json
 // (which lists searchable fields) and falls back to describe.json.
-func (c *Client) Describe(ctx context.Context, obj Object) (*Description, error) {
+func (c *Client) Describe(ctx context.Context, obj marketotype.Object) (*Description, error) {
 	op := "describe " + objName(obj)
-	if !obj.valid() {
+	if !obj.Valid() {
 		return nil, fmt.Errorf("marketo: %s: unknown object %q", op, obj)
 	}
 	path := "/rest/v1/" + string(obj) + "/describe.json"
-	if obj == Leads {
+	if obj == marketotype.Leads {
 		env, err := c.do(ctx, call{op: op, endpoint: op, method: http.MethodGet, path: "/rest/v1/leads/describe2.json"})
 		if err == nil {
 			return decodeDescription(op, env.Result)
 		}
-		var me *Error
+		var me *marketotype.Error
 		if !errors.As(err, &me) || me.Code != "610" {
 			return nil, err
 		}
@@ -538,7 +453,7 @@ func (c *Client) Describe(ctx context.Context, obj Object) (*Description, error)
 			} `json:"rest"`
 		}
 		if err := json.Unmarshal(env.Result, &v1); err != nil {
-			return nil, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+			return nil, &marketotype.Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
 		}
 		d := &Description{Name: "Lead", IDField: "id"}
 		for _, f := range v1 {
@@ -563,10 +478,10 @@ func decodeDescription(op string, raw json.RawMessage) (*Description, error) {
 		Fields           []FieldInfo `json:"fields"`
 	}
 	if err := json.Unmarshal(raw, &ds); err != nil {
-		return nil, &Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
+		return nil, &marketotype.Error{Op: op, Err: fmt.Errorf("decode result: %w", err)}
 	}
 	if len(ds) == 0 {
-		return nil, &Error{Op: op, Code: "610", Message: "describe returned no object"}
+		return nil, &marketotype.Error{Op: op, Code: "610", Message: "describe returned no object"}
 	}
 	d := ds[0]
 	return &Description{Name: d.Name, IDField: d.IDField, DedupeFields: d.DedupeFields,
@@ -588,13 +503,13 @@ func (e *InstanceError) Error() string {
 }
 
 // Class is ClassConfig.
-func (e *InstanceError) Class() Class { return ClassConfig }
+func (e *InstanceError) Class() marketotype.Class { return marketotype.ClassConfig }
 
 // CheckInstance verifies at start-up that the lead schema has
 // externalPersonId, the other MSI keys and msiFields. It returns an
 // *InstanceError listing every missing field.
 func (c *Client) CheckInstance(ctx context.Context, msiFields []string) error {
-	d, err := c.Describe(ctx, Leads)
+	d, err := c.Describe(ctx, marketotype.Leads)
 	if err != nil {
 		return err
 	}
@@ -619,7 +534,7 @@ func (c *Client) CheckInstance(ctx context.Context, msiFields []string) error {
 }
 
 // Int64 reads an integer field of a record (json.Number, float64, string).
-func Int64(r Record, field string) (int64, bool) {
+func Int64(r marketotype.Record, field string) (int64, bool) {
 	switch v := r[field].(type) {
 	case json.Number:
 		n, err := v.Int64()
@@ -642,7 +557,7 @@ func Int64(r Record, field string) (int64, bool) {
 }
 
 // String reads a field as text; numbers are formatted, null is "".
-func String(r Record, field string) string {
+func String(r marketotype.Record, field string) string {
 	switch v := r[field].(type) {
 	case nil:
 		return ""

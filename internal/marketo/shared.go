@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/msisync/msisync/internal/clock"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -198,9 +199,9 @@ func (g *sharedGovernor) request(ctx context.Context, op string, p Purpose, pl *
 	gr, err := g.slots.GrantCalls(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return 0, &Error{Op: op, Err: ctx.Err()}
+			return 0, &marketotype.Error{Op: op, Err: ctx.Err()}
 		}
-		return 0, &Error{Op: op + ": shared governor", Err: err}
+		return 0, &marketotype.Error{Op: op + ": shared governor", Err: err}
 	}
 	switch gr.Blocked {
 	case "":
@@ -210,7 +211,7 @@ func (g *sharedGovernor) request(ctx context.Context, op string, p Purpose, pl *
 		// near the end of the budget, hand them back and ask once more.
 		if g.returnIdle(ctx) > 0 {
 			if gr, err = g.slots.GrantCalls(ctx, req); err != nil {
-				return 0, &Error{Op: op + ": shared governor", Err: err}
+				return 0, &marketotype.Error{Op: op + ": shared governor", Err: err}
 			}
 			if gr.Blocked == "" || gr.Blocked == store.BlockedWindow || gr.Blocked == store.BlockedConcurrent {
 				return 0, g.take(p, pl, gr, now)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 	"github.com/msisync/msisync/internal/store/pgstore"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
@@ -101,7 +102,7 @@ func TestGovernorChild(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := 0; i < govConcurrent; i++ {
 			wg.Add(1)
-			go func() { defer wg.Done(); _, _ = c.Describe(ctx, marketo.Companies) }()
+			go func() { defer wg.Done(); _, _ = c.Describe(ctx, marketotype.Companies) }()
 		}
 		fmt.Println("calling")
 		wg.Wait()
@@ -117,7 +118,7 @@ func TestGovernorChild(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for rctx.Err() == nil {
-					if _, err := c.Describe(rctx, marketo.Companies); err != nil {
+					if _, err := c.Describe(rctx, marketotype.Companies); err != nil {
 						if rctx.Err() == nil {
 							fails.Add(1)
 							fmt.Fprintln(os.Stderr, "call failed:", err)
@@ -313,7 +314,7 @@ func TestSharedGovernorSIGKILLFreesSlots(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if _, err := c.Describe(ctx, marketo.Companies); err != nil {
+					if _, err := c.Describe(ctx, marketotype.Companies); err != nil {
 						failed.Add(1)
 						t.Errorf("call after the kill: %v", err)
 					}

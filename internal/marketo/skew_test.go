@@ -12,6 +12,7 @@ import (
 
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
 )
 
@@ -58,7 +59,7 @@ func TestSharedGovernorClockSkew(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					if _, err := c.Describe(ctx, marketo.Companies); err != nil && ctx.Err() == nil {
+					if _, err := c.Describe(ctx, marketotype.Companies); err != nil && ctx.Err() == nil {
 						fails.Add(1)
 						t.Errorf("call: %v", err)
 					}

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,7 +17,7 @@ type Stats struct {
 	IdentityCalls int
 	// RecordsPerCall: records sent (sync, delete) or values asked for (query)
 	// per object.
-	RecordsPerCall map[Object]RecordCount
+	RecordsPerCall map[marketotype.Object]RecordCount
 }
 
 // RecordCount is the number of calls and records for one object.
@@ -39,7 +40,7 @@ type statsRecorder struct {
 
 func newStatsRecorder() *statsRecorder {
 	return &statsRecorder{s: Stats{Calls: map[string]int{}, Codes: map[string]int{},
-		RecordsPerCall: map[Object]RecordCount{}}}
+		RecordsPerCall: map[marketotype.Object]RecordCount{}}}
 }
 
 func (r *statsRecorder) call(endpoint, code string) {
@@ -61,7 +62,7 @@ func (r *statsRecorder) identity() {
 	r.mu.Unlock()
 }
 
-func (r *statsRecorder) records(obj Object, n int) {
+func (r *statsRecorder) records(obj marketotype.Object, n int) {
 	r.mu.Lock()
 	rc := r.s.RecordsPerCall[obj]
 	rc.Calls++
@@ -83,7 +84,7 @@ func (c *Client) Stats() Stats {
 	for k, v := range c.stats.s.Codes {
 		s.Codes[k] = v
 	}
-	s.RecordsPerCall = make(map[Object]RecordCount, len(c.stats.s.RecordsPerCall))
+	s.RecordsPerCall = make(map[marketotype.Object]RecordCount, len(c.stats.s.RecordsPerCall))
 	for k, v := range c.stats.s.RecordsPerCall {
 		s.RecordsPerCall[k] = v
 	}
@@ -142,7 +143,7 @@ func (m *metrics) call(endpoint, code string) {
 	}
 }
 
-func (m *metrics) recordsPerCall(obj Object, n int) {
+func (m *metrics) recordsPerCall(obj marketotype.Object, n int) {
 	if m != nil {
 		m.records.WithLabelValues(string(obj)).Observe(float64(n))
 	}

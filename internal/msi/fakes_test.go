@@ -10,7 +10,7 @@ import (
 
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/dataverse"
-	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -139,11 +139,11 @@ func (m *fakeMarketo) set(id string, fields map[string]any) {
 	}
 }
 
-func (m *fakeMarketo) Query(_ context.Context, obj marketo.Object, filterType string, values, fields []string) ([]marketo.Record, error) {
+func (m *fakeMarketo) Query(_ context.Context, obj marketotype.Object, filterType string, values, fields []string) ([]marketotype.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
-	if obj != marketo.Leads {
+	if obj != marketotype.Leads {
 		return nil, fmt.Errorf("fake marketo: unexpected object %q", obj)
 	}
 	m.fields = fields
@@ -160,7 +160,7 @@ func (m *fakeMarketo) Query(_ context.Context, obj marketo.Object, filterType st
 		return nil, fmt.Errorf("fake marketo: 1003 too many filterValues (%d)", len(values))
 	}
 	m.maxValues = max(m.maxValues, len(values))
-	var out []marketo.Record
+	var out []marketotype.Record
 	for _, v := range values {
 		l, ok := m.leads[v]
 		if !ok {

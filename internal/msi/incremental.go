@@ -12,6 +12,7 @@ import (
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -137,7 +138,7 @@ func (w *Writer) readFeeds(ctx context.Context, rep *Report, now time.Time) (map
 // tokenRejected reports whether Marketo refused a paging token (expired or
 // invalid), as opposed to a call that failed.
 func tokenRejected(err error) bool {
-	var me *marketo.Error
+	var me *marketotype.Error
 	if !errors.As(err, &me) {
 		return false
 	}
@@ -182,7 +183,7 @@ func (w *Writer) activityTypeIDs(ctx context.Context, now time.Time) ([]int, err
 	}
 	slices.Sort(ids)
 	if len(ids) == 0 {
-		return nil, &marketo.Error{Op: "msi: activity types", Code: "1003", Message: "no watched activity type on this instance (token unusable)"}
+		return nil, &marketotype.Error{Op: "msi: activity types", Code: "1003", Message: "no watched activity type on this instance (token unusable)"}
 	}
 	return ids, nil
 }
@@ -205,7 +206,7 @@ func (w *Writer) readChanged(ctx context.Context, rep *Report, leadIDs map[int64
 		rep.LeadReads++
 		rep.MarketoCalls++
 		w.metrics.marketoCalls.Inc()
-		recs, err := w.cfg.Marketo.Query(ctx, marketo.Leads, "id", vals, w.fields)
+		recs, err := w.cfg.Marketo.Query(ctx, marketotype.Leads, "id", vals, w.fields)
 		if err != nil {
 			return errors.Join(fmt.Errorf("msi: read %d changed leads by id from %s: %w", len(vals), vals[0], err), w.flush(ctx, pending, rep))
 		}

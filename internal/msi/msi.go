@@ -19,6 +19,7 @@ import (
 	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -40,7 +41,7 @@ const (
 // write-back makes one call per 300 persons; the client sends 300 GUIDs as
 // POST …?_method=GET since they pass the 8 KB URL limit.
 type LeadQuerier interface {
-	Query(ctx context.Context, obj marketo.Object, filterType string, values []string, fields []string) ([]marketo.Record, error)
+	Query(ctx context.Context, obj marketotype.Object, filterType string, values []string, fields []string) ([]marketotype.Record, error)
 }
 
 // PersonWriter updates Dataverse rows, never creating one (*dataverse.Client:
@@ -343,7 +344,7 @@ func (w *Writer) compare(ctx context.Context, links []store.Link, rep *Report) (
 	}
 	rep.MarketoCalls++
 	w.metrics.marketoCalls.Inc()
-	recs, err := w.cfg.Marketo.Query(ctx, marketo.Leads, FilterType, ids, w.fields)
+	recs, err := w.cfg.Marketo.Query(ctx, marketotype.Leads, FilterType, ids, w.fields)
 	if err != nil {
 		return nil, fmt.Errorf("msi: query marketo leads by %s (%d persons from %s): %w", FilterType, len(ids), ids[0], err)
 	}
@@ -352,7 +353,7 @@ func (w *Writer) compare(ctx context.Context, links []store.Link, rep *Report) (
 
 // diff compares Marketo's records of persons (valid links, ids their
 // normalised GUIDs) with the values last written, and returns the changes.
-func (w *Writer) diff(ctx context.Context, valid []store.Link, ids []string, recs []marketo.Record, rep *Report) ([]change, error) {
+func (w *Writer) diff(ctx context.Context, valid []store.Link, ids []string, recs []marketotype.Record, rep *Report) ([]change, error) {
 	byID := make(map[string]map[string]any, len(recs))
 	for _, r := range recs {
 		id := event.NormalizeID(canonical(r[FilterType], TypeText))

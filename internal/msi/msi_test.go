@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/msisync/msisync/internal/clock"
-	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/syncer/mapping"
 )
 
@@ -440,7 +440,7 @@ type slowQuerier struct {
 	hook  func()
 }
 
-func (s *slowQuerier) Query(ctx context.Context, obj marketo.Object, ft string, v, f []string) ([]marketo.Record, error) {
+func (s *slowQuerier) Query(ctx context.Context, obj marketotype.Object, ft string, v, f []string) ([]marketotype.Record, error) {
 	s.clock.Advance(s.step)
 	if s.hook != nil {
 		s.hook()

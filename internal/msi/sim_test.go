@@ -15,6 +15,7 @@ import (
 	"github.com/msisync/msisync/internal/dataverse/dataversesim"
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
 )
@@ -96,17 +97,17 @@ func newSimEnv(t *testing.T, contacts, leads int, opts ...func(*dataversesim.Opt
 
 	// The persons as the syncer would have left them: in Marketo with
 	// externalPersonId, and linked in the store.
-	var input []marketo.Record
+	var input []marketotype.Record
 	var links []store.Link
 	for _, entity := range []string{"contact", "lead"} {
 		for _, id := range seeded.IDs[entity] {
 			e.persons[id] = entity
 			e.ids = append(e.ids, id)
-			input = append(input, marketo.Record{"email": id + "@example.com", "externalPersonId": id})
+			input = append(input, marketotype.Record{"email": id + "@example.com", "externalPersonId": id})
 			links = append(links, store.Link{Kind: store.KindPerson, ExternalID: id, Entity: entity})
 		}
 	}
-	res, err := mc.Sync(ctx, marketo.Leads, marketo.SyncRequest{Action: "createOnly", Input: input})
+	res, err := mc.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Action: "createOnly", Input: input})
 	if err != nil {
 		t.Fatal(err)
 	}

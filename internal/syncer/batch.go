@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/store"
 )
@@ -55,12 +56,12 @@ func kindOf(entity string) string {
 	return ""
 }
 
-var objectOf = map[string]Object{
-	store.KindSalesPerson: SalesPersons,
-	store.KindCompany:     Companies,
-	store.KindPerson:      Leads,
-	store.KindOpportunity: Opportunities,
-	store.KindRole:        Roles,
+var objectOf = map[string]marketotype.Object{
+	store.KindSalesPerson: marketotype.SalesPersons,
+	store.KindCompany:     marketotype.Companies,
+	store.KindPerson:      marketotype.Leads,
+	store.KindOpportunity: marketotype.Opportunities,
+	store.KindRole:        marketotype.Roles,
 }
 
 // externalField is each kind's external-id field in Marketo.
@@ -180,7 +181,7 @@ type batch struct {
 func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
 	b := &batch{s: s, ds: ds, settled: map[*queue.Delivery]bool{}, recs: map[string]*rec{},
 		links: map[string]map[string]store.Link{}, absent: map[string]map[string]bool{},
-		stats: Stats{Written: map[Object]int{}, Deleted: map[Object]int{}, Calls: map[string]int{}}}
+		stats: Stats{Written: map[marketotype.Object]int{}, Deleted: map[marketotype.Object]int{}, Calls: map[string]int{}}}
 	for _, k := range stages {
 		b.links[k] = map[string]store.Link{}
 		b.absent[k] = map[string]bool{}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -68,9 +69,9 @@ func (b *batch) deletes(ctx context.Context) error {
 	if err := roles.run(ctx); err != nil {
 		return err
 	}
-	del := func(obj Object, deleteBy string, rs []*rec, build func(*rec) Record) error {
+	del := func(obj marketotype.Object, deleteBy string, rs []*rec, build func(*rec) marketotype.Record) error {
 		var keep []*rec
-		var in []Record
+		var in []marketotype.Record
 		for _, r := range rs {
 			if r.fail == nil {
 				if x := build(r); x != nil {
@@ -84,8 +85,8 @@ func (b *batch) deletes(ctx context.Context) error {
 		}
 		return b.deleteObjects(ctx, obj, deleteBy, keep, in)
 	}
-	if err := del(Opportunities, "dedupeFields", byEntity[event.EntityOpportunity], func(r *rec) Record {
-		return Record{"externalOpportunityId": r.id}
+	if err := del(marketotype.Opportunities, "dedupeFields", byEntity[event.EntityOpportunity], func(r *rec) marketotype.Record {
+		return marketotype.Record{"externalOpportunityId": r.id}
 	}); err != nil {
 		return err
 	}
@@ -104,13 +105,13 @@ func (b *batch) deletes(ctx context.Context) error {
 				r.fail = f
 			}
 		}
-		if err := del(Leads, "", persons, func(r *rec) Record {
+		if err := del(marketotype.Leads, "", persons, func(r *rec) marketotype.Record {
 			l, ok := b.links[store.KindPerson][r.id]
 			if !ok {
 				return nil
 			}
 			id, _ := strconv.ParseInt(l.MarketoID, 10, 64)
-			return Record{"id": id}
+			return marketotype.Record{"id": id}
 		}); err != nil {
 			return err
 		}
@@ -120,8 +121,8 @@ func (b *batch) deletes(ctx context.Context) error {
 			b.stats.KeptPersons++
 		}
 	}
-	if err := del(Companies, "dedupeFields", byEntity[event.EntityAccount], func(r *rec) Record {
-		return Record{"externalCompanyId": r.id}
+	if err := del(marketotype.Companies, "dedupeFields", byEntity[event.EntityAccount], func(r *rec) marketotype.Record {
+		return marketotype.Record{"externalCompanyId": r.id}
 	}); err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func (b *batch) deletes(ctx context.Context) error {
 
 // deleteObjects deletes input (aligned with recs); a record already gone
 // counts as deleted.
-func (b *batch) deleteObjects(ctx context.Context, obj Object, deleteBy string, recs []*rec, input []Record) error {
+func (b *batch) deleteObjects(ctx context.Context, obj marketotype.Object, deleteBy string, recs []*rec, input []marketotype.Record) error {
 	for start := 0; start < len(input); start += 300 {
 		end := min(start+300, len(input))
 		b.stats.Calls[string(obj)+" delete"]++

@@ -13,6 +13,7 @@ import (
 
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/store"
 )
@@ -386,34 +387,34 @@ type fakeMarketo struct {
 	mu              sync.Mutex
 	lookupSupported bool
 	nextID          int64
-	salesPersons    map[string]Record // by externalSalesPersonId
-	companies       map[string]Record
-	leads           map[int64]Record
-	opps            map[string]Record
-	roles           map[string]Record // opp|leadId|role
-	calls           []string          // "leads sync createOrUpdate/email" ...
+	salesPersons    map[string]marketotype.Record // by externalSalesPersonId
+	companies       map[string]marketotype.Record
+	leads           map[int64]marketotype.Record
+	opps            map[string]marketotype.Record
+	roles           map[string]marketotype.Record // opp|leadId|role
+	calls           []string                      // "leads sync createOrUpdate/email" ...
 	failNext        []error
-	failQuery       error             // every Query fails with it when set
-	beforeSync      func()            // called (unlocked) at the start of every Sync
-	skipCode        map[string]string // externalId → reason code to skip with
-	deletes         [][]Record        // input of every Delete call of roles
-	failDelete      error             // every Delete fails with it when set
+	failQuery       error                  // every Query fails with it when set
+	beforeSync      func()                 // called (unlocked) at the start of every Sync
+	skipCode        map[string]string      // externalId → reason code to skip with
+	deletes         [][]marketotype.Record // input of every Delete call of roles
+	failDelete      error                  // every Delete fails with it when set
 }
 
 func newFakeMarketo() *fakeMarketo {
-	return &fakeMarketo{nextID: 1000, salesPersons: map[string]Record{}, companies: map[string]Record{},
-		leads: map[int64]Record{}, opps: map[string]Record{}, roles: map[string]Record{}, skipCode: map[string]string{}}
+	return &fakeMarketo{nextID: 1000, salesPersons: map[string]marketotype.Record{}, companies: map[string]marketotype.Record{},
+		leads: map[int64]marketotype.Record{}, opps: map[string]marketotype.Record{}, roles: map[string]marketotype.Record{}, skipCode: map[string]string{}}
 }
 
-func skipped(code, msg string) Result {
-	return Result{Status: "skipped", Reasons: []Reason{{Code: code, Message: msg}}}
+func skipped(code, msg string) marketotype.Result {
+	return marketotype.Result{Status: "skipped", Reasons: []marketotype.Reason{{Code: code, Message: msg}}}
 }
 
-func upsertInto(m map[string]Record, key string, r Record) string {
+func upsertInto(m map[string]marketotype.Record, key string, r marketotype.Record) string {
 	st := "updated"
 	cur, ok := m[key]
 	if !ok {
-		cur = Record{}
+		cur = marketotype.Record{}
 		st = "created"
 	}
 	maps.Copy(cur, r)
@@ -421,7 +422,7 @@ func upsertInto(m map[string]Record, key string, r Record) string {
 	return st
 }
 
-func (f *fakeMarketo) Sync(_ context.Context, obj Object, req SyncRequest) ([]Result, error) {
+func (f *fakeMarketo) Sync(_ context.Context, obj marketotype.Object, req marketotype.SyncRequest) ([]marketotype.Result, error) {
 	if f.beforeSync != nil {
 		f.beforeSync()
 	}
@@ -434,28 +435,28 @@ func (f *fakeMarketo) Sync(_ context.Context, obj Object, req SyncRequest) ([]Re
 		return nil, err
 	}
 	if len(req.Input) > 300 {
-		return nil, &MarketoError{Op: "sync", Code: "1003", Message: "too many records"}
+		return nil, &marketotype.Error{Op: "sync", Code: "1003", Message: "too many records"}
 	}
-	out := make([]Result, len(req.Input))
+	out := make([]marketotype.Result, len(req.Input))
 	for i, r := range req.Input {
-		res := Result{Seq: i}
+		res := marketotype.Result{Seq: i}
 		switch obj {
-		case SalesPersons:
+		case marketotype.SalesPersons:
 			res.Status = upsertInto(f.salesPersons, r["externalSalesPersonId"].(string), r)
-		case Companies:
+		case marketotype.Companies:
 			id := r["externalCompanyId"].(string)
 			if c := f.skipCode[id]; c != "" {
 				out[i] = skipped(c, "rejected")
 				continue
 			}
 			res.Status = upsertInto(f.companies, id, r)
-		case Opportunities:
+		case marketotype.Opportunities:
 			if sp, ok := r["externalSalesPersonId"].(string); ok && f.salesPersons[sp] == nil {
 				out[i] = skipped("718", "ExternalSalesPersonID not found")
 				continue
 			}
 			res.Status = upsertInto(f.opps, r["externalOpportunityId"].(string), r)
-		case Roles:
+		case marketotype.Roles:
 			lid, _ := r["leadId"].(int64)
 			opp := r["externalOpportunityId"].(string)
 			if f.opps[opp] == nil || f.leads[lid] == nil {
@@ -463,7 +464,7 @@ func (f *fakeMarketo) Sync(_ context.Context, obj Object, req SyncRequest) ([]Re
 				continue
 			}
 			res.Status = upsertInto(f.roles, fmt.Sprintf("%s|%d|%s", opp, lid, r["role"]), r)
-		case Leads:
+		case marketotype.Leads:
 			res = f.syncLead(req, r)
 		}
 		out[i] = res
@@ -471,7 +472,7 @@ func (f *fakeMarketo) Sync(_ context.Context, obj Object, req SyncRequest) ([]Re
 	return out, nil
 }
 
-func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
+func (f *fakeMarketo) syncLead(req marketotype.SyncRequest, r marketotype.Record) marketotype.Result {
 	var match []int64
 	switch {
 	case req.Action == "createDuplicate": // always creates
@@ -511,7 +512,7 @@ func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
 		c := maps.Clone(r)
 		delete(c, "id")
 		maps.Copy(f.leads[match[0]], c)
-		return Result{ID: match[0], Status: "updated"}
+		return marketotype.Result{ID: match[0], Status: "updated"}
 	case req.Action == "updateOnly":
 		return skipped("1004", "Lead not found")
 	}
@@ -519,10 +520,10 @@ func (f *fakeMarketo) syncLead(req SyncRequest, r Record) Result {
 	c := maps.Clone(r)
 	delete(c, "id")
 	f.leads[f.nextID] = c
-	return Result{ID: f.nextID, Status: "created"}
+	return marketotype.Result{ID: f.nextID, Status: "created"}
 }
 
-func (f *fakeMarketo) Query(_ context.Context, obj Object, filterType string, values, fields []string) ([]Record, error) {
+func (f *fakeMarketo) Query(_ context.Context, obj marketotype.Object, filterType string, values, fields []string) ([]marketotype.Record, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("%s query %s", obj, filterType))
@@ -533,11 +534,11 @@ func (f *fakeMarketo) Query(_ context.Context, obj Object, filterType string, va
 	for _, v := range values {
 		want[strings.ToLower(v)] = true
 	}
-	var out []Record
-	add := func(r Record, id any) {
+	var out []marketotype.Record
+	add := func(r marketotype.Record, id any) {
 		if want[strings.ToLower(fmt.Sprint(r[filterType]))] {
 			c := maps.Clone(r)
-			if obj == Opportunities {
+			if obj == marketotype.Opportunities {
 				c["marketoGUID"] = id
 			} else {
 				c["id"] = id
@@ -546,19 +547,19 @@ func (f *fakeMarketo) Query(_ context.Context, obj Object, filterType string, va
 		}
 	}
 	switch obj {
-	case SalesPersons:
+	case marketotype.SalesPersons:
 		for k, r := range f.salesPersons {
 			add(r, float64(len(k)))
 		}
-	case Companies:
+	case marketotype.Companies:
 		for k, r := range f.companies {
 			add(r, float64(len(k)))
 		}
-	case Opportunities:
+	case marketotype.Opportunities:
 		for k, r := range f.opps {
 			add(r, "guid-"+k)
 		}
-	case Leads:
+	case marketotype.Leads:
 		for id, r := range f.leads {
 			add(r, float64(id))
 		}
@@ -566,37 +567,37 @@ func (f *fakeMarketo) Query(_ context.Context, obj Object, filterType string, va
 	return out, nil
 }
 
-func (f *fakeMarketo) Delete(_ context.Context, obj Object, deleteBy string, input []Record) ([]Result, error) {
+func (f *fakeMarketo) Delete(_ context.Context, obj marketotype.Object, deleteBy string, input []marketotype.Record) ([]marketotype.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("%s delete %s", obj, deleteBy))
 	if f.failDelete != nil {
 		return nil, f.failDelete
 	}
-	if obj == Roles {
+	if obj == marketotype.Roles {
 		f.deletes = append(f.deletes, slices.Clone(input))
 	}
-	out := make([]Result, len(input))
+	out := make([]marketotype.Result, len(input))
 	for i, r := range input {
 		var ok bool
 		switch obj {
-		case Companies:
+		case marketotype.Companies:
 			_, ok = f.companies[r["externalCompanyId"].(string)]
 			delete(f.companies, r["externalCompanyId"].(string))
-		case Opportunities:
+		case marketotype.Opportunities:
 			_, ok = f.opps[r["externalOpportunityId"].(string)]
 			delete(f.opps, r["externalOpportunityId"].(string))
-		case Roles:
+		case marketotype.Roles:
 			k := fmt.Sprintf("%s|%d|%s", r["externalOpportunityId"], r["leadId"], r["role"])
 			_, ok = f.roles[k]
 			delete(f.roles, k)
-		case Leads:
+		case marketotype.Leads:
 			id, _ := r["id"].(int64)
 			_, ok = f.leads[id]
 			delete(f.leads, id)
 		}
 		if ok {
-			out[i] = Result{Seq: i, Status: "deleted"}
+			out[i] = marketotype.Result{Seq: i, Status: "deleted"}
 		} else {
 			out[i] = skipped("1013", "Record not found")
 		}
@@ -604,7 +605,7 @@ func (f *fakeMarketo) Delete(_ context.Context, obj Object, deleteBy string, inp
 	return out, nil
 }
 
-func (f *fakeMarketo) leadByExt(ext string) (int64, Record) {
+func (f *fakeMarketo) leadByExt(ext string) (int64, marketotype.Record) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id, l := range f.leads {

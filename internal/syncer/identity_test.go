@@ -20,6 +20,7 @@ import (
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/syncer"
 )
@@ -263,8 +264,8 @@ func TestIdentityContactThenLeadWithOneEmail(t *testing.T) {
 // without an externalPersonId.
 func formFill(t *testing.T, mk *marketo.Client, email string) string {
 	t.Helper()
-	res, err := mk.Sync(context.Background(), marketo.Leads, marketo.SyncRequest{Action: "createOrUpdate", LookupField: "email",
-		Input: []marketo.Record{{"email": email, "firstName": "Form"}}})
+	res, err := mk.Sync(context.Background(), marketotype.Leads, marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "email",
+		Input: []marketotype.Record{{"email": email, "firstName": "Form"}}})
 	if err != nil || len(res) != 1 || res[0].Status != "created" {
 		t.Fatalf("form fill: %v %+v", err, res)
 	}

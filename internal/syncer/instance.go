@@ -6,32 +6,32 @@ import (
 	"strings"
 
 	"github.com/msisync/msisync/internal/event"
-	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 // Describer describes a Marketo object's schema (the Marketo client
 // satisfies it).
 type Describer interface {
-	Describe(ctx context.Context, obj Object) (*marketo.Description, error)
+	Describe(ctx context.Context, obj marketotype.Object) (*marketotype.Description, error)
 }
 
 // instanceObjects lists, per Marketo object in MSI's order, the Dataverse
 // entities mapped onto it and the fields the syncer sets itself.
 var instanceObjects = []struct {
-	obj      Object
+	obj      marketotype.Object
 	entities []string
 	keys     []string
 }{
-	{SalesPersons, []string{event.EntitySystemUser}, []string{"externalSalesPersonId"}},
-	{Companies, []string{event.EntityAccount}, []string{"externalCompanyId", "externalSalesPersonId"}},
-	{Leads, []string{event.EntityContact, event.EntityLead}, []string{"externalPersonId", "externalCompanyId", "externalSalesPersonId"}},
-	{Opportunities, []string{event.EntityOpportunity}, []string{"externalOpportunityId", "externalCompanyId", "externalSalesPersonId"}},
-	{Roles, []string{event.EntityConnection}, []string{"externalOpportunityId", "leadId", "role"}},
+	{marketotype.SalesPersons, []string{event.EntitySystemUser}, []string{"externalSalesPersonId"}},
+	{marketotype.Companies, []string{event.EntityAccount}, []string{"externalCompanyId", "externalSalesPersonId"}},
+	{marketotype.Leads, []string{event.EntityContact, event.EntityLead}, []string{"externalPersonId", "externalCompanyId", "externalSalesPersonId"}},
+	{marketotype.Opportunities, []string{event.EntityOpportunity}, []string{"externalOpportunityId", "externalCompanyId", "externalSalesPersonId"}},
+	{marketotype.Roles, []string{event.EntityConnection}, []string{"externalOpportunityId", "leadId", "role"}},
 }
 
 // MissingField is a field the syncer would write that the instance lacks.
 type MissingField struct {
-	Object Object
+	Object marketotype.Object
 	Field  string
 	// Column is the mapped Dataverse column (entity.column), "" for a key
 	// the syncer sets itself (which only Marketo's configuration can add).
@@ -58,7 +58,7 @@ func (e *InstanceError) Error() string {
 }
 
 // Class is ClassConfig.
-func (e *InstanceError) Class() Class { return ClassConfig }
+func (e *InstanceError) Class() marketotype.Class { return marketotype.ClassConfig }
 
 // CheckInstance describes every object the syncer writes (sales persons,
 // companies, leads, opportunities, roles) and returns an *InstanceError
@@ -88,7 +88,7 @@ func (s *Syncer) CheckInstance(ctx context.Context, d Describer) error {
 		}
 		for _, entity := range o.entities {
 			for _, f := range s.cfg.Mapping.Fields(entity) {
-				if o.obj == Roles && f.Field == "role" {
+				if o.obj == marketotype.Roles && f.Field == "role" {
 					continue // a key, checked above
 				}
 				check(f.Field, entity+"."+f.Column)

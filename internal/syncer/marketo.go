@@ -6,18 +6,18 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/msisync/msisync/internal/marketo"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 // Marketo is what the syncer needs from the Marketo client; the client in
 // internal/marketo satisfies it.
 type Marketo interface {
 	// Sync upserts records; results are aligned with the input.
-	Sync(ctx context.Context, obj Object, req SyncRequest) ([]Result, error)
+	Sync(ctx context.Context, obj marketotype.Object, req marketotype.SyncRequest) ([]marketotype.Result, error)
 	// Query finds records by a filter (≤ 300 values per call is the client's job).
-	Query(ctx context.Context, obj Object, filterType string, values, fields []string) ([]Record, error)
+	Query(ctx context.Context, obj marketotype.Object, filterType string, values, fields []string) ([]marketotype.Record, error)
 	// Delete removes records; results are aligned with the input.
-	Delete(ctx context.Context, obj Object, deleteBy string, input []Record) ([]Result, error)
+	Delete(ctx context.Context, obj marketotype.Object, deleteBy string, input []marketotype.Record) ([]marketotype.Result, error)
 }
 
 // marketoID renders a Marketo id from a decoded JSON value.
@@ -40,16 +40,16 @@ func marketoID(v any) string {
 }
 
 // classOfErr returns the class of a Marketo call error.
-func classOfErr(err error) Class {
-	if errors.Is(err, ErrQuotaExhausted) {
-		return ClassQuota
+func classOfErr(err error) marketotype.Class {
+	if errors.Is(err, marketotype.ErrQuotaExhausted) {
+		return marketotype.ClassQuota
 	}
-	return marketo.ClassOfError(err)
+	return marketotype.ClassOfError(err)
 }
 
 // codeOfErr returns the Marketo code and message of a call error, if any.
 func codeOfErr(err error) (string, string) {
-	var me *MarketoError
+	var me *marketotype.Error
 	if errors.As(err, &me) {
 		return me.Code, me.Message
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -131,7 +132,7 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 		}
 		return nil
 	}
-	var in []Record
+	var in []marketotype.Record
 	var linked []*rec
 	for _, r := range recs {
 		l, ok := b.links[store.KindPerson][r.id]
@@ -142,13 +143,13 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		in = append(in, Record{"id": id, "externalPersonId": nil})
+		in = append(in, marketotype.Record{"id": id, "externalPersonId": nil})
 		linked = append(linked, r)
 	}
 	for start := 0; start < len(in); start += b.s.cfg.BatchSize {
 		end := min(start+b.s.cfg.BatchSize, len(in))
-		b.stats.Calls[string(Leads)+" sync"]++
-		res, err := b.s.cfg.Marketo.Sync(ctx, Leads, SyncRequest{Action: "updateOnly", LookupField: "id", Input: in[start:end]})
+		b.stats.Calls[string(marketotype.Leads)+" sync"]++
+		res, err := b.s.cfg.Marketo.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id", Input: in[start:end]})
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -169,7 +170,7 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 			if x.Status == "updated" || (len(x.Reasons) > 0 && x.Reasons[0].Code == "1004") {
 				continue // unlinked, or already gone from Marketo
 			}
-			r.fail = b.recordFailure(r, Leads, x)
+			r.fail = b.recordFailure(r, marketotype.Leads, x)
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -106,7 +107,7 @@ func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
 		rest = append(rest, r)
 	}
 	if len(moved) > 0 {
-		if err := b.syncObjects(ctx, store.KindPerson, moved, SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
+		if err := b.syncObjects(ctx, store.KindPerson, moved, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
 			return err
 		}
 	}
@@ -140,14 +141,14 @@ func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
 // result is remembered and the caller falls back to split.
 func (b *batch) syncLookup(ctx context.Context, recs []*rec, probe bool) (bool, error) {
 	if !probe {
-		return true, b.syncObjects(ctx, store.KindPerson, recs, SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
+		return true, b.syncObjects(ctx, store.KindPerson, recs, marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
 	}
-	in := make([]Record, len(recs))
+	in := make([]marketotype.Record, len(recs))
 	for i, r := range recs {
 		in[i] = b.record(r)
 	}
-	b.stats.Calls[string(Leads)+" sync"]++
-	res, err := b.s.cfg.Marketo.Sync(ctx, Leads, SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId", Input: in[:min(len(in), b.s.cfg.BatchSize)]})
+	b.stats.Calls[string(marketotype.Leads)+" sync"]++
+	res, err := b.s.cfg.Marketo.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId", Input: in[:min(len(in), b.s.cfg.BatchSize)]})
 	unsupported := false
 	if err != nil {
 		if ctx.Err() != nil {
@@ -185,9 +186,9 @@ func (b *batch) syncLookup(ctx context.Context, recs []*rec, probe bool) (bool, 
 	}
 	b.s.setLeadMode(LeadLookup)
 	first := recs[:min(len(recs), b.s.cfg.BatchSize)]
-	b.applyResults(Leads, first, res)
+	b.applyResults(marketotype.Leads, first, res)
 	if len(recs) > b.s.cfg.BatchSize {
-		return true, b.syncObjects(ctx, store.KindPerson, recs[b.s.cfg.BatchSize:], SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
+		return true, b.syncObjects(ctx, store.KindPerson, recs[b.s.cfg.BatchSize:], marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
 	}
 	return true, nil
 }
@@ -269,7 +270,7 @@ func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
 		}
 	}
 	if len(byID) > 0 {
-		if err := b.syncObjects(ctx, store.KindPerson, byID, SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
+		if err := b.syncObjects(ctx, store.KindPerson, byID, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
 			return err
 		}
 	}
@@ -279,7 +280,7 @@ func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
 		}
 		// createDuplicate always creates: an email held only by persons
 		// linked to other records must not re-link them.
-		if err := b.syncObjects(ctx, store.KindPerson, create, SyncRequest{Action: "createDuplicate"}); err != nil {
+		if err := b.syncObjects(ctx, store.KindPerson, create, marketotype.SyncRequest{Action: "createDuplicate"}); err != nil {
 			return err
 		}
 	}
@@ -361,7 +362,7 @@ func (b *batch) linkFormFills(ctx context.Context, recs []*rec) ([]*rec, error) 
 		rest = append(rest, r)
 	}
 	if len(link) > 0 {
-		if err := b.syncObjects(ctx, store.KindPerson, link, SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
+		if err := b.syncObjects(ctx, store.KindPerson, link, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
 			return nil, err
 		}
 	}
@@ -496,8 +497,8 @@ func (b *batch) personsByEmail(ctx context.Context, recs []*rec) (map[string][]e
 	}
 	slices.Sort(ask)
 	for chunk := range slices.Chunk(ask, 300) {
-		b.stats.Calls[string(Leads)+" query"]++
-		got, err := b.s.cfg.Marketo.Query(ctx, Leads, "email", chunk, []string{"id", "email", "externalPersonId"})
+		b.stats.Calls[string(marketotype.Leads)+" query"]++
+		got, err := b.s.cfg.Marketo.Query(ctx, marketotype.Leads, "email", chunk, []string{"id", "email", "externalPersonId"})
 		if err != nil {
 			b.noteCallError(err)
 			return nil, fmt.Errorf("query leads by email: %w", err)

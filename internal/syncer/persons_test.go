@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
 // Several Marketo persons hold the email: the unlinked one with the lowest
@@ -17,9 +19,9 @@ func TestSeveralEmailMatchesPreferTheUnlinkedOneDeterministically(t *testing.T) 
 			e.send(userEv(userID, "a@example.com"))
 			e.drain()
 			other := gid("other", 1)
-			e.mk.leads[5] = Record{"email": "JOE@example.com", "externalPersonId": other}
-			e.mk.leads[9] = Record{"email": "joe@example.com"}
-			e.mk.leads[7] = Record{"email": "joe@example.com"}
+			e.mk.leads[5] = marketotype.Record{"email": "JOE@example.com", "externalPersonId": other}
+			e.mk.leads[9] = marketotype.Record{"email": "joe@example.com"}
+			e.mk.leads[7] = marketotype.Record{"email": "joe@example.com"}
 			// Two records of one batch share the email: the first (by key)
 			// takes person 7, the second person 9.
 			c1, c2 := gid("con", 1), gid("con", 2)
@@ -118,9 +120,9 @@ func TestNewRecordsSkipTheIDQueryUnlessACreateWasUnderWay(t *testing.T) {
 	if err := e.st.PutVersions(context.Background(), map[string]int64{creatingKey(c1): 1}); err != nil {
 		t.Fatal(err)
 	}
-	e.mk.leads[41] = Record{"email": "old@example.com", "externalPersonId": c1}
+	e.mk.leads[41] = marketotype.Record{"email": "old@example.com", "externalPersonId": c1}
 	// c2: no marker, a person with its id and its email (store lost).
-	e.mk.leads[42] = Record{"email": "c2@example.com", "externalPersonId": c2}
+	e.mk.leads[42] = marketotype.Record{"email": "c2@example.com", "externalPersonId": c2}
 	e.send(contactEv(c1, "", userID, "c1@example.com"), contactEv(c2, "", userID, "c2@example.com"),
 		contactEv(c3, "", userID, "c3@example.com"))
 	calls := len(e.mk.calls)

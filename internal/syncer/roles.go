@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -188,7 +189,7 @@ func (b *batch) roleHeld(ctx context.Context, c store.Connection) (bool, error) 
 type roleDeletes struct {
 	b       *batch
 	recs    []*rec
-	in      []Record
+	in      []marketotype.Record
 	first   map[roleKey]*rec
 	repeats [][2]*rec // {repeat, first}
 }
@@ -217,13 +218,13 @@ func (d *roleDeletes) add(ctx context.Context, r *rec, c store.Connection) error
 	d.first[k] = r
 	lid, _ := strconv.ParseInt(l.MarketoID, 10, 64)
 	d.recs = append(d.recs, r)
-	d.in = append(d.in, Record{"externalOpportunityId": c.OpportunityID, "leadId": lid, "role": c.Role})
+	d.in = append(d.in, marketotype.Record{"externalOpportunityId": c.OpportunityID, "leadId": lid, "role": c.Role})
 	return nil
 }
 
 func (d *roleDeletes) run(ctx context.Context) error {
 	if len(d.in) > 0 {
-		if err := d.b.deleteObjects(ctx, Roles, "dedupeFields", d.recs, d.in); err != nil {
+		if err := d.b.deleteObjects(ctx, marketotype.Roles, "dedupeFields", d.recs, d.in); err != nil {
 			return err
 		}
 	}
@@ -313,10 +314,10 @@ func (b *batch) retire(ctx context.Context) error {
 	return nil
 }
 
-func (b *batch) roleRecord(r *rec) Record {
-	out := Record(b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted))
+func (b *batch) roleRecord(r *rec) marketotype.Record {
+	out := marketotype.Record(b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted))
 	if out == nil {
-		out = Record{}
+		out = marketotype.Record{}
 	}
 	out["externalOpportunityId"] = r.conn.OpportunityID
 	lid, _ := strconv.ParseInt(b.links[store.KindPerson][r.conn.PersonID].MarketoID, 10, 64)
@@ -374,7 +375,7 @@ func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
 		first[k] = r
 		uniq = append(uniq, r)
 	}
-	if err := b.syncObjects(ctx, store.KindRole, uniq, SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}); err != nil {
+	if err := b.syncObjects(ctx, store.KindRole, uniq, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}); err != nil {
 		return err
 	}
 	for r, f := range repeats {

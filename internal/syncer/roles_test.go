@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -34,7 +35,7 @@ func (e *env) roleKeyOf(role string) string {
 	return fmt.Sprintf("%s|%d|%s", oppID, lid, role)
 }
 
-func (e *env) roleDeletes() [][]Record {
+func (e *env) roleDeletes() [][]marketotype.Record {
 	e.mk.mu.Lock()
 	defer e.mk.mu.Unlock()
 	return slices.Clone(e.mk.deletes)
@@ -65,7 +66,7 @@ func TestDeactivatedConnectionLosesItsRoleAndGetsItBackOnReactivation(t *testing
 
 	e.send(stateEv(connID, event.MessageUpdate, 1, 2)) // version 6
 	st := e.drain()
-	if got := e.roleKeys(); len(got) != 0 || st.Deleted[Roles] != 1 {
+	if got := e.roleKeys(); len(got) != 0 || st.Deleted[marketotype.Roles] != 1 {
 		t.Fatalf("after deactivation: roles %v, deleted %v", got, st.Deleted)
 	}
 	if c, ok := e.storedConn(connID); !ok || c.Role != "Decision Maker" || c.OpportunityID != oppID || c.PersonID != contactID {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
 )
@@ -120,7 +121,7 @@ type stuckMarketo struct {
 	called chan struct{}
 }
 
-func (m *stuckMarketo) Sync(ctx context.Context, _ Object, _ SyncRequest) ([]Result, error) {
+func (m *stuckMarketo) Sync(ctx context.Context, _ marketotype.Object, _ marketotype.SyncRequest) ([]marketotype.Result, error) {
 	close(m.called)
 	<-ctx.Done()
 	return nil, ctx.Err()

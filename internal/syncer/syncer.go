@@ -12,6 +12,7 @@ import (
 
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/store"
 	"github.com/msisync/msisync/internal/syncer/mapping"
@@ -254,8 +255,8 @@ type Stats struct {
 	Rescheduled  int // re-sent shortly because another worker held the record, or Marketo paused
 	DeadLettered int
 	// Written counts records Marketo accepted per object, Deleted per object.
-	Written map[Object]int
-	Deleted map[Object]int
+	Written map[marketotype.Object]int
+	Deleted map[marketotype.Object]int
 	// Calls counts Marketo calls made by the syncer per object and operation
 	// ("leads sync", "leads query", ...).
 	Calls map[string]int
@@ -273,13 +274,13 @@ func (s *Stats) add(o Stats) {
 	s.KeptPersons += o.KeptPersons
 	for k, v := range o.Written {
 		if s.Written == nil {
-			s.Written = map[Object]int{}
+			s.Written = map[marketotype.Object]int{}
 		}
 		s.Written[k] += v
 	}
 	for k, v := range o.Deleted {
 		if s.Deleted == nil {
-			s.Deleted = map[Object]int{}
+			s.Deleted = map[marketotype.Object]int{}
 		}
 		s.Deleted[k] += v
 	}

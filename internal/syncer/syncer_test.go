@@ -13,6 +13,7 @@ import (
 
 	"github.com/msisync/msisync/internal/clock"
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -240,7 +241,7 @@ func TestTransientFailureOnLastAttemptKeepsTheRealReason(t *testing.T) {
 		e.clk.Advance(time.Minute)
 	}
 	// Last attempt: the lookup itself fails transiently.
-	e.mk.failQuery = &MarketoError{Op: "query companies", Code: "604", Message: "Request timed out"}
+	e.mk.failQuery = &marketotype.Error{Op: "query companies", Code: "604", Message: "Request timed out"}
 	e.drain()
 	dl := e.q.deadLetters()
 	want := "missing dependency: account " + accountID + " (company of contact " + contactID + ")"
@@ -535,7 +536,7 @@ func TestCompanyFieldsOfALinkedPersonAreLeftOutOn1021(t *testing.T) {
 	e.drain()
 	// A form fill in Marketo, already linked to a company there: the lead
 	// with its email takes it over by id, and Marketo owns its company fields.
-	e.mk.leads[7] = Record{"email": "joe@example.com", "externalCompanyId": accountID}
+	e.mk.leads[7] = marketotype.Record{"email": "joe@example.com", "externalCompanyId": accountID}
 	e.send(ev(event.EntityLead, leadID, event.MessageCreate, event.Attributes{"emailaddress1": event.String("joe@example.com"),
 		"ownerid": owner(userID), "companyname": event.String("Other Inc"), "jobtitle": event.String("VP")}))
 	calls := e.mk.callCount("leads sync")
@@ -566,7 +567,7 @@ func TestMarketoRejectionIsDeadLetteredWithCode(t *testing.T) {
 func TestTransientAndQuotaErrors(t *testing.T) {
 	t.Run("transient requeues with attempt", func(t *testing.T) {
 		e := newEnv(t, nil)
-		e.mk.failNext = []error{&MarketoError{Op: "sync salespersons", Code: "604", Message: "Request timed out"}}
+		e.mk.failNext = []error{&marketotype.Error{Op: "sync salespersons", Code: "604", Message: "Request timed out"}}
 		e.send(userEv(userID, "a@example.com"))
 		st, _ := e.s.ProcessBatch(context.Background())
 		if st.Requeued != 1 || e.q.sent[len(e.q.sent)-1].Properties[queue.PropAttempt] != "1" {
@@ -579,7 +580,7 @@ func TestTransientAndQuotaErrors(t *testing.T) {
 	})
 	t.Run("quota pauses without counting", func(t *testing.T) {
 		e := newEnv(t, nil)
-		e.mk.failNext = []error{fmt.Errorf("sync: %w", ErrQuotaExhausted)}
+		e.mk.failNext = []error{fmt.Errorf("sync: %w", marketotype.ErrQuotaExhausted)}
 		e.send(userEv(userID, "a@example.com"), accountEv(accountID, userID))
 		st, _ := e.s.ProcessBatch(context.Background())
 		if st.Rescheduled != 2 || st.Requeued != 0 || len(e.mk.calls) != 1 {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/msisync/msisync/internal/event"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
@@ -32,10 +33,10 @@ func (b *batch) companyOf(r *rec, cols ...string) (string, bool) {
 }
 
 // record builds the Marketo record of a Dataverse record.
-func (b *batch) record(r *rec) Record {
-	out := Record(b.s.cfg.Mapping.Apply(r.entity, r.attrs, r.formatted))
+func (b *batch) record(r *rec) marketotype.Record {
+	out := marketotype.Record(b.s.cfg.Mapping.Apply(r.entity, r.attrs, r.formatted))
 	if out == nil {
-		out = Record{}
+		out = marketotype.Record{}
 	}
 	if f := externalField[r.kind]; f != "" {
 		out[f] = r.id
@@ -85,7 +86,7 @@ func (b *batch) write(ctx context.Context) error {
 		case store.KindRole:
 			err = b.writeRoles(ctx, recs)
 		default:
-			err = b.syncObjects(ctx, kind, recs, SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"})
+			err = b.syncObjects(ctx, kind, recs, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"})
 		}
 		if err != nil {
 			return err
@@ -98,10 +99,10 @@ func (b *batch) write(ctx context.Context) error {
 }
 
 // syncObjects writes recs of one kind in calls of ≤ 300 and maps results back.
-func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req SyncRequest) error {
+func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req marketotype.SyncRequest) error {
 	obj := objectOf[kind]
 	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
-		in := make([]Record, len(chunk))
+		in := make([]marketotype.Record, len(chunk))
 		for i, r := range chunk {
 			if kind == store.KindRole {
 				in[i] = b.roleRecord(r)
@@ -141,7 +142,7 @@ func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req S
 		// company fields: send the record again without them.
 		var again []*rec
 		for i, r := range chunk {
-			if obj == Leads && !r.noCompany && i < len(res) && res[i].Status == "skipped" && len(res[i].Reasons) > 0 && res[i].Reasons[0].Code == "1021" {
+			if obj == marketotype.Leads && !r.noCompany && i < len(res) && res[i].Status == "skipped" && len(res[i].Reasons) > 0 && res[i].Reasons[0].Code == "1021" {
 				r.fail, r.noCompany = nil, true
 				again = append(again, r)
 			}
@@ -155,7 +156,7 @@ func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req S
 	return nil
 }
 
-func (b *batch) applyResults(obj Object, recs []*rec, res []Result) {
+func (b *batch) applyResults(obj marketotype.Object, recs []*rec, res []marketotype.Result) {
 	for i, r := range recs {
 		if i >= len(res) {
 			r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("marketo returned %d results for %d %s", len(res), len(recs), obj)}
@@ -171,7 +172,7 @@ func (b *batch) applyResults(obj Object, recs []*rec, res []Result) {
 			}
 			b.stats.Written[obj]++
 		default:
-			if obj == Leads && r.byID != "" && len(x.Reasons) > 0 && x.Reasons[0].Code == "1004" {
+			if obj == marketotype.Leads && r.byID != "" && len(x.Reasons) > 0 && x.Reasons[0].Code == "1004" {
 				// The stored id is stale (lead merged or deleted in Marketo):
 				// forget it and try again by external id or email.
 				r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
@@ -187,7 +188,7 @@ func (b *batch) applyResults(obj Object, recs []*rec, res []Result) {
 // configuration errors, loudly.
 func (b *batch) noteCallError(err error) {
 	switch classOfErr(err) {
-	case ClassQuota, ClassConfig:
+	case marketotype.ClassQuota, marketotype.ClassConfig:
 		if !b.paused {
 			b.s.log.Error("syncer: Marketo refuses calls (quota or configuration); pausing and rescheduling, nothing is dropped", "err", err)
 		}
@@ -203,31 +204,31 @@ func (b *batch) callFailure(err error, what string) *failure {
 	}
 	code, message := codeOfErr(err)
 	switch classOfErr(err) {
-	case ClassQuota, ClassConfig:
+	case marketotype.ClassQuota, marketotype.ClassConfig:
 		return &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
-	case ClassPermanent:
+	case marketotype.ClassPermanent:
 		return &failure{act: actDead, reason: ReasonRejected, desc: fmt.Sprintf("%s: marketo %s: %s", what, code, message)}
-	case ClassDependency:
+	case marketotype.ClassDependency:
 		return &failure{act: actRequeue, reason: ReasonMissingDependency, desc: fmt.Sprintf("%s: marketo %s: %s", what, code, message)}
 	}
 	return &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("%s: %v", what, err)}
 }
 
 // recordFailure decides what a skipped record means.
-func (b *batch) recordFailure(r *rec, obj Object, res Result) *failure {
+func (b *batch) recordFailure(r *rec, obj marketotype.Object, res marketotype.Result) *failure {
 	code, message := "", "skipped without a reason"
 	if len(res.Reasons) > 0 {
 		code, message = res.Reasons[0].Code, res.Reasons[0].Message
 	}
 	desc := fmt.Sprintf("marketo %s: %s (%s %s)", code, message, obj, r.name())
-	switch ClassOf(code) {
-	case ClassQuota, ClassConfig:
+	switch marketotype.ClassOf(code) {
+	case marketotype.ClassQuota, marketotype.ClassConfig:
 		b.paused = true
 		b.s.log.Error("syncer: Marketo refuses writes (quota or configuration); rescheduling", "object", obj, "code", code, "message", message)
 		return &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
-	case ClassThrottled, ClassTransient, ClassReauth:
+	case marketotype.ClassThrottled, marketotype.ClassTransient, marketotype.ClassReauth:
 		return &failure{act: actRequeue, reason: ReasonGaveUp, desc: desc}
-	case ClassDependency:
+	case marketotype.ClassDependency:
 		return &failure{act: actRequeue, reason: ReasonMissingDependency, desc: desc}
 	}
 	return &failure{act: actDead, reason: ReasonRejected, desc: desc}

@@ -22,6 +22,7 @@ import (
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo"
 	"github.com/msisync/msisync/internal/marketo/marketosim"
+	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/queue/sqlitequeue"
 	"github.com/msisync/msisync/internal/store/sqlitestore"
@@ -109,7 +110,7 @@ func (r Report) String() string {
 	return b.String()
 }
 
-var objects = []string{string(marketo.SalesPersons), string(marketo.Companies), string(marketo.Leads), string(marketo.Opportunities), string(marketo.Roles)}
+var objects = []string{string(marketotype.SalesPersons), string(marketotype.Companies), string(marketotype.Leads), string(marketotype.Opportunities), string(marketotype.Roles)}
 
 func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 	return func(yield func(string) bool) {
@@ -291,7 +292,7 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 	// by email (a form fill is linked, a person linked to another record is
 	// not taken over) and, with split, one by externalPersonId (a backlog
 	// may hold persons msisync linked before).
-	perBatch := (r.Records[string(marketo.Leads)] + opts.BatchSize - 1) / opts.BatchSize
+	perBatch := (r.Records[string(marketotype.Leads)] + opts.BatchSize - 1) / opts.BatchSize
 	r.Strategy, r.IdealLookups = syncer.LeadLookup, perBatch
 	if v, ok, _ := st.GetMeta(ctx, "marketo.leads.lookupExternalPersonId"); ok && v == "false" {
 		r.Strategy, r.IdealLookups = syncer.LeadSplit, 2*perBatch
@@ -326,7 +327,7 @@ func warmUp(ctx context.Context, mk *marketo.Client, calls, concurrent int) erro
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			_, err := mk.Query(ctx, marketo.SalesPersons, "externalSalesPersonId", []string{"00000000-0000-4000-8000-000000000000"}, []string{"id"})
+			_, err := mk.Query(ctx, marketotype.SalesPersons, "externalSalesPersonId", []string{"00000000-0000-4000-8000-000000000000"}, []string{"id"})
 			errs <- err
 		}()
 	}
@@ -345,7 +346,7 @@ func addStats(a, b syncer.Stats) syncer.Stats {
 	a.Requeued += b.Requeued
 	for k, v := range b.Written {
 		if a.Written == nil {
-			a.Written = map[marketo.Object]int{}
+			a.Written = map[marketotype.Object]int{}
 		}
 		a.Written[k] += v
 	}
@@ -390,7 +391,7 @@ func newBacklog(seed uint64, n int) *backlog {
 		g.emit(event.EntitySystemUser, users[i], event.MessageCreate, event.Attributes{
 			"internalemailaddress": event.String(fmt.Sprintf("rep%d@example.com", i)), "lastname": event.String(fmt.Sprint("Rep ", i))})
 	}
-	g.records[string(marketo.SalesPersons)] = len(users)
+	g.records[string(marketotype.SalesPersons)] = len(users)
 	owner := func() event.Value { return event.Reference(event.EntitySystemUser, users[g.rnd.IntN(len(users))], "") }
 	var accounts, contacts, opps []string
 	for len(accounts) < 3 {
@@ -416,7 +417,7 @@ func newBacklog(seed uint64, n int) *backlog {
 			id := g.id()
 			g.emit(event.EntityLead, id, event.MessageCreate, event.Attributes{"emailaddress1": event.String("l" + id[:8] + fmt.Sprint(g.n) + "@example.com"),
 				"lastname": event.String("Lead " + id[:4]), "companyname": event.String("Prospect"), "ownerid": owner()})
-			g.records[string(marketo.Leads)]++
+			g.records[string(marketotype.Leads)]++
 		case k < 70: // opportunity
 			id := g.id()
 			opps = append(opps, id)
@@ -433,7 +434,7 @@ func newBacklog(seed uint64, n int) *backlog {
 				"record1id":     event.Reference(event.EntityOpportunity, opps[g.rnd.IntN(len(opps))], ""),
 				"record2id":     event.Reference(event.EntityContact, contacts[g.rnd.IntN(len(contacts))], ""),
 				"record2roleid": event.Reference("connectionrole", fmt.Sprintf("00000000-0000-4000-8000-%012d", role+1), roles[role])})
-			g.records[string(marketo.Roles)]++
+			g.records[string(marketotype.Roles)]++
 		default: // partial update of an earlier record
 			switch {
 			case k < 90 && len(contacts) > 0:
@@ -445,8 +446,8 @@ func newBacklog(seed uint64, n int) *backlog {
 			}
 		}
 	}
-	g.records[string(marketo.Companies)] = len(accounts)
-	g.records[string(marketo.Leads)] += len(contacts)
-	g.records[string(marketo.Opportunities)] = len(opps)
+	g.records[string(marketotype.Companies)] = len(accounts)
+	g.records[string(marketotype.Leads)] += len(contacts)
+	g.records[string(marketotype.Opportunities)] = len(opps)
 	return g
 }
