@@ -41,23 +41,6 @@ func TestNew_RejectsBadConfigNamingTheField(t *testing.T) {
 	}
 }
 
-func TestClassOf_OneTableForAllCodes(t *testing.T) {
-	want := map[string]marketotype.Class{
-		"601": marketotype.ClassReauth, "602": marketotype.ClassReauth, "606": marketotype.ClassThrottled, "615": marketotype.ClassThrottled,
-		"502": marketotype.ClassTransient, "504": marketotype.ClassTransient, "599": marketotype.ClassTransient, "604": marketotype.ClassTransient, "608": marketotype.ClassTransient,
-		"611": marketotype.ClassTransient, "713": marketotype.ClassTransient, "607": marketotype.ClassQuota, "603": marketotype.ClassConfig, "609": marketotype.ClassConfig,
-		"610": marketotype.ClassConfig, "612": marketotype.ClassConfig, "1018": marketotype.ClassConfig, "1011": marketotype.ClassConfig,
-		"1001": marketotype.ClassPermanent, "1003": marketotype.ClassPermanent, "1004": marketotype.ClassPermanent, "1006": marketotype.ClassPermanent,
-		"1007": marketotype.ClassPermanent, "1036": marketotype.ClassPermanent, "413": marketotype.ClassPermanent, "718": marketotype.ClassDependency,
-		"1013": marketotype.ClassDependency, "9999": marketotype.ClassPermanent,
-	}
-	for code, c := range want {
-		if got := marketotype.ClassOf(code); got != c {
-			t.Errorf("ClassOf(%s) = %v, want %v", code, got, c)
-		}
-	}
-}
-
 func TestSync_AllObjectsInDependencyOrder(t *testing.T) {
 	e := newEnv(t, marketosim.Options{})
 	c := e.client(nil)
