@@ -6,17 +6,22 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"github.com/msisync/msisync/internal/store"
 )
 
 // metaFingerprintSalt is the store key of the installation's secret salt for
 // the webhook-key fingerprint kept in the Dataverse service endpoint.
 const metaFingerprintSalt = "dataverse.keyFingerprintSalt"
 
+// metaStore is the part of the store installSalt uses.
+type metaStore interface {
+	GetMeta(ctx context.Context, key string) (string, bool, error)
+	PutMeta(ctx context.Context, key, value string) error
+}
+
 // installSalt returns the installation's fingerprint salt, creating it on
 // first use. It lives in the store so every replica (and every later
 // `dataverse register`) computes the same fingerprint.
-func installSalt(ctx context.Context, st store.Store) ([]byte, error) {
+func installSalt(ctx context.Context, st metaStore) ([]byte, error) {
 	read := func() ([]byte, bool, error) {
 		v, ok, err := st.GetMeta(ctx, metaFingerprintSalt)
 		if err != nil || !ok {

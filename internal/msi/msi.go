@@ -53,9 +53,24 @@ type PersonWriter interface {
 	UpdateBatch(ctx context.Context, ops []dataverse.BatchOp) ([]dataverse.BatchResult, error)
 }
 
+// Store is what the write-back needs of msisync's state (store.Store has
+// it): the synced persons, the values last written to Dataverse, the lease
+// one replica holds, and the paging token and sweep cursor kept in meta.
+type Store interface {
+	GetLinks(ctx context.Context, kind string, externalIDs []string) (map[string]store.Link, error)
+	ListLinks(ctx context.Context, kind string, after string, limit int) ([]store.Link, error)
+	CountLinks(ctx context.Context, kind string) (int, error)
+	GetMSIValues(ctx context.Context, personIDs []string) (map[string]map[string]string, error)
+	PutMSIValues(ctx context.Context, values map[string]map[string]string) error
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, holder string) error
+	GetMeta(ctx context.Context, key string) (string, bool, error)
+	PutMeta(ctx context.Context, key, value string) error
+}
+
 // Config configures a Writer.
 type Config struct {
-	Store     store.Store
+	Store     Store
 	Marketo   LeadQuerier
 	Dataverse PersonWriter
 	// Fields to copy; DefaultFields("relativeScore") when empty.
