@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-
 )
 
 // metaFingerprintSalt is the store key of the installation's secret salt for
