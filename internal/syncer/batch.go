@@ -131,10 +131,6 @@ type rec struct {
 	fail                  *failure
 	written               bool
 	marketoID             string
-	// connections
-	conn    *store.Connection
-	oldConn *store.Connection
-	retire  int // retireDeactivate or retireDrop: delete the role, do not write it
 	// persons: Marketo id the record is updated by (split strategy, qualification)
 	byID      string
 	staleLink bool   // byID was not found in Marketo
@@ -169,8 +165,10 @@ type batch struct {
 	lockMu sync.Mutex // guards locked; held across lock renewals and the unlock
 	locked []string
 	paused bool // Marketo quota/config: stop calling for this batch
-	// oppConns caches Store.ConnectionsByOpportunity for roleHeld.
-	oppConns map[string][]store.Connection
+	// writers write each kind in MSI's order (write.go); roles is also
+	// the retire stage and knows the batch's connections.
+	writers map[string]writer
+	roles   *roleWriter
 	// byEmail caches the Marketo persons found by email (persons.go).
 	byEmail map[string][]emailPerson
 	// changes collects every store change the batch makes (links,
@@ -185,6 +183,14 @@ func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
 	for _, k := range stages {
 		b.links[k] = map[string]store.Link{}
 		b.absent[k] = map[string]bool{}
+	}
+	b.roles = newRoleWriter(b)
+	b.writers = map[string]writer{
+		store.KindSalesPerson: objectWriter{b, store.KindSalesPerson},
+		store.KindCompany:     objectWriter{b, store.KindCompany},
+		store.KindPerson:      personWriter{b},
+		store.KindOpportunity: objectWriter{b, store.KindOpportunity},
+		store.KindRole:        b.roles,
 	}
 	return b
 }
@@ -233,7 +239,7 @@ func (b *batch) process(ctx context.Context) error {
 			b.unlockRecords(ctx)
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.retire, b.unlinkMerged, b.deletes, b.settleMerged, b.save}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.roles.retire, b.unlinkMerged, b.deletes, b.settleMerged, b.save}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err

@@ -34,9 +34,10 @@ func (b *batch) deletes(ctx context.Context) error {
 		id string
 	}
 	var connIDs []owned
-	roles := b.newRoleDeletes()
+	roles := b.roles.newDeletes()
 	for _, r := range byEntity[event.EntityConnection] {
-		if r.oldConn == nil {
+		old := b.roles.of(r).old
+		if old == nil {
 			continue
 		}
 		if _, live := b.links[store.KindRole][r.id]; !live {
@@ -44,12 +45,12 @@ func (b *batch) deletes(ctx context.Context) error {
 		}
 		// Another connection with the same opportunity, contact and role
 		// keeps the (shared) Marketo role.
-		held, err := b.roleHeld(ctx, *r.oldConn)
+		held, err := b.roles.held(ctx, *old)
 		if err != nil {
 			return err
 		}
 		if !held {
-			if err := roles.add(ctx, r, *r.oldConn); err != nil {
+			if err := roles.add(ctx, r, *old); err != nil {
 				return err
 			}
 		}

@@ -159,7 +159,7 @@ func (b *batch) refName(ctx context.Context, r *rec, col string, ref event.Ref) 
 		return "", false, nil
 	}
 	if ref.LogicalName == "connectionrole" {
-		c, err := b.readRole(ctx, r, ref.ID)
+		c, err := b.s.readRole(ctx, r, ref.ID)
 		if err != nil || r.fail != nil {
 			return "", false, err
 		}

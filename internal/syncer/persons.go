@@ -45,6 +45,16 @@ func (s *Syncer) setLeadMode(m string) {
 	s.leadMu.Unlock()
 }
 
+// personWriter writes leads and contacts (see writePersons).
+type personWriter struct{ b *batch }
+
+func (w personWriter) write(ctx context.Context, recs []*rec) error {
+	if err := w.b.writePersons(ctx, recs); err != nil {
+		return err
+	}
+	return w.b.persist(ctx, recs)
+}
+
 func (b *batch) email(r *rec) string {
 	if v, ok := r.attrs["emailaddress1"]; ok {
 		return v.Text()
@@ -186,7 +196,7 @@ func (b *batch) syncLookup(ctx context.Context, recs []*rec, probe bool) (bool, 
 	}
 	b.s.setLeadMode(LeadLookup)
 	first := recs[:min(len(recs), b.s.cfg.BatchSize)]
-	b.applyResults(marketotype.Leads, first, res)
+	b.applyResults(marketotype.Leads, first, res, b.stalePerson)
 	if len(recs) > b.s.cfg.BatchSize {
 		return true, b.syncObjects(ctx, store.KindPerson, recs[b.s.cfg.BatchSize:], marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
 	}

@@ -12,32 +12,18 @@ import (
 )
 
 // loadLinks reads the store links of every record in the batch, and the
-// stored connections of connection records.
+// stored connections of connection records (roleWriter.load).
 func (b *batch) loadLinks(ctx context.Context) error {
 	byKind := map[string][]string{}
-	var connIDs []string
 	for _, r := range b.recs {
 		byKind[r.kind] = append(byKind[r.kind], r.id)
-		if r.entity == event.EntityConnection {
-			connIDs = append(connIDs, r.id)
-		}
 	}
 	for kind, ids := range byKind {
 		if err := b.storeLinks(ctx, kind, ids); err != nil {
 			return err
 		}
 	}
-	if len(connIDs) > 0 {
-		conns, err := b.s.cfg.Store.GetConnections(ctx, connIDs)
-		if err != nil {
-			return fmt.Errorf("syncer: get connections: %w", err)
-		}
-		for id, c := range conns {
-			c := c
-			b.recs[event.EntityConnection+"/"+id].oldConn = &c
-		}
-	}
-	return nil
+	return b.roles.load(ctx)
 }
 
 func (b *batch) storeLinks(ctx context.Context, kind string, ids []string) error {
@@ -94,7 +80,7 @@ func (b *batch) prepare(ctx context.Context) error {
 					missing = append(missing, c)
 				}
 			}
-			if r.entity == event.EntityConnection && r.oldConn != nil {
+			if r.entity == event.EntityConnection && b.roles.of(r).old != nil {
 				missing = nil // the stored connection knows the opportunity, contact and role
 			}
 		}
@@ -113,9 +99,9 @@ func (b *batch) prepare(ctx context.Context) error {
 			continue
 		}
 		if r.entity == event.EntityConnection {
-			b.interpretConnection(r)
+			b.roles.interpretConnection(r)
 			if r.fail == nil {
-				if err := b.classifyConnection(ctx, r); err != nil {
+				if err := b.roles.classifyConnection(ctx, r); err != nil {
 					return err
 				}
 			}
@@ -188,10 +174,11 @@ func changedColumns(r *rec) string {
 
 // interpretConnection keeps opportunity→contact stakeholder rows and drops
 // every other connection (including the reciprocal contact→opportunity row).
-func (b *batch) interpretConnection(r *rec) {
+func (w *roleWriter) interpretConnection(r *rec) {
+	x := w.of(r)
 	c := store.Connection{ID: r.id}
-	if r.oldConn != nil {
-		c = *r.oldConn
+	if x.old != nil {
+		c = *x.old
 	}
 	r1, ok1 := refOf(r.attrs, "record1id")
 	r2, ok2 := refOf(r.attrs, "record2id")
@@ -206,14 +193,14 @@ func (b *batch) interpretConnection(r *rec) {
 		r.fail = &failure{act: actSkip}
 		return
 	}
-	if role, ok := b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted)["role"].(string); ok && role != "" {
+	if role, ok := w.b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted)["role"].(string); ok && role != "" {
 		c.Role = role
 	}
 	if c.OpportunityID == "" || c.PersonID == "" || c.Role == "" {
 		r.fail = &failure{act: actSkip}
 		return
 	}
-	r.conn = &c
+	x.conn = &c
 }
 
 func refOf(attrs event.Attributes, col string) (event.Ref, bool) {
@@ -266,10 +253,10 @@ func (b *batch) deps(r *rec) []dep {
 		owner()
 		company("parentaccountid", "customerid")
 	case event.EntityConnection:
-		if r.conn != nil && r.retire == 0 {
+		if c := b.roles.conns[r]; c != nil && c.conn != nil && c.retire == 0 {
 			out = append(out,
-				dep{store.KindOpportunity, event.EntityOpportunity, r.conn.OpportunityID, "opportunity of connection " + r.id},
-				dep{store.KindPerson, event.EntityContact, r.conn.PersonID, "contact of connection " + r.id})
+				dep{store.KindOpportunity, event.EntityOpportunity, c.conn.OpportunityID, "opportunity of connection " + r.id},
+				dep{store.KindPerson, event.EntityContact, c.conn.PersonID, "contact of connection " + r.id})
 		}
 	}
 	return out

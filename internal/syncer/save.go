@@ -10,12 +10,12 @@ import (
 	"github.com/msisync/msisync/internal/store"
 )
 
-// persist collects the links, versions, connections and qualified-lead
-// markers of written records into the batch's changes (saved by save).
+// persist collects the links, versions and qualified-lead markers of
+// written records into the batch's changes (saved by save); the role
+// writer adds the connections.
 func (b *batch) persist(ctx context.Context, recs []*rec) error {
 	now := b.s.clk.Now()
 	var links []store.Link
-	var conns []store.Connection
 	var movedFrom []string
 	versions := map[string]int64{}
 	var stale []string
@@ -57,11 +57,6 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 				versions[r.key+"#"+c] = v
 			}
 		}
-		if r.conn != nil {
-			c := *r.conn
-			c.UpdatedAt = now
-			conns = append(conns, c)
-		}
 		if r.movedFrom != "" {
 			movedFrom = append(movedFrom, r.movedFrom)
 		}
@@ -69,7 +64,6 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 	b.changes.DeleteLinks(store.KindPerson, stale...)
 	b.changes.PutLinks(links...)
 	b.changes.PutVersions(versions)
-	b.changes.PutConnections(conns...)
 	b.changes.DeleteLinks(store.KindPerson, movedFrom...)
 	for _, id := range movedFrom {
 		delete(b.links[store.KindPerson], id)

@@ -66,7 +66,7 @@ func (b *batch) write(ctx context.Context) error {
 	for _, kind := range stages {
 		var recs []*rec
 		for _, r := range b.live(kind) {
-			if !r.deleted && r.retire == 0 && b.depsReady(r) {
+			if c := b.roles.conns[r]; !r.deleted && (c == nil || c.retire == 0) && b.depsReady(r) {
 				recs = append(recs, r)
 			}
 		}
@@ -79,65 +79,104 @@ func (b *batch) write(ctx context.Context) error {
 			}
 			continue
 		}
-		var err error
-		switch kind {
-		case store.KindPerson:
-			err = b.writePersons(ctx, recs)
-		case store.KindRole:
-			err = b.writeRoles(ctx, recs)
-		default:
-			err = b.syncObjects(ctx, kind, recs, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"})
-		}
-		if err != nil {
-			return err
-		}
-		if err := b.persist(ctx, recs); err != nil {
+		if err := b.writers[kind].write(ctx, recs); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// syncObjects writes recs of one kind in calls of ≤ 300 and maps results back.
+// A writer writes the records of one Marketo object, ready to write and
+// in key order, and records its bookkeeping in the batch's changes.
+type writer interface {
+	write(ctx context.Context, recs []*rec) error
+}
+
+// objectWriter writes the objects that need nothing of their own: sales
+// persons, companies and opportunities, one createOrUpdate per ≤ BatchSize
+// records keyed on their external id.
+type objectWriter struct {
+	b    *batch
+	kind string
+}
+
+func (w objectWriter) write(ctx context.Context, recs []*rec) error {
+	if err := w.b.upsert(ctx, w.kind, recs, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}, w.b.record, nil); err != nil {
+		return err
+	}
+	return w.b.persist(ctx, recs)
+}
+
+// upsert writes recs of one kind in calls of ≤ BatchSize and maps the
+// results back; build makes each record's Marketo input, and stale (may be
+// nil) takes a skipped record's result first (see applyResults).
+func (b *batch) upsert(ctx context.Context, kind string, recs []*rec, req marketotype.SyncRequest, build func(*rec) marketotype.Record, stale func(*rec, marketotype.Result) bool) error {
+	obj := objectOf[kind]
+	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
+		in := make([]marketotype.Record, len(chunk))
+		for i, r := range chunk {
+			in[i] = build(r)
+		}
+		res, ok, err := b.syncCall(ctx, obj, chunk, req, in)
+		if err != nil {
+			return err
+		}
+		if ok {
+			b.applyResults(obj, chunk, res, stale)
+		}
+	}
+	return nil
+}
+
+// syncCall sends one Sync call of in (aligned with recs). A failed call
+// fails every record of recs and reports ok false.
+func (b *batch) syncCall(ctx context.Context, obj marketotype.Object, recs []*rec, req marketotype.SyncRequest, in []marketotype.Record) (res []marketotype.Result, ok bool, err error) {
+	req.Input = in
+	b.stats.Calls[string(obj)+" sync"]++
+	res, err = b.s.cfg.Marketo.Sync(ctx, obj, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+		b.noteCallError(err)
+		f := b.callFailure(err, "sync "+string(obj))
+		for _, r := range recs {
+			r.fail = f
+		}
+		return nil, false, nil
+	}
+	return res, true, nil
+}
+
+// syncObjects writes persons in calls of ≤ BatchSize and maps results back.
 func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req marketotype.SyncRequest) error {
 	obj := objectOf[kind]
 	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
 		in := make([]marketotype.Record, len(chunk))
 		for i, r := range chunk {
-			if kind == store.KindRole {
-				in[i] = b.roleRecord(r)
-			} else {
-				in[i] = b.record(r)
-				if r.noCompany {
-					for _, f := range leadCompanyFields {
-						delete(in[i], f)
-					}
+			in[i] = b.record(r)
+			if r.noCompany {
+				for _, f := range leadCompanyFields {
+					delete(in[i], f)
 				}
-				if r.byID != "" {
-					delete(in[i], externalField[kind])
-					if kind == store.KindPerson {
-						in[i]["externalPersonId"] = r.id
-					}
-					id, _ := strconv.ParseInt(r.byID, 10, 64)
-					in[i]["id"] = id
+			}
+			if r.byID != "" {
+				delete(in[i], externalField[kind])
+				if kind == store.KindPerson {
+					in[i]["externalPersonId"] = r.id
 				}
+				id, _ := strconv.ParseInt(r.byID, 10, 64)
+				in[i]["id"] = id
 			}
 		}
-		req.Input = in
-		b.stats.Calls[string(obj)+" sync"]++
-		res, err := b.s.cfg.Marketo.Sync(ctx, obj, req)
+		res, ok, err := b.syncCall(ctx, obj, chunk, req, in)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			b.noteCallError(err)
-			f := b.callFailure(err, "sync "+string(obj))
-			for _, r := range chunk {
-				r.fail = f
-			}
+			return err
+		}
+		if !ok {
 			continue
 		}
-		b.applyResults(obj, chunk, res)
+		b.applyResults(obj, chunk, res, b.stalePerson)
 		// 1021: the person is linked to a company in Marketo, which owns the
 		// company fields: send the record again without them.
 		var again []*rec
@@ -156,7 +195,21 @@ func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req m
 	return nil
 }
 
-func (b *batch) applyResults(obj marketotype.Object, recs []*rec, res []marketotype.Result) {
+// stalePerson takes a person written by a stored id that Marketo no longer
+// has (1004: lead merged or deleted in Marketo): the link is forgotten and
+// the record tried again by external id or email.
+func (b *batch) stalePerson(r *rec, x marketotype.Result) bool {
+	if r.byID == "" || len(x.Reasons) == 0 || x.Reasons[0].Code != "1004" {
+		return false
+	}
+	r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
+	r.staleLink = true
+	return true
+}
+
+// applyResults maps the results of one Sync call back to its records;
+// stale (may be nil) takes a skipped record's result first.
+func (b *batch) applyResults(obj marketotype.Object, recs []*rec, res []marketotype.Result, stale func(*rec, marketotype.Result) bool) {
 	for i, r := range recs {
 		if i >= len(res) {
 			r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("marketo returned %d results for %d %s", len(res), len(recs), obj)}
@@ -172,11 +225,7 @@ func (b *batch) applyResults(obj marketotype.Object, recs []*rec, res []marketot
 			}
 			b.stats.Written[obj]++
 		default:
-			if obj == marketotype.Leads && r.byID != "" && len(x.Reasons) > 0 && x.Reasons[0].Code == "1004" {
-				// The stored id is stale (lead merged or deleted in Marketo):
-				// forget it and try again by external id or email.
-				r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
-				r.staleLink = true
+			if stale != nil && stale(r, x) {
 				continue
 			}
 			r.fail = b.recordFailure(r, obj, x)
