@@ -131,12 +131,6 @@ type rec struct {
 	fail                  *failure
 	written               bool
 	marketoID             string
-	// persons: Marketo id the record is updated by (split strategy, qualification)
-	byID      string
-	staleLink bool   // byID was not found in Marketo
-	noCompany bool   // leave company fields out (the person is linked to a company: 1021)
-	movedFrom string // lead GUID whose Marketo person this contact takes over
-
 	// rowVersion is the highest Dataverse RowVersion merged; stored under
 	// store.RowVersionKey so that reconcile can tell same-second changes apart.
 	rowVersion int64
@@ -169,8 +163,6 @@ type batch struct {
 	// the retire stage and knows the batch's connections.
 	writers map[string]writer
 	roles   *roleWriter
-	// byEmail caches the Marketo persons found by email (persons.go).
-	byEmail map[string][]emailPerson
 	// changes collects every store change the batch makes (links,
 	// versions, connections, meta); save applies them in one transaction.
 	changes store.Changes
@@ -188,7 +180,7 @@ func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
 	b.writers = map[string]writer{
 		store.KindSalesPerson: objectWriter{b, store.KindSalesPerson},
 		store.KindCompany:     objectWriter{b, store.KindCompany},
-		store.KindPerson:      personWriter{b},
+		store.KindPerson:      newPersonWriter(b),
 		store.KindOpportunity: objectWriter{b, store.KindOpportunity},
 		store.KindRole:        b.roles,
 	}

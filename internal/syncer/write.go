@@ -9,7 +9,6 @@ import (
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketotype"
-	"github.com/msisync/msisync/internal/store"
 )
 
 func (b *batch) owner(r *rec) (string, bool) {
@@ -148,65 +147,6 @@ func (b *batch) syncCall(ctx context.Context, obj marketotype.Object, recs []*re
 	return res, true, nil
 }
 
-// syncObjects writes persons in calls of ≤ BatchSize and maps results back.
-func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req marketotype.SyncRequest) error {
-	obj := objectOf[kind]
-	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
-		in := make([]marketotype.Record, len(chunk))
-		for i, r := range chunk {
-			in[i] = b.record(r)
-			if r.noCompany {
-				for _, f := range leadCompanyFields {
-					delete(in[i], f)
-				}
-			}
-			if r.byID != "" {
-				delete(in[i], externalField[kind])
-				if kind == store.KindPerson {
-					in[i]["externalPersonId"] = r.id
-				}
-				id, _ := strconv.ParseInt(r.byID, 10, 64)
-				in[i]["id"] = id
-			}
-		}
-		res, ok, err := b.syncCall(ctx, obj, chunk, req, in)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			continue
-		}
-		b.applyResults(obj, chunk, res, b.stalePerson)
-		// 1021: the person is linked to a company in Marketo, which owns the
-		// company fields: send the record again without them.
-		var again []*rec
-		for i, r := range chunk {
-			if obj == marketotype.Leads && !r.noCompany && i < len(res) && res[i].Status == "skipped" && len(res[i].Reasons) > 0 && res[i].Reasons[0].Code == "1021" {
-				r.fail, r.noCompany = nil, true
-				again = append(again, r)
-			}
-		}
-		if len(again) > 0 {
-			if err := b.syncObjects(ctx, kind, again, req); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// stalePerson takes a person written by a stored id that Marketo no longer
-// has (1004: lead merged or deleted in Marketo): the link is forgotten and
-// the record tried again by external id or email.
-func (b *batch) stalePerson(r *rec, x marketotype.Result) bool {
-	if r.byID == "" || len(x.Reasons) == 0 || x.Reasons[0].Code != "1004" {
-		return false
-	}
-	r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
-	r.staleLink = true
-	return true
-}
-
 // applyResults maps the results of one Sync call back to its records;
 // stale (may be nil) takes a skipped record's result first.
 func (b *batch) applyResults(obj marketotype.Object, recs []*rec, res []marketotype.Result, stale func(*rec, marketotype.Result) bool) {
@@ -282,10 +222,6 @@ func (b *batch) recordFailure(r *rec, obj marketotype.Object, res marketotype.Re
 	}
 	return &failure{act: actDead, reason: ReasonRejected, desc: desc}
 }
-
-// leadCompanyFields are the lead fields a linked company owns (1021).
-var leadCompanyFields = []string{"company", "site", "billingStreet", "billingCity", "billingState", "billingCountry",
-	"billingPostalCode", "website", "mainPhone", "annualRevenue", "numberOfEmployees", "industry", "sicCode"}
 
 type pausedError struct{}
 
