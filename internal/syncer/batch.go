@@ -163,6 +163,7 @@ type batch struct {
 	// the retire stage and knows the batch's connections.
 	writers map[string]writer
 	roles   *roleWriter
+	deleter *deleter
 	// changes collects every store change the batch makes (links,
 	// versions, connections, meta); save applies them in one transaction.
 	changes store.Changes
@@ -177,6 +178,7 @@ func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
 		b.absent[k] = map[string]bool{}
 	}
 	b.roles = newRoleWriter(b)
+	b.deleter = &deleter{b: b, roles: b.roles}
 	b.writers = map[string]writer{
 		store.KindSalesPerson: objectWriter{b, store.KindSalesPerson},
 		store.KindCompany:     objectWriter{b, store.KindCompany},
@@ -231,7 +233,7 @@ func (b *batch) process(ctx context.Context) error {
 			b.unlockRecords(ctx)
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.roles.retire, b.unlinkMerged, b.deletes, b.settleMerged, b.save}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.roles.retire, b.unlinkMerged, b.deleter.run, b.settleMerged, b.save}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
