@@ -134,11 +134,6 @@ type rec struct {
 	// rowVersion is the highest Dataverse RowVersion merged; stored under
 	// store.RowVersionKey so that reconcile can tell same-second changes apart.
 	rowVersion int64
-
-	// merges (merges.go): merged into another record by Dataverse, retired
-	// like a Delete; mergedInto is the master whose Merge event named it.
-	mergedAway bool
-	mergedInto *rec
 }
 
 func (r *rec) name() string { return r.entity + " " + r.id }
@@ -164,6 +159,7 @@ type batch struct {
 	writers map[string]writer
 	roles   *roleWriter
 	deleter *deleter
+	merger  *merger
 	// changes collects every store change the batch makes (links,
 	// versions, connections, meta); save applies them in one transaction.
 	changes store.Changes
@@ -179,6 +175,7 @@ func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
 	}
 	b.roles = newRoleWriter(b)
 	b.deleter = &deleter{b: b, roles: b.roles}
+	b.merger = newMerger(b)
 	b.writers = map[string]writer{
 		store.KindSalesPerson: objectWriter{b, store.KindSalesPerson},
 		store.KindCompany:     objectWriter{b, store.KindCompany},
@@ -233,7 +230,7 @@ func (b *batch) process(ctx context.Context) error {
 			b.unlockRecords(ctx)
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.roles.retire, b.unlinkMerged, b.deleter.run, b.settleMerged, b.save}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merger.find, b.prepare, b.resolve, b.write, b.roles.retire, b.merger.unlink, b.deleter.run, b.merger.settle, b.save}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
