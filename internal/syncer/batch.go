@@ -37,9 +37,6 @@ const metaLookupField = "marketo.leads.lookupExternalPersonId"
 // ignored so the person that moved to the contact is not pulled back.
 func metaQualified(leadID string) string { return "qualified/lead/" + leadID }
 
-// stages is MSI's mandated write order.
-var stages = []string{store.KindSalesPerson, store.KindCompany, store.KindPerson, store.KindOpportunity, store.KindRole}
-
 func kindOf(entity string) string {
 	switch entity {
 	case event.EntitySystemUser:
@@ -127,7 +124,6 @@ type rec struct {
 	full                  bool // Create or re-read: carries the whole record
 	deleted               bool
 	synthetic             bool // a dependency read from Dataverse, no message of its own
-	deps                  []dep
 	fail                  *failure
 	written               bool
 	marketoID             string
@@ -154,6 +150,8 @@ type batch struct {
 	lockMu sync.Mutex // guards locked; held across lock renewals and the unlock
 	locked []string
 	paused bool // Marketo quota/config: stop calling for this batch
+	// plan is what the batch writes, in which order (plan.go).
+	plan *plan
 	// writers write each kind in MSI's order (write.go); roles is also
 	// the retire stage and knows the batch's connections.
 	writers map[string]writer
@@ -230,7 +228,11 @@ func (b *batch) process(ctx context.Context) error {
 			b.unlockRecords(ctx)
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merger.find, b.prepare, b.resolve, b.write, b.roles.retire, b.merger.unlink, b.deleter.run, b.merger.settle, b.save}
+	planned := func(context.Context) error {
+		b.plan = newPlan(b.recs, b.roles.conns, b.s.cfg.DefaultSalesPersonID)
+		return nil
+	}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merger.find, b.prepare, planned, b.resolve, b.write, b.roles.retire, b.merger.unlink, b.deleter.run, b.merger.settle, b.save}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -273,15 +275,4 @@ func (b *batch) lock(ctx context.Context) error {
 		b.recs[k].fail = &failure{act: actReschedule, delay: delays[k]}
 	}
 	return nil
-}
-
-func (b *batch) live(kind string) []*rec {
-	var out []*rec
-	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
-		r := b.recs[k]
-		if r.kind == kind && r.fail == nil && !r.written {
-			out = append(out, r)
-		}
-	}
-	return out
 }

@@ -33,9 +33,11 @@ type ownedConn struct {
 func (d *deleter) run(ctx context.Context) error {
 	b := d.b
 	d.byEntity = map[string][]*rec{}
-	for _, r := range b.recs {
-		if r.deleted && r.fail == nil {
-			d.byEntity[r.entity] = append(d.byEntity[r.entity], r)
+	for entity, rs := range b.plan.deletes() {
+		for _, r := range rs {
+			if r.fail == nil {
+				d.byEntity[entity] = append(d.byEntity[entity], r)
+			}
 		}
 	}
 	if len(d.byEntity) == 0 {

@@ -216,61 +216,14 @@ func refOf(attrs event.Attributes, col string) (event.Ref, bool) {
 	return ref, true
 }
 
-// deps lists what a record needs in Marketo before it can be written.
-func (b *batch) deps(r *rec) []dep {
-	var out []dep
-	owner := func() {
-		ref, ok := refOf(r.attrs, "ownerid")
-		if !ok {
-			return
-		}
-		id := ref.ID
-		if ref.LogicalName != event.EntitySystemUser {
-			id = b.s.cfg.DefaultSalesPersonID // team-owned
-		}
-		if id != "" {
-			out = append(out, dep{store.KindSalesPerson, event.EntitySystemUser, id, "owner of " + r.name()})
-		}
-	}
-	company := func(cols ...string) {
-		for _, c := range cols {
-			if ref, ok := refOf(r.attrs, c); ok && ref.LogicalName == event.EntityAccount {
-				out = append(out, dep{store.KindCompany, event.EntityAccount, ref.ID, "company of " + r.name()})
-				return
-			}
-		}
-	}
-	switch r.entity {
-	case event.EntityAccount:
-		owner()
-	case event.EntityContact:
-		owner()
-		company("parentcustomerid")
-	case event.EntityLead:
-		owner()
-		company("parentaccountid")
-	case event.EntityOpportunity:
-		owner()
-		company("parentaccountid", "customerid")
-	case event.EntityConnection:
-		if c := b.roles.conns[r]; c != nil && c.conn != nil && c.retire == 0 {
-			out = append(out,
-				dep{store.KindOpportunity, event.EntityOpportunity, c.conn.OpportunityID, "opportunity of connection " + r.id},
-				dep{store.KindPerson, event.EntityContact, c.conn.PersonID, "contact of connection " + r.id})
-		}
-	}
-	return out
-}
-
 // resolve finds every dependency, latest stage first so that a dependency
 // read from Dataverse gets its own dependencies resolved too.
 func (b *batch) resolve(ctx context.Context) error {
 	for i := len(stages) - 1; i >= 1; i-- {
-		recs := b.live(stages[i])
+		recs := b.plan.live(stages[i])
 		need := map[string]map[string]string{} // kind → id → entity
 		for _, r := range recs {
-			r.deps = b.deps(r)
-			for _, d := range r.deps {
+			for _, d := range b.plan.deps[r] {
 				if dr := b.recs[d.entity+"/"+d.id]; dr != nil && !dr.deleted {
 					continue // written earlier in this batch
 				}
@@ -292,7 +245,7 @@ func (b *batch) resolve(ctx context.Context) error {
 		// Dependencies nowhere to be found: read them from Dataverse.
 		var reads []dep
 		for _, r := range recs {
-			for _, d := range r.deps {
+			for _, d := range b.plan.deps[r] {
 				if _, ok := b.links[d.kind][d.id]; ok || queryErr[d.kind] != nil {
 					continue
 				}
@@ -306,7 +259,7 @@ func (b *batch) resolve(ctx context.Context) error {
 			return err
 		}
 		for _, r := range recs {
-			for _, d := range r.deps {
+			for _, d := range b.plan.deps[r] {
 				if _, ok := b.links[d.kind][d.id]; ok {
 					continue
 				}
@@ -366,6 +319,7 @@ func (b *batch) readDeps(ctx context.Context, deps []dep) error {
 			}
 		}
 		b.recs[key] = r
+		b.plan.add(r)
 	}
 	return nil
 }
@@ -444,7 +398,7 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 
 // depsReady checks in-batch dependencies once their stage is written.
 func (b *batch) depsReady(r *rec) bool {
-	for _, d := range r.deps {
+	for _, d := range b.plan.deps[r] {
 		if _, ok := b.links[d.kind][d.id]; ok {
 			continue
 		}

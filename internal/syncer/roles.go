@@ -3,8 +3,6 @@ package syncer
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"time"
 
@@ -299,8 +297,8 @@ func (d *roleDeletes) run(ctx context.Context) error {
 func (w *roleWriter) retire(ctx context.Context) error {
 	b := w.b
 	var recs []*rec
-	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
-		if r := b.recs[k]; w.conns[r] != nil && w.conns[r].retire != 0 && r.fail == nil {
+	for _, r := range b.plan.retiring() {
+		if r.fail == nil {
 			recs = append(recs, r)
 		}
 	}

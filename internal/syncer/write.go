@@ -64,8 +64,8 @@ func (b *batch) record(r *rec) marketotype.Record {
 func (b *batch) write(ctx context.Context) error {
 	for _, kind := range stages {
 		var recs []*rec
-		for _, r := range b.live(kind) {
-			if c := b.roles.conns[r]; !r.deleted && (c == nil || c.retire == 0) && b.depsReady(r) {
+		for _, r := range b.plan.live(kind) {
+			if b.plan.upserts(r) && b.depsReady(r) {
 				recs = append(recs, r)
 			}
 		}
