@@ -203,7 +203,7 @@ func (b *batch) process(ctx context.Context) error {
 	b.stats.Received = len(b.ds)
 	var msgs []*msg
 	for _, d := range b.ds {
-		m, err := b.decode(d)
+		m, err := b.s.decode(d)
 		if err != nil {
 			b.s.log.Warn("syncer: undecodable message", "message", d.ID, "err", err)
 			if err := b.deadLetter(ctx, &msg{d: d}, ReasonUndecodable, err.Error()); err != nil {
@@ -211,7 +211,7 @@ func (b *batch) process(ctx context.Context) error {
 			}
 			continue
 		}
-		if b.ignore(m) {
+		if b.s.ignore(m) {
 			b.early = append(b.early, m)
 			continue
 		}

@@ -29,7 +29,7 @@ func (w *personWriter) syncLookup(ctx context.Context, recs []*rec, probe bool) 
 	}
 	in := make([]marketotype.Record, len(recs))
 	for i, r := range recs {
-		in[i] = b.record(r)
+		in[i] = recordOf(&b.s.cfg, r)
 	}
 	b.stats.Calls[string(marketotype.Leads)+" sync"]++
 	res, err := b.s.cfg.Marketo.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId", Input: in[:min(len(in), b.s.cfg.BatchSize)]})

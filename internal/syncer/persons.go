@@ -294,7 +294,7 @@ func (w *personWriter) sync(ctx context.Context, recs []*rec, req marketotype.Sy
 	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
 		in := make([]marketotype.Record, len(chunk))
 		for i, r := range chunk {
-			in[i] = b.record(r)
+			in[i] = recordOf(&b.s.cfg, r)
 			if w.of(r).noCompany {
 				for _, f := range leadCompanyFields {
 					delete(in[i], f)

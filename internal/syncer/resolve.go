@@ -92,7 +92,7 @@ func (b *batch) prepare(ctx context.Context) error {
 				continue
 			}
 		}
-		if err := b.nameRefs(ctx, r); err != nil {
+		if err := b.s.nameRefs(ctx, r); err != nil {
 			return err
 		}
 		if r.fail != nil {

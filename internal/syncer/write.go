@@ -11,18 +11,21 @@ import (
 	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
 
-func (b *batch) owner(r *rec) (string, bool) {
+// ownerOf is the sales person of r: its owner, or the default sales person
+// for a team-owned record.
+func ownerOf(cfg *Config, r *rec) (string, bool) {
 	ref, ok := refOf(r.attrs, "ownerid")
 	if !ok {
 		return "", false
 	}
 	if ref.LogicalName != event.EntitySystemUser {
-		return b.s.cfg.DefaultSalesPersonID, b.s.cfg.DefaultSalesPersonID != ""
+		return cfg.DefaultSalesPersonID, cfg.DefaultSalesPersonID != ""
 	}
 	return ref.ID, true
 }
 
-func (b *batch) companyOf(r *rec, cols ...string) (string, bool) {
+// companyOf is the account of the first of cols that names one.
+func companyOf(r *rec, cols ...string) (string, bool) {
 	for _, c := range cols {
 		if ref, ok := refOf(r.attrs, c); ok && ref.LogicalName == event.EntityAccount {
 			return ref.ID, true
@@ -31,9 +34,9 @@ func (b *batch) companyOf(r *rec, cols ...string) (string, bool) {
 	return "", false
 }
 
-// record builds the Marketo record of a Dataverse record.
-func (b *batch) record(r *rec) marketotype.Record {
-	out := marketotype.Record(b.s.cfg.Mapping.Apply(r.entity, r.attrs, r.formatted))
+// recordOf builds the Marketo record of a Dataverse record.
+func recordOf(cfg *Config, r *rec) marketotype.Record {
+	out := marketotype.Record(cfg.Mapping.Apply(r.entity, r.attrs, r.formatted))
 	if out == nil {
 		out = marketotype.Record{}
 	}
@@ -42,15 +45,15 @@ func (b *batch) record(r *rec) marketotype.Record {
 	}
 	switch r.entity {
 	case event.EntityAccount:
-		if o, ok := b.owner(r); ok {
+		if o, ok := ownerOf(cfg, r); ok {
 			out["externalSalesPersonId"] = o
 		}
 	case event.EntityContact, event.EntityLead, event.EntityOpportunity:
-		if o, ok := b.owner(r); ok {
+		if o, ok := ownerOf(cfg, r); ok {
 			out["externalSalesPersonId"] = o
 		}
 		cols := map[string][]string{event.EntityContact: {"parentcustomerid"}, event.EntityLead: {"parentaccountid"}, event.EntityOpportunity: {"parentaccountid", "customerid"}}[r.entity]
-		if c, ok := b.companyOf(r, cols...); ok {
+		if c, ok := companyOf(r, cols...); ok {
 			out["externalCompanyId"] = c
 			if r.entity == event.EntityLead {
 				delete(out, "company") // company fields on a linked lead give 1021
@@ -100,7 +103,8 @@ type objectWriter struct {
 }
 
 func (w objectWriter) write(ctx context.Context, recs []*rec) error {
-	if err := w.b.upsert(ctx, w.kind, recs, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}, w.b.record, nil); err != nil {
+	record := func(r *rec) marketotype.Record { return recordOf(&w.b.s.cfg, r) }
+	if err := w.b.upsert(ctx, w.kind, recs, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}, record, nil); err != nil {
 		return err
 	}
 	return w.b.persist(ctx, recs)
