@@ -149,7 +149,6 @@ type batch struct {
 	absent map[string]map[string]bool
 	lockMu sync.Mutex // guards locked; held across lock renewals and the unlock
 	locked []string
-	paused bool // Marketo quota/config: stop calling for this batch
 	// plan is what the batch writes, in which order (plan.go).
 	plan *plan
 	// writers write each kind in MSI's order (write.go); roles is also
@@ -158,6 +157,9 @@ type batch struct {
 	roles   *roleWriter
 	deleter *deleter
 	merger  *merger
+	// mk makes the batch's Marketo write calls (paused on quota and
+	// configuration errors).
+	mk marketoCalls
 	// changes collects every store change the batch makes (links,
 	// versions, connections, meta); save applies them in one transaction.
 	changes store.Changes
@@ -171,6 +173,7 @@ func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
 		b.links[k] = map[string]store.Link{}
 		b.absent[k] = map[string]bool{}
 	}
+	b.mk = marketoCalls{s: s, stats: &b.stats}
 	b.roles = newRoleWriter(b)
 	b.deleter = &deleter{b: b, roles: b.roles}
 	b.merger = newMerger(b)

@@ -43,7 +43,7 @@ func (d *deleter) run(ctx context.Context) error {
 	if len(d.byEntity) == 0 {
 		return nil
 	}
-	if b.paused {
+	if b.mk.paused {
 		for _, rs := range d.byEntity {
 			for _, r := range rs {
 				r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
@@ -130,7 +130,7 @@ func (d *deleter) deletePersons(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		f := b.callFailure(err, "look up deleted persons")
+		f := b.mk.callFailure(err, "look up deleted persons")
 		for _, r := range persons {
 			r.fail = f
 		}
@@ -161,7 +161,7 @@ func (d *deleter) del(ctx context.Context, obj marketotype.Object, deleteBy stri
 	if len(in) == 0 {
 		return nil
 	}
-	return d.b.deleteObjects(ctx, obj, deleteBy, keep, in)
+	return d.b.mk.deleteObjects(ctx, obj, deleteBy, keep, in)
 }
 
 // forget records what was deleted: links and connections go, and the
@@ -192,45 +192,4 @@ func (d *deleter) forget() {
 	}
 	d.b.changes.DeleteConnections(conns...)
 	d.b.changes.PutVersions(versions)
-}
-
-// deleteObjects deletes input (aligned with recs); a record already gone
-// counts as deleted.
-func (b *batch) deleteObjects(ctx context.Context, obj marketotype.Object, deleteBy string, recs []*rec, input []marketotype.Record) error {
-	for start := 0; start < len(input); start += 300 {
-		end := min(start+300, len(input))
-		b.stats.Calls[string(obj)+" delete"]++
-		res, err := b.s.cfg.Marketo.Delete(ctx, obj, deleteBy, input[start:end])
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			b.noteCallError(err)
-			f := b.callFailure(err, "delete "+string(obj))
-			for _, r := range recs[start:end] {
-				if r.fail == nil {
-					r.fail = f
-				}
-			}
-			continue
-		}
-		for i, r := range recs[start:end] {
-			if i >= len(res) {
-				r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: "marketo returned too few delete results"}
-				continue
-			}
-			x := res[i]
-			gone := x.Status == "deleted" || (len(x.Reasons) > 0 && (x.Reasons[0].Code == "1013" || x.Reasons[0].Code == "1004"))
-			if gone {
-				if x.Status == "deleted" {
-					b.stats.Deleted[obj]++
-				}
-				continue
-			}
-			if r.fail == nil {
-				r.fail = b.recordFailure(r, obj, x)
-			}
-		}
-	}
-	return nil
 }

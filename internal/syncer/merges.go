@@ -131,7 +131,7 @@ func (g *merger) unlink(ctx context.Context) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if b.paused {
+	if b.mk.paused {
 		for _, r := range recs {
 			r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
 		}
@@ -141,7 +141,7 @@ func (g *merger) unlink(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		f := b.callFailure(err, "look up merged persons")
+		f := b.mk.callFailure(err, "look up merged persons")
 		for _, r := range recs {
 			r.fail = f
 		}
@@ -176,8 +176,8 @@ func (g *merger) clearExternalIDs(ctx context.Context, linked []*rec, in []marke
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			b.noteCallError(err)
-			f := b.callFailure(err, "unlink merged persons")
+			b.mk.noteCallError(err)
+			f := b.mk.callFailure(err, "unlink merged persons")
 			for _, r := range linked[start:end] {
 				r.fail = f
 			}
@@ -192,7 +192,7 @@ func (g *merger) clearExternalIDs(ctx context.Context, linked []*rec, in []marke
 			if x.Status == "updated" || (len(x.Reasons) > 0 && x.Reasons[0].Code == "1004") {
 				continue // unlinked, or already gone from Marketo
 			}
-			r.fail = b.recordFailure(r, marketotype.Leads, x)
+			r.fail = b.mk.recordFailure(r, marketotype.Leads, x)
 		}
 	}
 	return nil

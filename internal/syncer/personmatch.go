@@ -41,8 +41,8 @@ func (w *personWriter) syncLookup(ctx context.Context, recs []*rec, probe bool) 
 		code, _ := codeOfErr(err)
 		unsupported = code == "1011"
 		if !unsupported {
-			b.noteCallError(err)
-			f := b.callFailure(err, "sync leads")
+			b.mk.noteCallError(err)
+			f := b.mk.callFailure(err, "sync leads")
 			for _, r := range recs {
 				r.fail = f
 			}
@@ -70,7 +70,7 @@ func (w *personWriter) syncLookup(ctx context.Context, recs []*rec, probe bool) 
 	}
 	b.s.setLeadMode(LeadLookup)
 	first := recs[:min(len(recs), b.s.cfg.BatchSize)]
-	b.applyResults(marketotype.Leads, first, res, w.stale)
+	b.mk.applyResults(marketotype.Leads, first, res, w.stale)
 	if len(recs) > b.s.cfg.BatchSize {
 		return true, w.sync(ctx, recs[b.s.cfg.BatchSize:], marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
 	}
@@ -98,7 +98,7 @@ func (w *personWriter) syncSplit(ctx context.Context, recs []*rec) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		f := b.callFailure(err, "look up persons by externalPersonId")
+		f := b.mk.callFailure(err, "look up persons by externalPersonId")
 		for _, r := range recs {
 			r.fail = f
 		}
@@ -127,7 +127,7 @@ func (w *personWriter) syncSplit(ctx context.Context, recs []*rec) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			f := b.callFailure(err, "look up persons by email")
+			f := b.mk.callFailure(err, "look up persons by email")
 			for _, r := range fresh {
 				r.fail = f
 			}
@@ -201,7 +201,7 @@ func (w *personWriter) linkFormFills(ctx context.Context, recs []*rec) ([]*rec, 
 		// Without the email query the keyed upsert still gives one person
 		// per record; only a form fill may be duplicated. Fail instead, so
 		// the rule holds: the records are retried.
-		f := b.callFailure(err, "look up persons by email")
+		f := b.mk.callFailure(err, "look up persons by email")
 		for _, r := range fresh {
 			r.fail = f
 		}
@@ -230,7 +230,7 @@ func (w *personWriter) linkFormFills(ctx context.Context, recs []*rec) ([]*rec, 
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		f := b.callFailure(err, "look up persons by externalPersonId")
+		f := b.mk.callFailure(err, "look up persons by externalPersonId")
 		for r := range cand {
 			r.fail = f
 		}
@@ -319,7 +319,7 @@ func (w *personWriter) personsByEmail(ctx context.Context, recs []*rec) (map[str
 		seen[k] = true
 		ask = append(ask, k)
 	}
-	if len(ask) > 0 && b.paused {
+	if len(ask) > 0 && b.mk.paused {
 		return nil, &pausedError{}
 	}
 	slices.Sort(ask)
@@ -327,7 +327,7 @@ func (w *personWriter) personsByEmail(ctx context.Context, recs []*rec) (map[str
 		b.stats.Calls[string(marketotype.Leads)+" query"]++
 		got, err := b.s.cfg.Marketo.Query(ctx, marketotype.Leads, "email", chunk, []string{"id", "email", "externalPersonId"})
 		if err != nil {
-			b.noteCallError(err)
+			b.mk.noteCallError(err)
 			return nil, fmt.Errorf("query leads by email: %w", err)
 		}
 		for _, k := range chunk {

@@ -182,7 +182,7 @@ func (w *personWriter) takeOverLeads(ctx context.Context, recs []*rec) ([]*rec, 
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			f := b.callFailure(err, "look up qualified leads")
+			f := b.mk.callFailure(err, "look up qualified leads")
 			for _, r := range recs {
 				r.fail = f
 			}
@@ -309,14 +309,14 @@ func (w *personWriter) sync(ctx context.Context, recs []*rec, req marketotype.Sy
 				in[i]["id"] = id
 			}
 		}
-		res, ok, err := b.syncCall(ctx, obj, chunk, req, in)
+		res, ok, err := b.mk.syncCall(ctx, obj, chunk, req, in)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			continue
 		}
-		b.applyResults(obj, chunk, res, w.stale)
+		b.mk.applyResults(obj, chunk, res, w.stale)
 		// 1021: the person is linked to a company in Marketo, which owns the
 		// company fields: send the record again without them.
 		var again []*rec

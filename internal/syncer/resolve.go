@@ -267,7 +267,7 @@ func (b *batch) resolve(ctx context.Context) error {
 					continue
 				}
 				if err := queryErr[d.kind]; err != nil {
-					r.fail = b.callFailure(err, "look up "+d.String())
+					r.fail = b.mk.callFailure(err, "look up "+d.String())
 					break
 				}
 				r.fail = &failure{act: actRequeue, reason: ReasonMissingDependency, desc: "missing dependency: " + d.String()}
@@ -349,7 +349,7 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 	if len(ask) == 0 {
 		return nil
 	}
-	if b.paused {
+	if b.mk.paused {
 		return &pausedError{}
 	}
 	obj := objectOf[kind]
@@ -367,7 +367,7 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 		}
 		recs, err := b.s.cfg.Marketo.Query(ctx, obj, field, chunk, fields)
 		if err != nil {
-			b.noteCallError(err)
+			b.mk.noteCallError(err)
 			return fmt.Errorf("query %s by %s: %w", obj, field, err)
 		}
 		for _, r := range recs {

@@ -277,7 +277,7 @@ func (d *roleDeletes) add(ctx context.Context, r *rec, c store.Connection) error
 
 func (d *roleDeletes) run(ctx context.Context) error {
 	if len(d.in) > 0 {
-		if err := d.b.deleteObjects(ctx, marketotype.Roles, "dedupeFields", d.recs, d.in); err != nil {
+		if err := d.b.mk.deleteObjects(ctx, marketotype.Roles, "dedupeFields", d.recs, d.in); err != nil {
 			return err
 		}
 	}
@@ -305,7 +305,7 @@ func (w *roleWriter) retire(ctx context.Context) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if b.paused {
+	if b.mk.paused {
 		for _, r := range recs {
 			r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
 		}
@@ -463,7 +463,7 @@ func (w *roleWriter) upsert(ctx context.Context, recs []*rec) error {
 		first[k] = r
 		uniq = append(uniq, r)
 	}
-	if err := b.upsert(ctx, store.KindRole, uniq, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}, w.record, nil); err != nil {
+	if err := b.mk.upsert(ctx, store.KindRole, uniq, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}, w.record, nil); err != nil {
 		return err
 	}
 	for r, f := range repeats {
