@@ -172,37 +172,6 @@ func changedColumns(r *rec) string {
 	return strings.Join(cols, ", ")
 }
 
-// interpretConnection keeps opportunity→contact stakeholder rows and drops
-// every other connection (including the reciprocal contact→opportunity row).
-func (w *roleWriter) interpretConnection(r *rec) {
-	x := w.of(r)
-	c := store.Connection{ID: r.id}
-	if x.old != nil {
-		c = *x.old
-	}
-	r1, ok1 := refOf(r.attrs, "record1id")
-	r2, ok2 := refOf(r.attrs, "record2id")
-	if ok1 || ok2 {
-		if !ok1 || !ok2 || r1.LogicalName != event.EntityOpportunity || r2.LogicalName != event.EntityContact {
-			r.fail = &failure{act: actSkip}
-			return
-		}
-		c.OpportunityID, c.PersonID = r1.ID, r2.ID
-	}
-	if v, ok := r.attrs["ismaster"]; ok && v.Kind == event.KindBool && !v.Bool && !ok1 {
-		r.fail = &failure{act: actSkip}
-		return
-	}
-	if role, ok := w.b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted)["role"].(string); ok && role != "" {
-		c.Role = role
-	}
-	if c.OpportunityID == "" || c.PersonID == "" || c.Role == "" {
-		r.fail = &failure{act: actSkip}
-		return
-	}
-	x.conn = &c
-}
-
 func refOf(attrs event.Attributes, col string) (event.Ref, bool) {
 	v, ok := attrs[col]
 	if !ok {

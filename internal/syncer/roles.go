@@ -2,46 +2,16 @@ package syncer
 
 import (
 	"context"
-	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
-// CategoryStakeholder is the connectionrole category of opportunity
-// stakeholder roles (Stakeholder, Champion, Decision Maker, ...).
-const CategoryStakeholder = 1000
-
-// roleCacheTTL bounds how long a role's category is trusted: roles are
-// configuration and rarely change, so one read per role per hour is plenty.
-const roleCacheTTL = time.Hour
-
-type roleCategory struct {
-	category int64
-	name     string
-	found    bool // false: the role does not exist (any more)
-	at       time.Time
-}
-
-// How a connection record leaves Marketo without being deleted in Dataverse.
-const (
-	retireDeactivate = iota + 1 // statecode 1 (Inactive): role deleted, connection kept to reactivate
-	retireDrop                  // no longer a stakeholder role: role deleted, connection forgotten
-)
-
-// connState is what the role writer knows of one connection record.
-type connState struct {
-	conn   *store.Connection // as it will be once written (interpretConnection)
-	old    *store.Connection // as the store has it
-	retire int               // retireDeactivate or retireDrop: delete the role, do not write it
-}
-
 // roleWriter writes opportunity roles: it interprets connection records
-// (which connections are stakeholder roles, which retire), upserts and
-// deletes roles, and stores connections. It owns the connections of the
+// (connections.go: which are stakeholder roles, which retire), upserts,
+// retires and deletes roles, and stores connections. It owns the connections of the
 // batch's connection records and a per-batch cache of stored connections
 // by opportunity.
 type roleWriter struct {
@@ -63,123 +33,6 @@ func (w *roleWriter) of(r *rec) *connState {
 		w.conns[r] = c
 	}
 	return c
-}
-
-// load reads the stored connections of the batch's connection records.
-func (w *roleWriter) load(ctx context.Context) error {
-	b := w.b
-	var ids []string
-	for _, r := range b.recs {
-		if r.entity == event.EntityConnection {
-			ids = append(ids, r.id)
-		}
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	conns, err := b.s.cfg.Store.GetConnections(ctx, ids)
-	if err != nil {
-		return fmt.Errorf("syncer: get connections: %w", err)
-	}
-	for id, c := range conns {
-		c := c
-		w.of(b.recs[event.EntityConnection+"/"+id]).old = &c
-	}
-	return nil
-}
-
-// classifyConnection runs after interpretConnection: it drops roles that are
-// not stakeholder roles and marks deactivated connections.
-func (w *roleWriter) classifyConnection(ctx context.Context, r *rec) error {
-	ok, err := w.stakeholder(ctx, r)
-	if err != nil || r.fail != nil {
-		return err
-	}
-	c := w.of(r)
-	if !ok {
-		if c.old == nil {
-			r.fail = &failure{act: actSkip}
-		} else {
-			c.retire = retireDrop // was a stakeholder role: take its Marketo role away
-		}
-		return nil
-	}
-	if w.inactive(r) {
-		c.retire = retireDeactivate
-	}
-	return nil
-}
-
-// inactive reports whether a connection is deactivated: by its statecode
-// when the events (or a re-read) carry it, else by the store, where a
-// connection without a role link is one we deactivated earlier (every
-// connection written to Marketo is stored together with its role link).
-func (w *roleWriter) inactive(r *rec) bool {
-	if v, ok := r.attrs["statecode"]; ok && !v.IsNull() {
-		n, _ := v.Int()
-		return n != 0
-	}
-	if w.of(r).old == nil {
-		return false
-	}
-	_, live := w.b.links[store.KindRole][r.id]
-	return !live
-}
-
-// stakeholder reports whether the connection's role is a Stakeholder-category
-// role. Connection rows carry no category, so it takes a read of the
-// connectionrole from Dataverse (cached per role id). Without Dataverse
-// access, or with AnyConnectionRole, every role is accepted: the behaviour
-// before the check existed. A connection whose events do not name its role
-// keeps the stored one, which was checked when it was stored. A failed read
-// requeues the record (r.fail).
-func (w *roleWriter) stakeholder(ctx context.Context, r *rec) (bool, error) {
-	s := w.b.s
-	if s.cfg.Dataverse == nil || s.cfg.AnyConnectionRole {
-		return true, nil
-	}
-	ref, ok := refOf(r.attrs, "record2roleid")
-	if !ok {
-		return true, nil
-	}
-	c, err := s.readRole(ctx, r, ref.ID)
-	if err != nil || r.fail != nil {
-		return false, err
-	}
-	return c.found && c.category == CategoryStakeholder, nil
-}
-
-// readRole returns the connectionrole's category and name, read from
-// Dataverse once per role per roleCacheTTL (the name serves nameRefs, the
-// category stakeholder). A failed read sets r.fail (requeue).
-func (s *Syncer) readRole(ctx context.Context, r *rec, id string) (roleCategory, error) {
-	now := s.clk.Now()
-	s.roleMu.Lock()
-	c, cached := s.roleCache[id]
-	s.roleMu.Unlock()
-	if cached && now.Sub(c.at) < roleCacheTTL {
-		return c, nil
-	}
-	attrs, err := s.cfg.Dataverse.Read(ctx, "connectionrole", id, []string{"name", "category"})
-	switch {
-	case err == nil:
-		c = roleCategory{found: true, at: now, name: attrs["name"].Text()}
-		if v, ok := attrs["category"]; ok {
-			c.category, _ = v.Int()
-		}
-	case ctx.Err() != nil:
-		return roleCategory{}, ctx.Err()
-	case s.cfg.IsNotFound != nil && s.cfg.IsNotFound(err):
-		c = roleCategory{at: now}
-	default:
-		r.fail = &failure{act: actRequeue, reason: ReasonGaveUp,
-			desc: fmt.Sprintf("read connectionrole %s (role of %s) from Dataverse: %v", id, r.name(), err)}
-		return roleCategory{}, nil
-	}
-	s.roleMu.Lock()
-	s.roleCache[id] = c
-	s.roleMu.Unlock()
-	return c, nil
 }
 
 // roleKey is a Marketo opportunity role's dedupe key.
