@@ -118,41 +118,8 @@ func (w *personWriter) syncSplit(ctx context.Context, recs []*rec) error {
 		}
 		fresh = append(fresh, r)
 	}
-	if fresh, err = w.lockEmails(ctx, fresh); err != nil {
+	if byID, create, err = w.matchByEmail(ctx, fresh, byID); err != nil {
 		return err
-	}
-	if len(fresh) > 0 {
-		matches, err := w.personsByEmail(ctx, fresh)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			f := b.mk.callFailure(err, "look up persons by email")
-			for _, r := range fresh {
-				r.fail = f
-			}
-			fresh = nil
-		}
-		claimed := map[string]bool{}
-		for _, r := range byID {
-			claimed[w.of(r).byID] = true
-		}
-		for _, r := range fresh {
-			if p, ok := pickPerson(matches[emailKey(w.email(r))], r.id, claimed); ok {
-				w.of(r).byID = p
-				claimed[p] = true
-				byID = append(byID, r)
-				continue
-			}
-			if _, ok := r.attrs["emailaddress1"]; !ok {
-				r.attrs["emailaddress1"] = event.String(w.email(r))
-			}
-			if n := len(matches[emailKey(w.email(r))]); n > 0 {
-				b.s.log.Info("syncer: email held only by Marketo persons linked to other records; creating a separate person",
-					"record", r.name(), "persons", n)
-			}
-			create = append(create, r)
-		}
 	}
 	if len(byID) > 0 {
 		if err := w.sync(ctx, byID, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
@@ -170,6 +137,51 @@ func (w *personWriter) syncSplit(ctx context.Context, recs []*rec) error {
 		}
 	}
 	return nil
+}
+
+// matchByEmail matches fresh records (not found by externalPersonId) by
+// email: a record takes its own or an unlinked person (added to byID, each
+// person once, none already in byID), else it is to be created.
+func (w *personWriter) matchByEmail(ctx context.Context, fresh, byID []*rec) (_, create []*rec, err error) {
+	b := w.b
+	if fresh, err = w.lockEmails(ctx, fresh); err != nil {
+		return nil, nil, err
+	}
+	if len(fresh) == 0 {
+		return byID, nil, nil
+	}
+	matches, err := w.personsByEmail(ctx, fresh)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		f := b.mk.callFailure(err, "look up persons by email")
+		for _, r := range fresh {
+			r.fail = f
+		}
+		fresh = nil
+	}
+	claimed := map[string]bool{}
+	for _, r := range byID {
+		claimed[w.of(r).byID] = true
+	}
+	for _, r := range fresh {
+		if p, ok := pickPerson(matches[emailKey(w.email(r))], r.id, claimed); ok {
+			w.of(r).byID = p
+			claimed[p] = true
+			byID = append(byID, r)
+			continue
+		}
+		if _, ok := r.attrs["emailaddress1"]; !ok {
+			r.attrs["emailaddress1"] = event.String(w.email(r))
+		}
+		if n := len(matches[emailKey(w.email(r))]); n > 0 {
+			b.s.log.Info("syncer: email held only by Marketo persons linked to other records; creating a separate person",
+				"record", r.name(), "persons", n)
+		}
+		create = append(create, r)
+	}
+	return byID, create, nil
 }
 
 // linkFormFills handles, for the lookup strategy (and its probe), records
