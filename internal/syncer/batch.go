@@ -149,8 +149,10 @@ type batch struct {
 	absent map[string]map[string]bool
 	lockMu sync.Mutex // guards locked; held across lock renewals and the unlock
 	locked []string
-	// plan is what the batch writes, in which order (plan.go).
-	plan *plan
+	// plan is what the batch writes, in which order (plan.go); the
+	// resolver finds what it depends on.
+	plan     *plan
+	resolver resolver
 	// writers write each kind in MSI's order (write.go); roles is also
 	// the retire stage and knows the batch's connections.
 	writers map[string]writer
@@ -174,6 +176,7 @@ func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
 		b.absent[k] = map[string]bool{}
 	}
 	b.mk = marketoCalls{s: s, stats: &b.stats}
+	b.resolver = resolver{b}
 	b.roles = newRoleWriter(b)
 	b.deleter = &deleter{b: b, roles: b.roles}
 	b.merger = newMerger(b)
@@ -235,7 +238,7 @@ func (b *batch) process(ctx context.Context) error {
 		b.plan = newPlan(b.recs, b.roles.conns, b.s.cfg.DefaultSalesPersonID)
 		return nil
 	}
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merger.find, b.prepare, planned, b.resolve, b.write, b.roles.retire, b.merger.unlink, b.deleter.run, b.merger.settle, b.save}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merger.find, b.prepare, planned, b.resolver.run, b.write, b.roles.retire, b.merger.unlink, b.deleter.run, b.merger.settle, b.save}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err

@@ -185,9 +185,16 @@ func refOf(attrs event.Attributes, col string) (event.Ref, bool) {
 	return ref, true
 }
 
-// resolve finds every dependency, latest stage first so that a dependency
+// resolver is the resolve stage: it finds the dependencies of the planned
+// records in the batch, then the store, then Marketo (one query per kind),
+// then Dataverse (read, added to the batch and the plan, written first);
+// a dependency found nowhere fails its record.
+type resolver struct{ b *batch }
+
+// run resolves every dependency, latest stage first so that a dependency
 // read from Dataverse gets its own dependencies resolved too.
-func (b *batch) resolve(ctx context.Context) error {
+func (v resolver) run(ctx context.Context) error {
+	b := v.b
 	for i := len(stages) - 1; i >= 1; i-- {
 		recs := b.plan.live(stages[i])
 		need := map[string]map[string]string{} // kind → id → entity
@@ -224,7 +231,7 @@ func (b *batch) resolve(ctx context.Context) error {
 				reads = append(reads, d)
 			}
 		}
-		if err := b.readDeps(ctx, reads); err != nil {
+		if err := v.readDeps(ctx, reads); err != nil {
 			return err
 		}
 		for _, r := range recs {
@@ -249,7 +256,8 @@ func (b *batch) resolve(ctx context.Context) error {
 
 // readDeps reads missing dependencies from Dataverse and adds them to the
 // batch, locked, as records to write first.
-func (b *batch) readDeps(ctx context.Context, deps []dep) error {
+func (v resolver) readDeps(ctx context.Context, deps []dep) error {
+	b := v.b
 	dv := b.s.cfg.Dataverse
 	if dv == nil || len(deps) == 0 {
 		return nil
@@ -365,8 +373,10 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 	return nil
 }
 
-// depsReady checks in-batch dependencies once their stage is written.
-func (b *batch) depsReady(r *rec) bool {
+// ready checks, at write time, that r's dependencies are in Marketo: those
+// written earlier in the batch too. A dependency that failed fails r.
+func (v resolver) ready(r *rec) bool {
+	b := v.b
 	for _, d := range b.plan.deps[r] {
 		if _, ok := b.links[d.kind][d.id]; ok {
 			continue

@@ -64,7 +64,7 @@ func (b *batch) write(ctx context.Context) error {
 	for _, kind := range stages {
 		var recs []*rec
 		for _, r := range b.plan.live(kind) {
-			if b.plan.upserts(r) && b.depsReady(r) {
+			if b.plan.upserts(r) && b.resolver.ready(r) {
 				recs = append(recs, r)
 			}
 		}
