@@ -203,8 +203,9 @@ func (b *batch) unsettled() []*queue.Delivery {
 }
 
 // process does everything but settling the messages: decode, coalesce,
-// lock, resolve, write and save (the batch's one store transaction). Record locks are released at the end,
-// since what the store says is now what Marketo has.
+// lock, load, plan, resolve, write, retire, delete and save (the batch's
+// one store transaction); doc.go draws the stages. Record locks are
+// released at the end, since what the store says is now what Marketo has.
 func (b *batch) process(ctx context.Context) error {
 	b.stats.Received = len(b.ds)
 	var msgs []*msg
