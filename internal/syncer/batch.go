@@ -37,9 +37,6 @@ const metaLookupField = "marketo.leads.lookupExternalPersonId"
 // ignored so the person that moved to the contact is not pulled back.
 func metaQualified(leadID string) string { return "qualified/lead/" + leadID }
 
-// stages is MSI's mandated write order.
-var stages = []string{store.KindSalesPerson, store.KindCompany, store.KindPerson, store.KindOpportunity, store.KindRole}
-
 func kindOf(entity string) string {
 	switch entity {
 	case event.EntitySystemUser:
@@ -127,28 +124,12 @@ type rec struct {
 	full                  bool // Create or re-read: carries the whole record
 	deleted               bool
 	synthetic             bool // a dependency read from Dataverse, no message of its own
-	deps                  []dep
 	fail                  *failure
 	written               bool
 	marketoID             string
-	// connections
-	conn    *store.Connection
-	oldConn *store.Connection
-	retire  int // retireDeactivate or retireDrop: delete the role, do not write it
-	// persons: Marketo id the record is updated by (split strategy, qualification)
-	byID      string
-	staleLink bool   // byID was not found in Marketo
-	noCompany bool   // leave company fields out (the person is linked to a company: 1021)
-	movedFrom string // lead GUID whose Marketo person this contact takes over
-
 	// rowVersion is the highest Dataverse RowVersion merged; stored under
 	// store.RowVersionKey so that reconcile can tell same-second changes apart.
 	rowVersion int64
-
-	// merges (merges.go): merged into another record by Dataverse, retired
-	// like a Delete; mergedInto is the master whose Merge event named it.
-	mergedAway bool
-	mergedInto *rec
 }
 
 func (r *rec) name() string { return r.entity + " " + r.id }
@@ -168,11 +149,19 @@ type batch struct {
 	absent map[string]map[string]bool
 	lockMu sync.Mutex // guards locked; held across lock renewals and the unlock
 	locked []string
-	paused bool // Marketo quota/config: stop calling for this batch
-	// oppConns caches Store.ConnectionsByOpportunity for roleHeld.
-	oppConns map[string][]store.Connection
-	// byEmail caches the Marketo persons found by email (persons.go).
-	byEmail map[string][]emailPerson
+	// plan is what the batch writes, in which order (plan.go); the
+	// resolver finds what it depends on.
+	plan     *plan
+	resolver resolver
+	// writers write each kind in MSI's order (write.go); roles is also
+	// the retire stage and knows the batch's connections.
+	writers map[string]writer
+	roles   *roleWriter
+	deleter *deleter
+	merger  *merger
+	// mk makes the batch's Marketo write calls (paused on quota and
+	// configuration errors).
+	mk marketoCalls
 	// changes collects every store change the batch makes (links,
 	// versions, connections, meta); save applies them in one transaction.
 	changes store.Changes
@@ -185,6 +174,18 @@ func newBatch(s *Syncer, ds []*queue.Delivery) *batch {
 	for _, k := range stages {
 		b.links[k] = map[string]store.Link{}
 		b.absent[k] = map[string]bool{}
+	}
+	b.mk = marketoCalls{s: s, stats: &b.stats}
+	b.resolver = resolver{b}
+	b.roles = newRoleWriter(b)
+	b.deleter = &deleter{b: b, roles: b.roles}
+	b.merger = newMerger(b)
+	b.writers = map[string]writer{
+		store.KindSalesPerson: objectWriter{b, store.KindSalesPerson},
+		store.KindCompany:     objectWriter{b, store.KindCompany},
+		store.KindPerson:      newPersonWriter(b),
+		store.KindOpportunity: objectWriter{b, store.KindOpportunity},
+		store.KindRole:        b.roles,
 	}
 	return b
 }
@@ -202,13 +203,14 @@ func (b *batch) unsettled() []*queue.Delivery {
 }
 
 // process does everything but settling the messages: decode, coalesce,
-// lock, resolve, write and save (the batch's one store transaction). Record locks are released at the end,
-// since what the store says is now what Marketo has.
+// lock, load, plan, resolve, write, retire, delete and save (the batch's
+// one store transaction); doc.go draws the stages. Record locks are
+// released at the end, since what the store says is now what Marketo has.
 func (b *batch) process(ctx context.Context) error {
 	b.stats.Received = len(b.ds)
 	var msgs []*msg
 	for _, d := range b.ds {
-		m, err := b.decode(d)
+		m, err := b.s.decode(d)
 		if err != nil {
 			b.s.log.Warn("syncer: undecodable message", "message", d.ID, "err", err)
 			if err := b.deadLetter(ctx, &msg{d: d}, ReasonUndecodable, err.Error()); err != nil {
@@ -216,7 +218,7 @@ func (b *batch) process(ctx context.Context) error {
 			}
 			continue
 		}
-		if b.ignore(m) {
+		if b.s.ignore(m) {
 			b.early = append(b.early, m)
 			continue
 		}
@@ -233,7 +235,11 @@ func (b *batch) process(ctx context.Context) error {
 			b.unlockRecords(ctx)
 		}
 	}()
-	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merges, b.prepare, b.resolve, b.write, b.retire, b.unlinkMerged, b.deletes, b.settleMerged, b.save}
+	planned := func(context.Context) error {
+		b.plan = newPlan(b.recs, b.roles.conns, b.s.cfg.DefaultSalesPersonID)
+		return nil
+	}
+	steps := []func(context.Context) error{b.lock, b.loadLinks, b.merger.find, b.prepare, planned, b.resolver.run, b.write, b.roles.retire, b.merger.unlink, b.deleter.run, b.merger.settle, b.save}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -276,15 +282,4 @@ func (b *batch) lock(ctx context.Context) error {
 		b.recs[k].fail = &failure{act: actReschedule, delay: delays[k]}
 	}
 	return nil
-}
-
-func (b *batch) live(kind string) []*rec {
-	var out []*rec
-	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
-		r := b.recs[k]
-		if r.kind == kind && r.fail == nil && !r.written {
-			out = append(out, r)
-		}
-	}
-	return out
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // decode reads our envelope, or Dataverse's native Service Bus message.
-func (b *batch) decode(d *queue.Delivery) (*msg, error) {
+func (s *Syncer) decode(d *queue.Delivery) (*msg, error) {
 	m := &msg{d: d}
 	if a, err := strconv.Atoi(d.Properties[queue.PropAttempt]); err == nil {
 		m.attempt = a
@@ -28,12 +28,12 @@ func (b *batch) decode(d *queue.Delivery) (*msg, error) {
 		}
 	}
 	var err error
-	if native && b.s.cfg.ParseNative != nil {
-		m.ev, err = b.s.cfg.ParseNative(d.Body, d.Properties)
+	if native && s.cfg.ParseNative != nil {
+		m.ev, err = s.cfg.ParseNative(d.Body, d.Properties)
 	} else {
 		m.ev, err = event.Decode(d.Body)
-		if err != nil && b.s.cfg.ParseNative != nil {
-			if ev, nerr := b.s.cfg.ParseNative(d.Body, d.Properties); nerr == nil {
+		if err != nil && s.cfg.ParseNative != nil {
+			if ev, nerr := s.cfg.ParseNative(d.Body, d.Properties); nerr == nil {
 				m.ev, err = ev, nil
 			}
 		}
@@ -50,9 +50,9 @@ func (b *batch) decode(d *queue.Delivery) (*msg, error) {
 
 // ignore reports whether the event needs no write: not ours to sync, made
 // by msisync itself, or touching only MSI write-back columns.
-func (b *batch) ignore(m *msg) bool {
+func (s *Syncer) ignore(m *msg) bool {
 	ev := m.ev
-	app := b.s.cfg.AppUserID
+	app := s.cfg.AppUserID
 	switch {
 	case !event.IsSyncedEntity(ev.Entity) || !event.IsSyncedMessage(ev.Message):
 		return true
@@ -63,7 +63,7 @@ func (b *batch) ignore(m *msg) bool {
 	case ev.Message == event.MessageUpdate && !ev.Truncated && len(ev.Attributes) > 0:
 		idCol := ev.Entity + "id"
 		for c := range ev.Attributes {
-			if systemColumns[c] || c == idCol || b.s.cfg.Mapping.IsWriteBack(c) {
+			if systemColumns[c] || c == idCol || s.cfg.Mapping.IsWriteBack(c) {
 				continue
 			}
 			return false
@@ -134,7 +134,7 @@ func (b *batch) group(ctx context.Context, msgs []*msg) error {
 			delete(b.recs, key)
 			continue
 		}
-		if !b.merge(r, versions) {
+		if !fold(r, versions) {
 			b.early = append(b.early, r.msgs...) // every column already newer in Marketo
 			delete(b.recs, key)
 		}
@@ -142,10 +142,10 @@ func (b *batch) group(ctx context.Context, msgs []*msg) error {
 	return nil
 }
 
-// merge folds the messages (in version order) into the record's state,
+// fold folds the messages (in version order) into the record's state,
 // leaving out columns a newer applied event already wrote. It reports
 // whether anything is left to do.
-func (b *batch) merge(r *rec, stored map[string]int64) bool {
+func fold(r *rec, stored map[string]int64) bool {
 	r.attrs, r.formatted, r.colVersion = event.Attributes{}, map[string]string{}, map[string]int64{}
 	start := 0
 	for i, m := range r.msgs {

@@ -9,128 +9,168 @@ import (
 	"github.com/msisync/msisync/internal/store"
 )
 
-// deletes removes deleted records from Marketo: roles, opportunities,
-// persons (by policy), companies.
-func (b *batch) deletes(ctx context.Context) error {
-	byEntity := map[string][]*rec{}
-	for _, r := range b.recs {
-		if r.deleted && r.fail == nil {
-			byEntity[r.entity] = append(byEntity[r.entity], r)
+// deleter is the delete stage: it removes records deleted in Dataverse
+// (and merged-away ones) from Marketo, roles first (of deleted connections
+// and of deleted opportunities), then opportunities, persons (by
+// DeletePolicy) and companies, and forgets them in the store with a
+// tombstone version.
+type deleter struct {
+	b     *batch
+	roles *roleWriter
+	// byEntity holds the records to delete; oppConns the stored
+	// connections of deleted opportunities, forgotten with them.
+	byEntity map[string][]*rec
+	oppConns []ownedConn
+}
+
+// ownedConn is a stored connection of a deleted opportunity.
+type ownedConn struct {
+	r  *rec
+	id string
+}
+
+// run deletes the batch's deleted records.
+func (d *deleter) run(ctx context.Context) error {
+	b := d.b
+	d.byEntity = map[string][]*rec{}
+	for entity, rs := range b.plan.deletes() {
+		for _, r := range rs {
+			if r.fail == nil {
+				d.byEntity[entity] = append(d.byEntity[entity], r)
+			}
 		}
 	}
-	if len(byEntity) == 0 {
+	if len(d.byEntity) == 0 {
 		return nil
 	}
-	if b.paused {
-		for _, rs := range byEntity {
+	if b.mk.paused {
+		for _, rs := range d.byEntity {
 			for _, r := range rs {
 				r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
 			}
 		}
 		return nil
 	}
-	type owned struct {
-		r  *rec
-		id string
+	if err := d.deleteRoles(ctx); err != nil {
+		return err
 	}
-	var connIDs []owned
-	roles := b.newRoleDeletes()
-	for _, r := range byEntity[event.EntityConnection] {
-		if r.oldConn == nil {
+	if err := d.del(ctx, marketotype.Opportunities, "dedupeFields", d.byEntity[event.EntityOpportunity], func(r *rec) marketotype.Record {
+		return marketotype.Record{"externalOpportunityId": r.id}
+	}); err != nil {
+		return err
+	}
+	if err := d.deletePersons(ctx); err != nil {
+		return err
+	}
+	if err := d.del(ctx, marketotype.Companies, "dedupeFields", d.byEntity[event.EntityAccount], func(r *rec) marketotype.Record {
+		return marketotype.Record{"externalCompanyId": r.id}
+	}); err != nil {
+		return err
+	}
+	d.forget()
+	return nil
+}
+
+// deleteRoles deletes the Marketo roles of deleted connections (unless
+// another connection holds the same role) and of deleted opportunities.
+func (d *deleter) deleteRoles(ctx context.Context) error {
+	roles := d.roles.newDeletes()
+	for _, r := range d.byEntity[event.EntityConnection] {
+		old := d.roles.of(r).old
+		if old == nil {
 			continue
 		}
-		if _, live := b.links[store.KindRole][r.id]; !live {
+		if _, live := d.b.links[store.KindRole][r.id]; !live {
 			continue // deactivated: its role is already gone from Marketo
 		}
 		// Another connection with the same opportunity, contact and role
 		// keeps the (shared) Marketo role.
-		held, err := b.roleHeld(ctx, *r.oldConn)
+		held, err := d.roles.held(ctx, *old)
 		if err != nil {
 			return err
 		}
 		if !held {
-			if err := roles.add(ctx, r, *r.oldConn); err != nil {
+			if err := roles.add(ctx, r, *old); err != nil {
 				return err
 			}
 		}
 	}
-	for _, r := range byEntity[event.EntityOpportunity] {
-		conns, err := b.connectionsByOpportunity(ctx, r.id)
+	for _, r := range d.byEntity[event.EntityOpportunity] {
+		conns, err := d.b.connectionsByOpportunity(ctx, r.id)
 		if err != nil {
 			return err
 		}
 		for _, c := range conns {
-			connIDs = append(connIDs, owned{r, c.ID})
+			d.oppConns = append(d.oppConns, ownedConn{r, c.ID})
 			if err := roles.add(ctx, r, c); err != nil {
 				return err
 			}
 		}
 	}
-	if err := roles.run(ctx); err != nil {
-		return err
-	}
-	del := func(obj marketotype.Object, deleteBy string, rs []*rec, build func(*rec) marketotype.Record) error {
-		var keep []*rec
-		var in []marketotype.Record
-		for _, r := range rs {
-			if r.fail == nil {
-				if x := build(r); x != nil {
-					keep = append(keep, r)
-					in = append(in, x)
-				}
-			}
-		}
-		if len(in) == 0 {
-			return nil
-		}
-		return b.deleteObjects(ctx, obj, deleteBy, keep, in)
-	}
-	if err := del(marketotype.Opportunities, "dedupeFields", byEntity[event.EntityOpportunity], func(r *rec) marketotype.Record {
-		return marketotype.Record{"externalOpportunityId": r.id}
-	}); err != nil {
-		return err
-	}
-	persons := append(byEntity[event.EntityContact], byEntity[event.EntityLead]...)
-	if b.s.cfg.DeletePolicy == DeleteDelete && len(persons) > 0 {
-		ids := map[string]string{}
-		for _, r := range persons {
-			ids[r.id] = r.entity
-		}
-		if err := b.lookup(ctx, store.KindPerson, ids); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			f := b.callFailure(err, "look up deleted persons")
-			for _, r := range persons {
-				r.fail = f
-			}
-		}
-		if err := del(marketotype.Leads, "", persons, func(r *rec) marketotype.Record {
-			l, ok := b.links[store.KindPerson][r.id]
-			if !ok {
-				return nil
-			}
-			id, _ := strconv.ParseInt(l.MarketoID, 10, 64)
-			return marketotype.Record{"id": id}
-		}); err != nil {
-			return err
-		}
-	} else {
+	return roles.run(ctx)
+}
+
+// deletePersons deletes the persons of deleted contacts and leads with
+// DeletePolicy delete; with keep they stay in Marketo.
+func (d *deleter) deletePersons(ctx context.Context) error {
+	b := d.b
+	persons := append(d.byEntity[event.EntityContact], d.byEntity[event.EntityLead]...)
+	if b.s.cfg.DeletePolicy != DeleteDelete || len(persons) == 0 {
 		for _, r := range persons {
 			b.s.log.Info("syncer: person deleted in Dataverse, kept in Marketo (delete policy keep)", "record", r.name())
 			b.stats.KeptPersons++
 		}
+		return nil
 	}
-	if err := del(marketotype.Companies, "dedupeFields", byEntity[event.EntityAccount], func(r *rec) marketotype.Record {
-		return marketotype.Record{"externalCompanyId": r.id}
-	}); err != nil {
-		return err
+	ids := map[string]string{}
+	for _, r := range persons {
+		ids[r.id] = r.entity
 	}
-	// Forget what was deleted; the tombstone makes later events stale.
+	if err := b.lookup(ctx, store.KindPerson, ids); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		f := b.mk.callFailure(err, "look up deleted persons")
+		for _, r := range persons {
+			r.fail = f
+		}
+	}
+	return d.del(ctx, marketotype.Leads, "", persons, func(r *rec) marketotype.Record {
+		l, ok := b.links[store.KindPerson][r.id]
+		if !ok {
+			return nil
+		}
+		id, _ := strconv.ParseInt(l.MarketoID, 10, 64)
+		return marketotype.Record{"id": id}
+	})
+}
+
+// del deletes the records of rs not failed yet for which build gives a
+// Marketo record (nil: nothing in Marketo to delete).
+func (d *deleter) del(ctx context.Context, obj marketotype.Object, deleteBy string, rs []*rec, build func(*rec) marketotype.Record) error {
+	var keep []*rec
+	var in []marketotype.Record
+	for _, r := range rs {
+		if r.fail == nil {
+			if x := build(r); x != nil {
+				keep = append(keep, r)
+				in = append(in, x)
+			}
+		}
+	}
+	if len(in) == 0 {
+		return nil
+	}
+	return d.b.mk.deleteObjects(ctx, obj, deleteBy, keep, in)
+}
+
+// forget records what was deleted: links and connections go, and the
+// tombstone version makes later events stale.
+func (d *deleter) forget() {
 	versions := map[string]int64{}
 	byKind := map[string][]string{}
 	var conns []string
-	for _, rs := range byEntity {
+	for _, rs := range d.byEntity {
 		for _, r := range rs {
 			if r.fail != nil {
 				continue
@@ -142,56 +182,14 @@ func (b *batch) deletes(ctx context.Context) error {
 			}
 		}
 	}
-	for _, o := range connIDs {
+	for _, o := range d.oppConns {
 		if o.r.fail == nil {
 			conns = append(conns, o.id)
 		}
 	}
 	for kind, ids := range byKind {
-		b.changes.DeleteLinks(kind, ids...)
+		d.b.changes.DeleteLinks(kind, ids...)
 	}
-	b.changes.DeleteConnections(conns...)
-	b.changes.PutVersions(versions)
-	return nil
-}
-
-// deleteObjects deletes input (aligned with recs); a record already gone
-// counts as deleted.
-func (b *batch) deleteObjects(ctx context.Context, obj marketotype.Object, deleteBy string, recs []*rec, input []marketotype.Record) error {
-	for start := 0; start < len(input); start += 300 {
-		end := min(start+300, len(input))
-		b.stats.Calls[string(obj)+" delete"]++
-		res, err := b.s.cfg.Marketo.Delete(ctx, obj, deleteBy, input[start:end])
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			b.noteCallError(err)
-			f := b.callFailure(err, "delete "+string(obj))
-			for _, r := range recs[start:end] {
-				if r.fail == nil {
-					r.fail = f
-				}
-			}
-			continue
-		}
-		for i, r := range recs[start:end] {
-			if i >= len(res) {
-				r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: "marketo returned too few delete results"}
-				continue
-			}
-			x := res[i]
-			gone := x.Status == "deleted" || (len(x.Reasons) > 0 && (x.Reasons[0].Code == "1013" || x.Reasons[0].Code == "1004"))
-			if gone {
-				if x.Status == "deleted" {
-					b.stats.Deleted[obj]++
-				}
-				continue
-			}
-			if r.fail == nil {
-				r.fail = b.recordFailure(r, obj, x)
-			}
-		}
-	}
-	return nil
+	d.b.changes.DeleteConnections(conns...)
+	d.b.changes.PutVersions(versions)
 }

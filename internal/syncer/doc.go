@@ -36,10 +36,13 @@
 //     of records not yet in Marketo that lack the columns needed to create
 //     them; without Dataverse those wait and are finally dead-lettered with a
 //     reason telling the user to register a post image or configure access.
-//  7. Resolve dependencies, latest stage first (role → opportunity → person →
-//     company → sales person): in the batch, then the store, then one Marketo
-//     query per object type, then a Dataverse read (the dependency is added to
-//     the batch and written first). Otherwise the message is requeued with a
+//  7. Plan, without I/O (plan.go): every record by stage in MSI's order and
+//     key order, what each depends on, which are upserted, which
+//     connections retire their role, which records are deleted. Then
+//     resolve the dependencies, latest stage first (role → opportunity →
+//     person → company → sales person): in the batch, then the store, then
+//     one Marketo query per object type, then a Dataverse read (the
+//     dependency is added to the batch and the plan, and written first). Otherwise the message is requeued with a
 //     capped exponential delay and, after MaxAttempts, dead-lettered with
 //     "missing dependency: account 3f2… (company of contact 9a1…)".
 //  8. Write in MSI's order, one call of ≤ BatchSize records per object type;
@@ -56,24 +59,54 @@
 //
 // # The pipeline at a glance
 //
-//	process (batch.go)
-//	decode → group/coalesce (decode.go) → lock → loadLinks (resolve.go)
-//	  → merges (merges.go) → prepare → resolve (resolve.go: batch, store,
-//	    Marketo, Dataverse)
-//	  → write (write.go), in MSI order: syncObjects (sales persons,
-//	    companies, opportunities), writePersons (persons.go), writeRoles
-//	    (roles.go);
-//	    persist (save.go) adds each object's links/versions to batch.changes
-//	  → retire (roles.go) → unlinkMerged (merges.go) → deletes (deletes.go)
-//	  → settleMerged → save (save.go) ══ Store.Apply: the ONE transaction ══
-//	  → unlock → settle (settle.go): complete / requeue / dead-letter
+// batch.process (batch.go) runs the stages in this order; each has its own
+// file, and what only one stage needs lives in that stage's type:
+//
+//	decode, coalesce  decode.go       Syncer.decode, Syncer.ignore, batch.group, fold
+//	lock              batch.go        batch.lock (renewed and released: recordlocks.go)
+//	load              resolve.go      batch.loadLinks; stored connections: roleWriter.load
+//	merges            merges.go       merger.find: records merged away, and into which master
+//	prepare           resolve.go      batch.prepare: re-reads, lookup names (names.go),
+//	                  connections.go  which connections are roles, which retire
+//	plan (pure)       plan.go         newPlan: order, dependencies, upserts, retiring, deletes
+//	resolve           resolve.go      resolver: batch → store → Marketo query → Dataverse read
+//	write, per object write.go        batch.write calls, in MSI's order, one writer per kind:
+//	                                  objectWriter (sales persons, companies, opportunities),
+//	                  persons.go      personWriter (lead strategies: personmatch.go),
+//	                  roles.go        roleWriter
+//	retire            roles.go        roleWriter.retire
+//	unlink merged     merges.go       merger.unlink (keep policy), then merger.settle
+//	delete            deletes.go      deleter.run: roles, opportunities, persons, companies
+//	save              save.go         batch.save ══ Store.Apply(batch.changes): the ONE transaction ══
+//	unlock, settle    settle.go       complete / requeue / dead-letter
+//
+// The batch holds only what every stage shares: the records by key (rec:
+// coalesced columns and versions, messages, failure, written), the links
+// known so far, the plan, the changes to save and the settle state; its
+// Marketo write calls go through marketoCalls (marketo.go), which pauses
+// them for the batch on quota and configuration errors. The writers own the
+// rest: personWriter the per-person identity (the Marketo id a record is
+// written by, stale links, lead take-over) and the persons found by email;
+// roleWriter each connection record's connection (stored and new, retiring)
+// and the stored connections by opportunity; merger the merged-away records;
+// deleter what it deletes.
+//
+// Where to look:
+//   - a role is written: roleWriter.write and upsert (roles.go); a role is
+//     deleted by roleDeletes (roles.go), for retire, write and the deleter.
+//   - a delete is planned: plan.deletes (plan.go) says which records; the
+//     deleter (deletes.go) deletes them, in Marketo's order.
+//   - a batch's bookkeeping is saved: batch.save (save.go), one Store.Apply
+//     of batch.changes, filled by persist (save.go), each writer's write,
+//     roleWriter.forgetRetired and deleter.forget.
 //
 // Stages read the store (links, versions, connections) but write to it only
 // through batch.changes; reads after a stage overlay what it changed
-// (storeLinks, connectionsByOpportunity). A few writes stay immediate on
-// purpose: what must be durable before a Marketo call (person-creating and
-// qualified-lead markers in persons.go, record and email locks) and caches
-// (the detected lead strategy, learnt lookup names).
+// (batch.storeLinks, batch.connectionsByOpportunity). A few writes stay
+// immediate on purpose: what must be durable before a Marketo call
+// (person-creating and qualified-lead markers in persons.go, record and
+// email locks) and caches (the detected lead strategy, learnt lookup names,
+// Marketo ids found by a query).
 //
 // # What a message's Target may overwrite
 //

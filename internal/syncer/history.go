@@ -13,11 +13,11 @@ import (
 // message can tell: the enqueue time of this delivery, or the first failure
 // of an event that was requeued (its re-sends carry that), whichever is
 // earlier.
-func (b *batch) historyEntry(m *msg, outcome, reason, desc string) store.HistoryEntry {
+func historyEntry(m *msg, outcome, reason, desc string, now time.Time) store.HistoryEntry {
 	e := store.HistoryEntry{
 		MessageID: m.d.ID, Outcome: outcome, Reason: reason, Detail: desc,
 		Entity: m.d.Properties[queue.PropEntity], RecordID: m.d.Properties[queue.PropRecordID],
-		Message: m.d.Properties[queue.PropMessage], ReceivedAt: m.d.EnqueuedAt, At: b.s.clk.Now(),
+		Message: m.d.Properties[queue.PropMessage], ReceivedAt: m.d.EnqueuedAt, At: now,
 	}
 	if m.ev != nil {
 		e.Entity, e.RecordID, e.Message = m.ev.Entity, m.ev.RecordID, m.ev.Message

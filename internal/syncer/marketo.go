@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/msisync/msisync/internal/marketo/marketotype"
@@ -54,4 +55,172 @@ func codeOfErr(err error) (string, string) {
 		return me.Code, me.Message
 	}
 	return "", err.Error()
+}
+
+// marketoCalls is how a batch calls Marketo to write: calls of ≤ BatchSize,
+// each result mapped back to its record, failures classified (callFailure,
+// recordFailure). Quota and configuration errors pause it: no more calls
+// for the rest of the batch (paused), everything is rescheduled.
+type marketoCalls struct {
+	s      *Syncer
+	stats  *Stats
+	paused bool
+}
+
+// upsert writes recs of one kind in calls of ≤ BatchSize and maps the
+// results back; build makes each record's Marketo input, and stale (may be
+// nil) takes a skipped record's result first (see applyResults).
+func (c *marketoCalls) upsert(ctx context.Context, kind string, recs []*rec, req marketotype.SyncRequest, build func(*rec) marketotype.Record, stale func(*rec, marketotype.Result) bool) error {
+	obj := objectOf[kind]
+	for chunk := range slices.Chunk(recs, c.s.cfg.BatchSize) {
+		in := make([]marketotype.Record, len(chunk))
+		for i, r := range chunk {
+			in[i] = build(r)
+		}
+		res, ok, err := c.syncCall(ctx, obj, chunk, req, in)
+		if err != nil {
+			return err
+		}
+		if ok {
+			c.applyResults(obj, chunk, res, stale)
+		}
+	}
+	return nil
+}
+
+// syncCall sends one Sync call of in (aligned with recs). A failed call
+// fails every record of recs and reports ok false.
+func (c *marketoCalls) syncCall(ctx context.Context, obj marketotype.Object, recs []*rec, req marketotype.SyncRequest, in []marketotype.Record) (res []marketotype.Result, ok bool, err error) {
+	req.Input = in
+	c.stats.Calls[string(obj)+" sync"]++
+	res, err = c.s.cfg.Marketo.Sync(ctx, obj, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+		c.noteCallError(err)
+		f := c.callFailure(err, "sync "+string(obj))
+		for _, r := range recs {
+			r.fail = f
+		}
+		return nil, false, nil
+	}
+	return res, true, nil
+}
+
+// applyResults maps the results of one Sync call back to its records;
+// stale (may be nil) takes a skipped record's result first.
+func (c *marketoCalls) applyResults(obj marketotype.Object, recs []*rec, res []marketotype.Result, stale func(*rec, marketotype.Result) bool) {
+	for i, r := range recs {
+		if i >= len(res) {
+			r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("marketo returned %d results for %d %s", len(res), len(recs), obj)}
+			continue
+		}
+		x := res[i]
+		switch x.Status {
+		case "created", "updated":
+			r.written = true
+			r.marketoID = x.MarketoGUID
+			if x.ID != 0 {
+				r.marketoID = strconv.FormatInt(x.ID, 10)
+			}
+			c.stats.Written[obj]++
+		default:
+			if stale != nil && stale(r, x) {
+				continue
+			}
+			r.fail = c.recordFailure(r, obj, x)
+		}
+	}
+}
+
+// noteCallError pauses Marketo calls for the rest of the batch on quota and
+// configuration errors, loudly.
+func (c *marketoCalls) noteCallError(err error) {
+	switch classOfErr(err) {
+	case marketotype.ClassQuota, marketotype.ClassConfig:
+		if !c.paused {
+			c.s.log.Error("syncer: Marketo refuses calls (quota or configuration); pausing and rescheduling, nothing is dropped", "err", err)
+		}
+		c.paused = true
+	}
+}
+
+// callFailure decides what a failed Marketo call means for its records.
+func (c *marketoCalls) callFailure(err error, what string) *failure {
+	var pe *pausedError
+	if errors.As(err, &pe) {
+		return &failure{act: actReschedule, delay: c.s.cfg.RequeueMax}
+	}
+	code, message := codeOfErr(err)
+	switch classOfErr(err) {
+	case marketotype.ClassQuota, marketotype.ClassConfig:
+		return &failure{act: actReschedule, delay: c.s.cfg.RequeueMax}
+	case marketotype.ClassPermanent:
+		return &failure{act: actDead, reason: ReasonRejected, desc: fmt.Sprintf("%s: marketo %s: %s", what, code, message)}
+	case marketotype.ClassDependency:
+		return &failure{act: actRequeue, reason: ReasonMissingDependency, desc: fmt.Sprintf("%s: marketo %s: %s", what, code, message)}
+	}
+	return &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("%s: %v", what, err)}
+}
+
+// recordFailure decides what a skipped record means.
+func (c *marketoCalls) recordFailure(r *rec, obj marketotype.Object, res marketotype.Result) *failure {
+	code, message := "", "skipped without a reason"
+	if len(res.Reasons) > 0 {
+		code, message = res.Reasons[0].Code, res.Reasons[0].Message
+	}
+	desc := fmt.Sprintf("marketo %s: %s (%s %s)", code, message, obj, r.name())
+	switch marketotype.ClassOf(code) {
+	case marketotype.ClassQuota, marketotype.ClassConfig:
+		c.paused = true
+		c.s.log.Error("syncer: Marketo refuses writes (quota or configuration); rescheduling", "object", obj, "code", code, "message", message)
+		return &failure{act: actReschedule, delay: c.s.cfg.RequeueMax}
+	case marketotype.ClassThrottled, marketotype.ClassTransient, marketotype.ClassReauth:
+		return &failure{act: actRequeue, reason: ReasonGaveUp, desc: desc}
+	case marketotype.ClassDependency:
+		return &failure{act: actRequeue, reason: ReasonMissingDependency, desc: desc}
+	}
+	return &failure{act: actDead, reason: ReasonRejected, desc: desc}
+}
+
+// deleteObjects deletes input (aligned with recs); a record already gone
+// counts as deleted.
+func (c *marketoCalls) deleteObjects(ctx context.Context, obj marketotype.Object, deleteBy string, recs []*rec, input []marketotype.Record) error {
+	for start := 0; start < len(input); start += 300 {
+		end := min(start+300, len(input))
+		c.stats.Calls[string(obj)+" delete"]++
+		res, err := c.s.cfg.Marketo.Delete(ctx, obj, deleteBy, input[start:end])
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.noteCallError(err)
+			f := c.callFailure(err, "delete "+string(obj))
+			for _, r := range recs[start:end] {
+				if r.fail == nil {
+					r.fail = f
+				}
+			}
+			continue
+		}
+		for i, r := range recs[start:end] {
+			if i >= len(res) {
+				r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: "marketo returned too few delete results"}
+				continue
+			}
+			x := res[i]
+			gone := x.Status == "deleted" || (len(x.Reasons) > 0 && (x.Reasons[0].Code == "1013" || x.Reasons[0].Code == "1004"))
+			if gone {
+				if x.Status == "deleted" {
+					c.stats.Deleted[obj]++
+				}
+				continue
+			}
+			if r.fail == nil {
+				r.fail = c.recordFailure(r, obj, x)
+			}
+		}
+	}
+	return nil
 }

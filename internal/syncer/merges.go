@@ -15,15 +15,28 @@ import (
 // mergeable are the entities Dataverse merges (the Merge message).
 var mergeable = map[string]bool{event.EntityAccount: true, event.EntityContact: true, event.EntityLead: true}
 
-// merges interprets Dataverse merges. A Merge event names the master (its
+// A merger interprets Dataverse merges. A Merge event names the master (its
 // record) and the subordinate (SubordinateID), which Dataverse deactivates
 // and marks merged (merged = true, masterid): the subordinate is retired
 // like a Delete (MSISYNC_DELETE_POLICY for its person, the company is
 // deleted), the master is re-read and written again. The subordinate's own
 // Update (merged = true) retires it too, so a merge is handled whichever
 // event comes first, and without the Merge step registered. The children
-// Dataverse moves to the master arrive as their own Updates.
-func (b *batch) merges(ctx context.Context) error {
+// Dataverse moves to the master arrive as their own Updates. A merger owns
+// which records of the batch were merged away, and into which master.
+type merger struct {
+	b    *batch
+	away map[*rec]bool // retired like a Delete because Dataverse merged it
+	into map[*rec]*rec // subordinate → the master whose Merge event named it
+}
+
+func newMerger(b *batch) *merger {
+	return &merger{b: b, away: map[*rec]bool{}, into: map[*rec]*rec{}}
+}
+
+// find interprets the batch's merges (see merger).
+func (g *merger) find(ctx context.Context) error {
+	b := g.b
 	subs := map[string]*rec{} // subordinate key → master
 	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
 		r := b.recs[k]
@@ -31,7 +44,7 @@ func (b *batch) merges(ctx context.Context) error {
 			continue
 		}
 		if v, ok := r.attrs["merged"]; ok && v.Kind == event.KindBool && v.Bool {
-			r.deleted, r.mergedAway = true, true
+			r.deleted, g.away[r] = true, true
 			continue
 		}
 		merge := false
@@ -62,9 +75,9 @@ func (b *batch) merges(ctx context.Context) error {
 		master := subs[key]
 		if r := b.recs[key]; r != nil {
 			if r.fail == nil && !r.deleted {
-				r.deleted, r.mergedAway = true, true
+				r.deleted, g.away[r] = true, true
 			}
-			r.mergedInto = master
+			g.into[r] = master
 			continue
 		}
 		if versions[key] == tombstone {
@@ -83,9 +96,10 @@ func (b *batch) merges(ctx context.Context) error {
 		b.locked = append(b.locked, key)
 		b.lockMu.Unlock()
 		id := key[len(master.entity)+1:]
-		b.recs[key] = &rec{entity: master.entity, id: id, key: key, kind: master.kind, attrs: event.Attributes{},
-			formatted: map[string]string{}, colVersion: map[string]int64{}, synthetic: true, deleted: true,
-			mergedAway: true, mergedInto: master}
+		r := &rec{entity: master.entity, id: id, key: key, kind: master.kind, attrs: event.Attributes{},
+			formatted: map[string]string{}, colVersion: map[string]int64{}, synthetic: true, deleted: true}
+		b.recs[key] = r
+		g.away[r], g.into[r] = true, master
 		byKind[master.kind] = append(byKind[master.kind], id)
 	}
 	for kind, ids := range byKind {
@@ -96,11 +110,12 @@ func (b *batch) merges(ctx context.Context) error {
 	return nil
 }
 
-// unlinkMerged runs before deletes: with the keep policy the person of a
+// unlink runs before the deleter: with the keep policy the person of a
 // merged-away contact or lead stays in Marketo with its history but loses
 // its externalPersonId, so nothing shows it as the (deactivated) record.
-// With the delete policy deletes removes it.
-func (b *batch) unlinkMerged(ctx context.Context) error {
+// With the delete policy the deleter removes it.
+func (g *merger) unlink(ctx context.Context) error {
+	b := g.b
 	if b.s.cfg.DeletePolicy == DeleteDelete {
 		return nil
 	}
@@ -108,7 +123,7 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 	var recs []*rec
 	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
 		r := b.recs[k]
-		if r.mergedAway && r.deleted && r.fail == nil && r.kind == store.KindPerson {
+		if g.away[r] && r.deleted && r.fail == nil && r.kind == store.KindPerson {
 			ids[r.id] = r.entity
 			recs = append(recs, r)
 		}
@@ -116,7 +131,7 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if b.paused {
+	if b.mk.paused {
 		for _, r := range recs {
 			r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
 		}
@@ -126,7 +141,7 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		f := b.callFailure(err, "look up merged persons")
+		f := b.mk.callFailure(err, "look up merged persons")
 		for _, r := range recs {
 			r.fail = f
 		}
@@ -146,6 +161,13 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 		in = append(in, marketotype.Record{"id": id, "externalPersonId": nil})
 		linked = append(linked, r)
 	}
+	return g.clearExternalIDs(ctx, linked, in)
+}
+
+// clearExternalIDs updates the persons of recs by id (in, aligned) with
+// no externalPersonId, ≤ BatchSize a call.
+func (g *merger) clearExternalIDs(ctx context.Context, linked []*rec, in []marketotype.Record) error {
+	b := g.b
 	for start := 0; start < len(in); start += b.s.cfg.BatchSize {
 		end := min(start+b.s.cfg.BatchSize, len(in))
 		b.stats.Calls[string(marketotype.Leads)+" sync"]++
@@ -154,8 +176,8 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			b.noteCallError(err)
-			f := b.callFailure(err, "unlink merged persons")
+			b.mk.noteCallError(err)
+			f := b.mk.callFailure(err, "unlink merged persons")
 			for _, r := range linked[start:end] {
 				r.fail = f
 			}
@@ -170,18 +192,18 @@ func (b *batch) unlinkMerged(ctx context.Context) error {
 			if x.Status == "updated" || (len(x.Reasons) > 0 && x.Reasons[0].Code == "1004") {
 				continue // unlinked, or already gone from Marketo
 			}
-			r.fail = b.recordFailure(r, marketotype.Leads, x)
+			r.fail = b.mk.recordFailure(r, marketotype.Leads, x)
 		}
 	}
 	return nil
 }
 
-// settleMerged makes a master's messages wait for its subordinate: when the
+// settle makes a master's messages wait for its subordinate: when the
 // subordinate could not be retired, the Merge is retried.
-func (b *batch) settleMerged(context.Context) error {
-	for _, r := range b.recs {
-		if r.mergedInto != nil && r.fail != nil && r.mergedInto.fail == nil {
-			r.mergedInto.fail = r.fail
+func (g *merger) settle(context.Context) error {
+	for _, r := range g.b.recs {
+		if m := g.into[r]; m != nil && r.fail != nil && m.fail == nil {
+			m.fail = r.fail
 		}
 	}
 	return nil

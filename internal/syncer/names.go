@@ -92,8 +92,8 @@ func sameRefName(v event.Value, ref event.Ref) string {
 // referenced row's primary name (connectionrole: cached with its category).
 // Without a name the record is requeued and, after MaxAttempts,
 // dead-lettered with a reason naming the lookup and the fix.
-func (b *batch) nameRefs(ctx context.Context, r *rec) error {
-	for _, f := range b.s.cfg.Mapping.Fields(r.entity) {
+func (s *Syncer) nameRefs(ctx context.Context, r *rec) error {
+	for _, f := range s.cfg.Mapping.Fields(r.entity) {
 		if f.Type != mapping.TypeRefName {
 			continue
 		}
@@ -107,10 +107,10 @@ func (b *batch) nameRefs(ctx context.Context, r *rec) error {
 		}
 		ref.ID = event.NormalizeID(ref.ID)
 		if ref.Name != "" {
-			b.rememberName(ctx, ref)
+			s.rememberName(ctx, ref)
 			continue
 		}
-		name, gone, err := b.refName(ctx, r, f.Column, ref)
+		name, gone, err := s.refName(ctx, r, f.Column, ref)
 		if err != nil || r.fail != nil {
 			return err
 		}
@@ -141,25 +141,25 @@ func nameColumn(logicalName string) string {
 // refName finds the name of a lookup the events left nameless; gone
 // reports that Dataverse says the row does not exist. A failed Dataverse
 // read sets r.fail (requeue) and returns "".
-func (b *batch) refName(ctx context.Context, r *rec, col string, ref event.Ref) (name string, gone bool, err error) {
-	if s := r.formatted[col]; s != "" && !event.IsGUID(s) {
-		return s, false, nil
+func (s *Syncer) refName(ctx context.Context, r *rec, col string, ref event.Ref) (name string, gone bool, err error) {
+	if f := r.formatted[col]; f != "" && !event.IsGUID(f) {
+		return f, false, nil
 	}
 	key := metaRefName(ref.LogicalName, ref.ID)
-	if c, ok := b.s.names.Load(key); ok && c.(cachedName).found {
+	if c, ok := s.names.Load(key); ok && c.(cachedName).found {
 		return c.(cachedName).name, false, nil
 	}
-	if s, ok, err := b.s.cfg.Store.GetMeta(ctx, key); err != nil {
+	if stored, ok, err := s.cfg.Store.GetMeta(ctx, key); err != nil {
 		return "", false, fmt.Errorf("syncer: get meta %s: %w", key, err)
-	} else if ok && s != "" {
-		b.s.names.Store(key, cachedName{name: s, found: true})
-		return s, false, nil
+	} else if ok && stored != "" {
+		s.names.Store(key, cachedName{name: stored, found: true})
+		return stored, false, nil
 	}
-	if b.s.cfg.Dataverse == nil {
+	if s.cfg.Dataverse == nil {
 		return "", false, nil
 	}
 	if ref.LogicalName == "connectionrole" {
-		c, err := b.readRole(ctx, r, ref.ID)
+		c, err := s.readRole(ctx, r, ref.ID)
 		if err != nil || r.fail != nil {
 			return "", false, err
 		}
@@ -167,17 +167,17 @@ func (b *batch) refName(ctx context.Context, r *rec, col string, ref event.Ref) 
 			return "", true, nil
 		}
 		if c.name != "" {
-			b.rememberName(ctx, event.Ref{LogicalName: ref.LogicalName, ID: ref.ID, Name: c.name})
+			s.rememberName(ctx, event.Ref{LogicalName: ref.LogicalName, ID: ref.ID, Name: c.name})
 		}
 		return c.name, false, nil
 	}
 	column := nameColumn(ref.LogicalName)
-	attrs, err := b.s.cfg.Dataverse.Read(ctx, ref.LogicalName, ref.ID, []string{column})
+	attrs, err := s.cfg.Dataverse.Read(ctx, ref.LogicalName, ref.ID, []string{column})
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
 		return "", false, ctx.Err()
-	case b.s.cfg.IsNotFound != nil && b.s.cfg.IsNotFound(err):
+	case s.cfg.IsNotFound != nil && s.cfg.IsNotFound(err):
 		return "", true, nil
 	default:
 		r.fail = &failure{act: actRequeue, reason: ReasonGaveUp,
@@ -186,21 +186,21 @@ func (b *batch) refName(ctx context.Context, r *rec, col string, ref event.Ref) 
 	}
 	name = attrs[column].Text()
 	if name != "" {
-		b.rememberName(ctx, event.Ref{LogicalName: ref.LogicalName, ID: ref.ID, Name: name})
+		s.rememberName(ctx, event.Ref{LogicalName: ref.LogicalName, ID: ref.ID, Name: name})
 	}
 	return name, false, nil
 }
 
 // rememberName stores a name learnt from an event or a read, once per
 // process and name, so later nameless lookups of the same row find it.
-func (b *batch) rememberName(ctx context.Context, ref event.Ref) {
+func (s *Syncer) rememberName(ctx context.Context, ref event.Ref) {
 	key := metaRefName(ref.LogicalName, event.NormalizeID(ref.ID))
-	if c, ok := b.s.names.Load(key); ok && c.(cachedName).name == ref.Name {
+	if c, ok := s.names.Load(key); ok && c.(cachedName).name == ref.Name {
 		return
 	}
-	if err := b.s.cfg.Store.PutMeta(ctx, key, ref.Name); err != nil {
-		b.s.log.Warn("syncer: remember lookup name", "key", key, "err", err)
+	if err := s.cfg.Store.PutMeta(ctx, key, ref.Name); err != nil {
+		s.log.Warn("syncer: remember lookup name", "key", key, "err", err)
 		return
 	}
-	b.s.names.Store(key, cachedName{name: ref.Name, found: true})
+	s.names.Store(key, cachedName{name: ref.Name, found: true})
 }

@@ -1,22 +1,100 @@
 package syncer
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
+// personWriter writes leads and contacts (Marketo persons) by the lead
+// strategy. It owns what identifies each person record in Marketo and the
+// batch's cache of persons found by email.
+type personWriter struct {
+	b     *batch
+	state map[*rec]*personState
+	// byEmail caches the Marketo persons found by email (personsByEmail).
+	byEmail map[string][]emailPerson
+}
+
+// personState is how a person record is written to Marketo.
+type personState struct {
+	byID      string // Marketo id the record is updated by (split strategy, qualification, form fill)
+	staleLink bool   // byID was not found in Marketo
+	noCompany bool   // leave company fields out (the person is linked to a company: 1021)
+	movedFrom string // lead GUID whose Marketo person this contact takes over
+}
+
+func newPersonWriter(b *batch) *personWriter {
+	return &personWriter{b: b, state: map[*rec]*personState{}}
+}
+
+// of returns r's person state, created empty on first use.
+func (w *personWriter) of(r *rec) *personState {
+	p := w.state[r]
+	if p == nil {
+		p = &personState{}
+		w.state[r] = p
+	}
+	return p
+}
+
+// write upserts recs and records their bookkeeping: links and versions
+// (persist), stale and moved links, qualified-lead markers.
+func (w *personWriter) write(ctx context.Context, recs []*rec) error {
+	if err := w.upsert(ctx, recs); err != nil {
+		return err
+	}
+	b := w.b
+	var stale, movedFrom []string
+	for _, r := range recs {
+		p := w.state[r]
+		if p == nil {
+			continue
+		}
+		if p.staleLink {
+			stale = append(stale, r.id)
+			delete(b.links[r.kind], r.id)
+		}
+		if !r.written {
+			continue
+		}
+		// Updated by id: the link keeps that id when neither Marketo's
+		// result nor the stored link names one.
+		if r.marketoID == "" && p.byID != "" && b.links[r.kind][r.id].MarketoID == "" {
+			r.marketoID = p.byID
+		}
+		if p.movedFrom != "" {
+			movedFrom = append(movedFrom, p.movedFrom)
+		}
+	}
+	b.changes.DeleteLinks(store.KindPerson, stale...)
+	if err := b.persist(ctx, recs); err != nil {
+		return err
+	}
+	b.changes.DeleteLinks(store.KindPerson, movedFrom...)
+	for _, id := range movedFrom {
+		delete(b.links[store.KindPerson], id)
+	}
+	for _, r := range recs {
+		if !r.written || r.entity != event.EntityContact {
+			continue
+		}
+		if ref, ok := refOf(r.attrs, "originatingleadid"); ok && ref.LogicalName == event.EntityLead {
+			b.changes.PutMeta(metaQualified(ref.ID), r.id)
+		}
+	}
+	return nil
+}
+
 // leadMode returns the lead strategy in force: lookup or split, or "" while
 // auto has not detected it yet.
-func (b *batch) leadMode(ctx context.Context) (string, error) {
+func (w *personWriter) leadMode(ctx context.Context) (string, error) {
+	b := w.b
 	s := b.s
 	s.leadMu.Lock()
 	m := s.leadMode
@@ -45,16 +123,48 @@ func (s *Syncer) setLeadMode(m string) {
 	s.leadMu.Unlock()
 }
 
-func (b *batch) email(r *rec) string {
+func (w *personWriter) email(r *rec) string {
+	b := w.b
 	if v, ok := r.attrs["emailaddress1"]; ok {
 		return v.Text()
 	}
 	return b.links[store.KindPerson][r.id].Email
 }
 
-// writePersons upserts leads and contacts: qualified contacts take over the
+// upsert upserts leads and contacts: qualified contacts take over the
 // Marketo person of their lead; the rest follow the lead strategy.
-func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
+func (w *personWriter) upsert(ctx context.Context, recs []*rec) error {
+	rest, err := w.takeOverLeads(ctx, recs)
+	if err != nil || len(rest) == 0 {
+		return err
+	}
+	mode, err := w.leadMode(ctx)
+	if err != nil {
+		return err
+	}
+	if mode == "" || mode == LeadLookup {
+		// A person never linked by msisync may already be in Marketo as an
+		// unlinked person with its email (a form fill): link that one by id
+		// instead of creating a second person keyed on externalPersonId.
+		if rest, err = w.linkFormFills(ctx, rest); err != nil || len(rest) == 0 {
+			return err
+		}
+		if err := w.markCreating(ctx, rest); err != nil {
+			return err
+		}
+		supported, err := w.syncLookup(ctx, rest, mode == "")
+		if err != nil || supported {
+			return err
+		}
+	}
+	return w.syncSplit(ctx, rest)
+}
+
+// takeOverLeads writes the contacts created by lead qualification, not yet
+// linked, onto their lead's Marketo person (updateOnly by id), and returns
+// the records left to write by the lead strategy.
+func (w *personWriter) takeOverLeads(ctx context.Context, recs []*rec) ([]*rec, error) {
+	b := w.b
 	leads := map[string]string{}
 	for _, r := range recs {
 		if r.entity != event.EntityContact {
@@ -70,13 +180,13 @@ func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
 	if len(leads) > 0 {
 		if err := b.lookup(ctx, store.KindPerson, leads); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
-			f := b.callFailure(err, "look up qualified leads")
+			f := b.mk.callFailure(err, "look up qualified leads")
 			for _, r := range recs {
 				r.fail = f
 			}
-			return nil
+			return nil, nil
 		}
 	}
 	// Mark qualified leads before writing: if this worker dies after the
@@ -87,7 +197,7 @@ func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
 		}
 		if ref, ok := refOf(r.attrs, "originatingleadid"); ok && ref.LogicalName == event.EntityLead {
 			if err := b.s.cfg.Store.PutMeta(ctx, metaQualified(ref.ID), r.id); err != nil {
-				return fmt.Errorf("syncer: put meta: %w", err)
+				return nil, fmt.Errorf("syncer: put meta: %w", err)
 			}
 		}
 	}
@@ -97,7 +207,7 @@ func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
 			if _, linked := b.links[store.KindPerson][r.id]; !linked {
 				if ref, ok := refOf(r.attrs, "originatingleadid"); ok {
 					if l, ok := b.links[store.KindPerson][ref.ID]; ok && l.Entity != event.EntityContact {
-						r.byID, r.movedFrom = l.MarketoID, ref.ID
+						w.of(r).byID, w.of(r).movedFrom = l.MarketoID, ref.ID
 						moved = append(moved, r)
 						continue
 					}
@@ -107,303 +217,11 @@ func (b *batch) writePersons(ctx context.Context, recs []*rec) error {
 		rest = append(rest, r)
 	}
 	if len(moved) > 0 {
-		if err := b.syncObjects(ctx, store.KindPerson, moved, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
-			return err
-		}
-	}
-	if len(rest) == 0 {
-		return nil
-	}
-	mode, err := b.leadMode(ctx)
-	if err != nil {
-		return err
-	}
-	if mode == "" || mode == LeadLookup {
-		// A person never linked by msisync may already be in Marketo as an
-		// unlinked person with its email (a form fill): link that one by id
-		// instead of creating a second person keyed on externalPersonId.
-		if rest, err = b.linkFormFills(ctx, rest); err != nil || len(rest) == 0 {
-			return err
-		}
-		if err := b.markCreating(ctx, rest); err != nil {
-			return err
-		}
-		supported, err := b.syncLookup(ctx, rest, mode == "")
-		if err != nil || supported {
-			return err
-		}
-	}
-	return b.syncSplit(ctx, rest)
-}
-
-// syncLookup writes persons in one createOrUpdate keyed on externalPersonId.
-// When probing, a 1011 answer means the instance does not support it: the
-// result is remembered and the caller falls back to split.
-func (b *batch) syncLookup(ctx context.Context, recs []*rec, probe bool) (bool, error) {
-	if !probe {
-		return true, b.syncObjects(ctx, store.KindPerson, recs, marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
-	}
-	in := make([]marketotype.Record, len(recs))
-	for i, r := range recs {
-		in[i] = b.record(r)
-	}
-	b.stats.Calls[string(marketotype.Leads)+" sync"]++
-	res, err := b.s.cfg.Marketo.Sync(ctx, marketotype.Leads, marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId", Input: in[:min(len(in), b.s.cfg.BatchSize)]})
-	unsupported := false
-	if err != nil {
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		code, _ := codeOfErr(err)
-		unsupported = code == "1011"
-		if !unsupported {
-			b.noteCallError(err)
-			f := b.callFailure(err, "sync leads")
-			for _, r := range recs {
-				r.fail = f
-			}
-			return true, nil
-		}
-	} else {
-		unsupported = len(res) > 0
-		for _, x := range res {
-			if x.Status != "skipped" || len(x.Reasons) == 0 || x.Reasons[0].Code != "1011" {
-				unsupported = false
-			}
-		}
-	}
-	if unsupported {
-		b.s.log.Info("syncer: Marketo does not accept lookupField=externalPersonId; using the split lead strategy")
-		if err := b.s.cfg.Store.PutMeta(ctx, metaLookupField, "false"); err != nil {
-			return false, fmt.Errorf("syncer: put meta: %w", err)
-		}
-		b.s.setLeadMode(LeadSplit)
-		return false, nil
-	}
-	b.s.log.Info("syncer: Marketo accepts lookupField=externalPersonId; using it for lead upserts")
-	if err := b.s.cfg.Store.PutMeta(ctx, metaLookupField, "true"); err != nil {
-		return false, fmt.Errorf("syncer: put meta: %w", err)
-	}
-	b.s.setLeadMode(LeadLookup)
-	first := recs[:min(len(recs), b.s.cfg.BatchSize)]
-	b.applyResults(marketotype.Leads, first, res)
-	if len(recs) > b.s.cfg.BatchSize {
-		return true, b.syncObjects(ctx, store.KindPerson, recs[b.s.cfg.BatchSize:], marketotype.SyncRequest{Action: "createOrUpdate", LookupField: "externalPersonId"})
-	}
-	return true, nil
-}
-
-// syncSplit finds Marketo ids by externalPersonId and updates found persons
-// by id. The rest are matched by email (one query per ≤ 300 emails): a
-// person without an externalPersonId (a form fill, a list import) is linked
-// by id; a person linked to another record is never taken over, so the
-// record gets a new person (createDuplicate), as it does with no match.
-func (b *batch) syncSplit(ctx context.Context, recs []*rec) error {
-	unseen, err := b.unseen(ctx, recs)
-	if err != nil {
-		return err
-	}
-	ids := map[string]string{}
-	for _, r := range recs {
-		if !unseen[r] {
-			ids[r.id] = r.entity
-		}
-	}
-	if err := b.lookup(ctx, store.KindPerson, ids); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		f := b.callFailure(err, "look up persons by externalPersonId")
-		for _, r := range recs {
-			r.fail = f
-		}
-		return nil
-	}
-	var byID, fresh, create []*rec
-	for _, r := range recs {
-		if l, ok := b.links[store.KindPerson][r.id]; ok && l.MarketoID != "" {
-			r.byID = l.MarketoID
-			byID = append(byID, r)
-			continue
-		}
-		if b.email(r) == "" {
-			r.fail = &failure{act: actDead, reason: ReasonMissingData,
-				desc: fmt.Sprintf("%s is not in Marketo and has no email (emailaddress1): with lead strategy split a person is created by email", r.name())}
-			continue
-		}
-		fresh = append(fresh, r)
-	}
-	if fresh, err = b.lockEmails(ctx, fresh); err != nil {
-		return err
-	}
-	if len(fresh) > 0 {
-		matches, err := b.personsByEmail(ctx, fresh)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			f := b.callFailure(err, "look up persons by email")
-			for _, r := range fresh {
-				r.fail = f
-			}
-			fresh = nil
-		}
-		claimed := map[string]bool{}
-		for _, r := range byID {
-			claimed[r.byID] = true
-		}
-		for _, r := range fresh {
-			if p, ok := pickPerson(matches[emailKey(b.email(r))], r.id, claimed); ok {
-				r.byID = p
-				claimed[p] = true
-				byID = append(byID, r)
-				continue
-			}
-			if _, ok := r.attrs["emailaddress1"]; !ok {
-				r.attrs["emailaddress1"] = event.String(b.email(r))
-			}
-			if n := len(matches[emailKey(b.email(r))]); n > 0 {
-				b.s.log.Info("syncer: email held only by Marketo persons linked to other records; creating a separate person",
-					"record", r.name(), "persons", n)
-			}
-			create = append(create, r)
-		}
-	}
-	if len(byID) > 0 {
-		if err := b.syncObjects(ctx, store.KindPerson, byID, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
-			return err
-		}
-	}
-	if len(create) > 0 {
-		if err := b.markCreating(ctx, create); err != nil {
-			return err
-		}
-		// createDuplicate always creates: an email held only by persons
-		// linked to other records must not re-link them.
-		if err := b.syncObjects(ctx, store.KindPerson, create, marketotype.SyncRequest{Action: "createDuplicate"}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// linkFormFills handles, for the lookup strategy (and its probe), records
-// msisync has never linked: an unlinked Marketo person with the record's
-// email is linked by id (updateOnly), unless a person with the record's
-// externalPersonId already exists. It returns the records left for the
-// createOrUpdate keyed on externalPersonId.
-func (b *batch) linkFormFills(ctx context.Context, recs []*rec) ([]*rec, error) {
-	var fresh []*rec
-	for _, r := range recs {
-		if _, linked := b.links[store.KindPerson][r.id]; !linked && b.email(r) != "" {
-			fresh = append(fresh, r)
-		}
-	}
-	fresh, err := b.lockEmails(ctx, fresh)
-	if err != nil {
-		return nil, err
-	}
-	recs = slices.DeleteFunc(recs, func(r *rec) bool { return r.fail != nil })
-	if len(fresh) == 0 {
-		return recs, nil
-	}
-	matches, err := b.personsByEmail(ctx, fresh)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		// Without the email query the keyed upsert still gives one person
-		// per record; only a form fill may be duplicated. Fail instead, so
-		// the rule holds: the records are retried.
-		f := b.callFailure(err, "look up persons by email")
-		for _, r := range fresh {
-			r.fail = f
-		}
-		return slices.DeleteFunc(recs, func(r *rec) bool { return r.fail != nil }), nil
-	}
-	claimed := map[string]bool{}
-	cand := map[*rec]string{}
-	ids := map[string]string{}
-	for _, r := range fresh {
-		ms := matches[emailKey(b.email(r))]
-		if slices.ContainsFunc(ms, func(p emailPerson) bool { return p.ext == r.id }) {
-			continue // its own person: the keyed upsert finds it
-		}
-		if p, ok := pickPerson(ms, r.id, claimed); ok {
-			claimed[p] = true
-			cand[r] = p
-			ids[r.id] = r.entity
-		}
-	}
-	if len(cand) == 0 {
-		return recs, nil
-	}
-	// A person with the record's externalPersonId but another email (the
-	// store lost the link) wins over the form fill.
-	if err := b.lookup(ctx, store.KindPerson, ids); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		f := b.callFailure(err, "look up persons by externalPersonId")
-		for r := range cand {
-			r.fail = f
-		}
-		return slices.DeleteFunc(recs, func(r *rec) bool { return r.fail != nil }), nil
-	}
-	var link, rest []*rec
-	for _, r := range recs {
-		if p, ok := cand[r]; ok {
-			if _, found := b.links[store.KindPerson][r.id]; !found {
-				r.byID = p
-				link = append(link, r)
-				continue
-			}
-		}
-		rest = append(rest, r)
-	}
-	if len(link) > 0 {
-		if err := b.syncObjects(ctx, store.KindPerson, link, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
+		if err := w.sync(ctx, moved, marketotype.SyncRequest{Action: "updateOnly", LookupField: "id"}); err != nil {
 			return nil, err
 		}
 	}
 	return rest, nil
-}
-
-// lockEmails locks the emails of records about to be matched by email
-// (store record locks keyed "email/<address>"), so that two workers never
-// link one unlinked Marketo person to two records. Records whose email
-// another worker holds are rescheduled shortly; the rest are returned.
-func (b *batch) lockEmails(ctx context.Context, recs []*rec) ([]*rec, error) {
-	want := map[string]bool{}
-	for _, r := range recs {
-		if k := emailKey(b.email(r)); k != "" {
-			want["email/"+k] = true
-		}
-	}
-	if len(want) == 0 {
-		return recs, nil
-	}
-	keys := slices.Sorted(maps.Keys(want))
-	got, err := b.s.cfg.Store.LockRecords(ctx, b.s.cfg.WorkerID, keys, b.s.cfg.RecordLockTTL)
-	if err != nil {
-		return nil, fmt.Errorf("syncer: lock emails: %w", err)
-	}
-	b.lockMu.Lock() // the renewal goroutine reads locked
-	b.locked = append(b.locked, got...)
-	b.lockMu.Unlock()
-	have := map[string]bool{}
-	for _, k := range got {
-		have[k] = true
-	}
-	var out []*rec
-	for _, r := range recs {
-		if k := emailKey(b.email(r)); k != "" && !have["email/"+k] {
-			r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
-			continue
-		}
-		out = append(out, r)
-	}
-	return out, nil
 }
 
 // creatingKey marks, in the store's versions, that msisync is about to
@@ -413,7 +231,8 @@ func creatingKey(id string) string { return "person-creating/" + id }
 // markCreating durably marks the records msisync may create a person for,
 // before the call: a record that was being created when a worker died is
 // then looked up by externalPersonId again (see unseen). One store call.
-func (b *batch) markCreating(ctx context.Context, recs []*rec) error {
+func (w *personWriter) markCreating(ctx context.Context, recs []*rec) error {
+	b := w.b
 	marks := map[string]int64{}
 	for _, r := range recs {
 		if _, linked := b.links[store.KindPerson][r.id]; !linked {
@@ -434,7 +253,8 @@ func (b *batch) markCreating(ctx context.Context, recs []*rec) error {
 // Create events from Dataverse itself: a backfill may follow a lost store),
 // unknown to the store, and never marked as being created by msisync. The
 // query by email still finds a person msisync made for them.
-func (b *batch) unseen(ctx context.Context, recs []*rec) (map[*rec]bool, error) {
+func (w *personWriter) unseen(ctx context.Context, recs []*rec) (map[*rec]bool, error) {
+	b := w.b
 	var keys []string
 	cand := map[*rec]bool{}
 	for _, r := range recs {
@@ -467,83 +287,67 @@ func (b *batch) unseen(ctx context.Context, recs []*rec) (map[*rec]bool, error) 
 	return cand, nil
 }
 
-// emailPerson is a Marketo person found by email.
-type emailPerson struct {
-	id  string // Marketo lead id
-	ext string // externalPersonId, normalised; "" when unlinked
-}
-
-func emailKey(e string) string { return strings.ToLower(strings.TrimSpace(e)) }
-
-// personsByEmail finds the Marketo persons holding the emails of recs: one
-// filterType=email query per ≤ 300 distinct emails, remembered for the
-// batch. The result is keyed by emailKey, persons in ascending id order.
-func (b *batch) personsByEmail(ctx context.Context, recs []*rec) (map[string][]emailPerson, error) {
-	if b.byEmail == nil {
-		b.byEmail = map[string][]emailPerson{}
-	}
-	var ask []string
-	seen := map[string]bool{}
-	for _, r := range recs {
-		k := emailKey(b.email(r))
-		if _, done := b.byEmail[k]; done || seen[k] || k == "" || strings.Contains(k, ",") {
-			continue // a comma cannot be queried (nor is it a valid address)
+// sync writes persons in calls of ≤ BatchSize and maps results back.
+func (w *personWriter) sync(ctx context.Context, recs []*rec, req marketotype.SyncRequest) error {
+	b := w.b
+	const kind, obj = store.KindPerson, marketotype.Leads
+	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
+		in := make([]marketotype.Record, len(chunk))
+		for i, r := range chunk {
+			in[i] = recordOf(&b.s.cfg, r)
+			if w.of(r).noCompany {
+				for _, f := range leadCompanyFields {
+					delete(in[i], f)
+				}
+			}
+			if w.of(r).byID != "" {
+				delete(in[i], externalField[kind])
+				if kind == store.KindPerson {
+					in[i]["externalPersonId"] = r.id
+				}
+				id, _ := strconv.ParseInt(w.of(r).byID, 10, 64)
+				in[i]["id"] = id
+			}
 		}
-		seen[k] = true
-		ask = append(ask, k)
-	}
-	if len(ask) > 0 && b.paused {
-		return nil, &pausedError{}
-	}
-	slices.Sort(ask)
-	for chunk := range slices.Chunk(ask, 300) {
-		b.stats.Calls[string(marketotype.Leads)+" query"]++
-		got, err := b.s.cfg.Marketo.Query(ctx, marketotype.Leads, "email", chunk, []string{"id", "email", "externalPersonId"})
+		res, ok, err := b.mk.syncCall(ctx, obj, chunk, req, in)
 		if err != nil {
-			b.noteCallError(err)
-			return nil, fmt.Errorf("query leads by email: %w", err)
+			return err
 		}
-		for _, k := range chunk {
-			b.byEmail[k] = []emailPerson{}
+		if !ok {
+			continue
 		}
-		for _, x := range got {
-			e, _ := x["email"].(string)
-			k := emailKey(e)
-			if _, asked := b.byEmail[k]; !asked {
-				continue
+		b.mk.applyResults(obj, chunk, res, w.stale)
+		// 1021: the person is linked to a company in Marketo, which owns the
+		// company fields: send the record again without them.
+		var again []*rec
+		for i, r := range chunk {
+			if obj == marketotype.Leads && !w.of(r).noCompany && i < len(res) && res[i].Status == "skipped" && len(res[i].Reasons) > 0 && res[i].Reasons[0].Code == "1021" {
+				r.fail, w.of(r).noCompany = nil, true
+				again = append(again, r)
 			}
-			p := emailPerson{id: marketoID(x["id"])}
-			if v := x["externalPersonId"]; v != nil {
-				p.ext = event.NormalizeID(fmt.Sprint(v))
+		}
+		if len(again) > 0 {
+			if err := w.sync(ctx, again, req); err != nil {
+				return err
 			}
-			b.byEmail[k] = append(b.byEmail[k], p)
 		}
 	}
-	for k, ps := range b.byEmail {
-		slices.SortFunc(ps, func(x, y emailPerson) int {
-			xi, _ := strconv.ParseInt(x.id, 10, 64)
-			yi, _ := strconv.ParseInt(y.id, 10, 64)
-			return cmp.Or(cmp.Compare(xi, yi), cmp.Compare(x.id, y.id))
-		})
-		b.byEmail[k] = ps
-	}
-	return b.byEmail, nil
+	return nil
 }
 
-// pickPerson chooses, among the persons holding a record's email, the one
-// the record may take: its own (externalPersonId is the record), else the
-// unlinked one with the lowest id not claimed by another record of the
-// batch. A person linked to another record is never chosen.
-func pickPerson(ps []emailPerson, id string, claimed map[string]bool) (string, bool) {
-	for _, p := range ps {
-		if p.ext == id && !claimed[p.id] {
-			return p.id, true
-		}
+// stale takes a person written by a stored id that Marketo no longer
+// has (1004: lead merged or deleted in Marketo): the link is forgotten and
+// the record tried again by external id or email.
+func (w *personWriter) stale(r *rec, x marketotype.Result) bool {
+	b := w.b
+	if w.of(r).byID == "" || len(x.Reasons) == 0 || x.Reasons[0].Code != "1004" {
+		return false
 	}
-	for _, p := range ps {
-		if p.ext == "" && !claimed[p.id] {
-			return p.id, true
-		}
-	}
-	return "", false
+	r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
+	w.of(r).staleLink = true
+	return true
 }
+
+// leadCompanyFields are the lead fields a linked company owns (1021).
+var leadCompanyFields = []string{"company", "site", "billingStreet", "billingCity", "billingState", "billingCountry",
+	"billingPostalCode", "website", "mainPhone", "annualRevenue", "numberOfEmployees", "industry", "sicCode"}

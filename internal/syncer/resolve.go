@@ -12,32 +12,18 @@ import (
 )
 
 // loadLinks reads the store links of every record in the batch, and the
-// stored connections of connection records.
+// stored connections of connection records (roleWriter.load).
 func (b *batch) loadLinks(ctx context.Context) error {
 	byKind := map[string][]string{}
-	var connIDs []string
 	for _, r := range b.recs {
 		byKind[r.kind] = append(byKind[r.kind], r.id)
-		if r.entity == event.EntityConnection {
-			connIDs = append(connIDs, r.id)
-		}
 	}
 	for kind, ids := range byKind {
 		if err := b.storeLinks(ctx, kind, ids); err != nil {
 			return err
 		}
 	}
-	if len(connIDs) > 0 {
-		conns, err := b.s.cfg.Store.GetConnections(ctx, connIDs)
-		if err != nil {
-			return fmt.Errorf("syncer: get connections: %w", err)
-		}
-		for id, c := range conns {
-			c := c
-			b.recs[event.EntityConnection+"/"+id].oldConn = &c
-		}
-	}
-	return nil
+	return b.roles.load(ctx)
 }
 
 func (b *batch) storeLinks(ctx context.Context, kind string, ids []string) error {
@@ -94,7 +80,7 @@ func (b *batch) prepare(ctx context.Context) error {
 					missing = append(missing, c)
 				}
 			}
-			if r.entity == event.EntityConnection && r.oldConn != nil {
+			if r.entity == event.EntityConnection && b.roles.of(r).old != nil {
 				missing = nil // the stored connection knows the opportunity, contact and role
 			}
 		}
@@ -106,16 +92,16 @@ func (b *batch) prepare(ctx context.Context) error {
 				continue
 			}
 		}
-		if err := b.nameRefs(ctx, r); err != nil {
+		if err := b.s.nameRefs(ctx, r); err != nil {
 			return err
 		}
 		if r.fail != nil {
 			continue
 		}
 		if r.entity == event.EntityConnection {
-			b.interpretConnection(r)
+			b.roles.interpretConnection(r)
 			if r.fail == nil {
-				if err := b.classifyConnection(ctx, r); err != nil {
+				if err := b.roles.classifyConnection(ctx, r); err != nil {
 					return err
 				}
 			}
@@ -186,36 +172,6 @@ func changedColumns(r *rec) string {
 	return strings.Join(cols, ", ")
 }
 
-// interpretConnection keeps opportunity→contact stakeholder rows and drops
-// every other connection (including the reciprocal contact→opportunity row).
-func (b *batch) interpretConnection(r *rec) {
-	c := store.Connection{ID: r.id}
-	if r.oldConn != nil {
-		c = *r.oldConn
-	}
-	r1, ok1 := refOf(r.attrs, "record1id")
-	r2, ok2 := refOf(r.attrs, "record2id")
-	if ok1 || ok2 {
-		if !ok1 || !ok2 || r1.LogicalName != event.EntityOpportunity || r2.LogicalName != event.EntityContact {
-			r.fail = &failure{act: actSkip}
-			return
-		}
-		c.OpportunityID, c.PersonID = r1.ID, r2.ID
-	}
-	if v, ok := r.attrs["ismaster"]; ok && v.Kind == event.KindBool && !v.Bool && !ok1 {
-		r.fail = &failure{act: actSkip}
-		return
-	}
-	if role, ok := b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted)["role"].(string); ok && role != "" {
-		c.Role = role
-	}
-	if c.OpportunityID == "" || c.PersonID == "" || c.Role == "" {
-		r.fail = &failure{act: actSkip}
-		return
-	}
-	r.conn = &c
-}
-
 func refOf(attrs event.Attributes, col string) (event.Ref, bool) {
 	v, ok := attrs[col]
 	if !ok {
@@ -229,61 +185,21 @@ func refOf(attrs event.Attributes, col string) (event.Ref, bool) {
 	return ref, true
 }
 
-// deps lists what a record needs in Marketo before it can be written.
-func (b *batch) deps(r *rec) []dep {
-	var out []dep
-	owner := func() {
-		ref, ok := refOf(r.attrs, "ownerid")
-		if !ok {
-			return
-		}
-		id := ref.ID
-		if ref.LogicalName != event.EntitySystemUser {
-			id = b.s.cfg.DefaultSalesPersonID // team-owned
-		}
-		if id != "" {
-			out = append(out, dep{store.KindSalesPerson, event.EntitySystemUser, id, "owner of " + r.name()})
-		}
-	}
-	company := func(cols ...string) {
-		for _, c := range cols {
-			if ref, ok := refOf(r.attrs, c); ok && ref.LogicalName == event.EntityAccount {
-				out = append(out, dep{store.KindCompany, event.EntityAccount, ref.ID, "company of " + r.name()})
-				return
-			}
-		}
-	}
-	switch r.entity {
-	case event.EntityAccount:
-		owner()
-	case event.EntityContact:
-		owner()
-		company("parentcustomerid")
-	case event.EntityLead:
-		owner()
-		company("parentaccountid")
-	case event.EntityOpportunity:
-		owner()
-		company("parentaccountid", "customerid")
-	case event.EntityConnection:
-		if r.conn != nil && r.retire == 0 {
-			out = append(out,
-				dep{store.KindOpportunity, event.EntityOpportunity, r.conn.OpportunityID, "opportunity of connection " + r.id},
-				dep{store.KindPerson, event.EntityContact, r.conn.PersonID, "contact of connection " + r.id})
-		}
-	}
-	return out
-}
+// resolver is the resolve stage: it finds the dependencies of the planned
+// records in the batch, then the store, then Marketo (one query per kind),
+// then Dataverse (read, added to the batch and the plan, written first);
+// a dependency found nowhere fails its record.
+type resolver struct{ b *batch }
 
-// resolve finds every dependency, latest stage first so that a dependency
+// run resolves every dependency, latest stage first so that a dependency
 // read from Dataverse gets its own dependencies resolved too.
-func (b *batch) resolve(ctx context.Context) error {
+func (v resolver) run(ctx context.Context) error {
+	b := v.b
 	for i := len(stages) - 1; i >= 1; i-- {
-		recs := b.live(stages[i])
+		recs := b.plan.live(stages[i])
 		need := map[string]map[string]string{} // kind → id → entity
 		for _, r := range recs {
-			r.deps = b.deps(r)
-			for _, d := range r.deps {
+			for _, d := range b.plan.deps[r] {
 				if dr := b.recs[d.entity+"/"+d.id]; dr != nil && !dr.deleted {
 					continue // written earlier in this batch
 				}
@@ -305,7 +221,7 @@ func (b *batch) resolve(ctx context.Context) error {
 		// Dependencies nowhere to be found: read them from Dataverse.
 		var reads []dep
 		for _, r := range recs {
-			for _, d := range r.deps {
+			for _, d := range b.plan.deps[r] {
 				if _, ok := b.links[d.kind][d.id]; ok || queryErr[d.kind] != nil {
 					continue
 				}
@@ -315,11 +231,11 @@ func (b *batch) resolve(ctx context.Context) error {
 				reads = append(reads, d)
 			}
 		}
-		if err := b.readDeps(ctx, reads); err != nil {
+		if err := v.readDeps(ctx, reads); err != nil {
 			return err
 		}
 		for _, r := range recs {
-			for _, d := range r.deps {
+			for _, d := range b.plan.deps[r] {
 				if _, ok := b.links[d.kind][d.id]; ok {
 					continue
 				}
@@ -327,7 +243,7 @@ func (b *batch) resolve(ctx context.Context) error {
 					continue
 				}
 				if err := queryErr[d.kind]; err != nil {
-					r.fail = b.callFailure(err, "look up "+d.String())
+					r.fail = b.mk.callFailure(err, "look up "+d.String())
 					break
 				}
 				r.fail = &failure{act: actRequeue, reason: ReasonMissingDependency, desc: "missing dependency: " + d.String()}
@@ -340,7 +256,8 @@ func (b *batch) resolve(ctx context.Context) error {
 
 // readDeps reads missing dependencies from Dataverse and adds them to the
 // batch, locked, as records to write first.
-func (b *batch) readDeps(ctx context.Context, deps []dep) error {
+func (v resolver) readDeps(ctx context.Context, deps []dep) error {
+	b := v.b
 	dv := b.s.cfg.Dataverse
 	if dv == nil || len(deps) == 0 {
 		return nil
@@ -379,6 +296,7 @@ func (b *batch) readDeps(ctx context.Context, deps []dep) error {
 			}
 		}
 		b.recs[key] = r
+		b.plan.add(r)
 	}
 	return nil
 }
@@ -408,7 +326,7 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 	if len(ask) == 0 {
 		return nil
 	}
-	if b.paused {
+	if b.mk.paused {
 		return &pausedError{}
 	}
 	obj := objectOf[kind]
@@ -426,7 +344,7 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 		}
 		recs, err := b.s.cfg.Marketo.Query(ctx, obj, field, chunk, fields)
 		if err != nil {
-			b.noteCallError(err)
+			b.mk.noteCallError(err)
 			return fmt.Errorf("query %s by %s: %w", obj, field, err)
 		}
 		for _, r := range recs {
@@ -455,9 +373,11 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 	return nil
 }
 
-// depsReady checks in-batch dependencies once their stage is written.
-func (b *batch) depsReady(r *rec) bool {
-	for _, d := range r.deps {
+// ready checks, at write time, that r's dependencies are in Marketo: those
+// written earlier in the batch too. A dependency that failed fails r.
+func (v resolver) ready(r *rec) bool {
+	b := v.b
+	for _, d := range b.plan.deps[r] {
 		if _, ok := b.links[d.kind][d.id]; ok {
 			continue
 		}

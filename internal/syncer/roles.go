@@ -2,129 +2,37 @@ package syncer
 
 import (
 	"context"
-	"fmt"
-	"maps"
-	"slices"
 	"strconv"
-	"time"
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/store"
 )
 
-// CategoryStakeholder is the connectionrole category of opportunity
-// stakeholder roles (Stakeholder, Champion, Decision Maker, ...).
-const CategoryStakeholder = 1000
-
-// roleCacheTTL bounds how long a role's category is trusted: roles are
-// configuration and rarely change, so one read per role per hour is plenty.
-const roleCacheTTL = time.Hour
-
-type roleCategory struct {
-	category int64
-	name     string
-	found    bool // false: the role does not exist (any more)
-	at       time.Time
+// roleWriter writes opportunity roles: it interprets connection records
+// (connections.go: which are stakeholder roles, which retire), upserts,
+// retires and deletes roles, and stores connections. It owns the connections of the
+// batch's connection records and a per-batch cache of stored connections
+// by opportunity.
+type roleWriter struct {
+	b     *batch
+	conns map[*rec]*connState
+	// oppConns caches connectionsByOpportunity for held.
+	oppConns map[string][]store.Connection
 }
 
-// How a connection record leaves Marketo without being deleted in Dataverse.
-const (
-	retireDeactivate = iota + 1 // statecode 1 (Inactive): role deleted, connection kept to reactivate
-	retireDrop                  // no longer a stakeholder role: role deleted, connection forgotten
-)
-
-// classifyConnection runs after interpretConnection: it drops roles that are
-// not stakeholder roles and marks deactivated connections.
-func (b *batch) classifyConnection(ctx context.Context, r *rec) error {
-	ok, err := b.stakeholder(ctx, r)
-	if err != nil || r.fail != nil {
-		return err
-	}
-	if !ok {
-		if r.oldConn == nil {
-			r.fail = &failure{act: actSkip}
-		} else {
-			r.retire = retireDrop // was a stakeholder role: take its Marketo role away
-		}
-		return nil
-	}
-	if b.inactive(r) {
-		r.retire = retireDeactivate
-	}
-	return nil
+func newRoleWriter(b *batch) *roleWriter {
+	return &roleWriter{b: b, conns: map[*rec]*connState{}, oppConns: map[string][]store.Connection{}}
 }
 
-// inactive reports whether a connection is deactivated: by its statecode
-// when the events (or a re-read) carry it, else by the store, where a
-// connection without a role link is one we deactivated earlier (every
-// connection written to Marketo is stored together with its role link).
-func (b *batch) inactive(r *rec) bool {
-	if v, ok := r.attrs["statecode"]; ok && !v.IsNull() {
-		n, _ := v.Int()
-		return n != 0
+// of returns r's connection state, created empty on first use.
+func (w *roleWriter) of(r *rec) *connState {
+	c := w.conns[r]
+	if c == nil {
+		c = &connState{}
+		w.conns[r] = c
 	}
-	if r.oldConn == nil {
-		return false
-	}
-	_, live := b.links[store.KindRole][r.id]
-	return !live
-}
-
-// stakeholder reports whether the connection's role is a Stakeholder-category
-// role. Connection rows carry no category, so it takes a read of the
-// connectionrole from Dataverse (cached per role id). Without Dataverse
-// access, or with AnyConnectionRole, every role is accepted: the behaviour
-// before the check existed. A connection whose events do not name its role
-// keeps the stored one, which was checked when it was stored. A failed read
-// requeues the record (r.fail).
-func (b *batch) stakeholder(ctx context.Context, r *rec) (bool, error) {
-	dv := b.s.cfg.Dataverse
-	if dv == nil || b.s.cfg.AnyConnectionRole {
-		return true, nil
-	}
-	ref, ok := refOf(r.attrs, "record2roleid")
-	if !ok {
-		return true, nil
-	}
-	c, err := b.readRole(ctx, r, ref.ID)
-	if err != nil || r.fail != nil {
-		return false, err
-	}
-	return c.found && c.category == CategoryStakeholder, nil
-}
-
-// readRole returns the connectionrole's category and name, read from
-// Dataverse once per role per roleCacheTTL (the name serves nameRefs, the
-// category stakeholder). A failed read sets r.fail (requeue).
-func (b *batch) readRole(ctx context.Context, r *rec, id string) (roleCategory, error) {
-	now := b.s.clk.Now()
-	b.s.roleMu.Lock()
-	c, cached := b.s.roleCache[id]
-	b.s.roleMu.Unlock()
-	if cached && now.Sub(c.at) < roleCacheTTL {
-		return c, nil
-	}
-	attrs, err := b.s.cfg.Dataverse.Read(ctx, "connectionrole", id, []string{"name", "category"})
-	switch {
-	case err == nil:
-		c = roleCategory{found: true, at: now, name: attrs["name"].Text()}
-		if v, ok := attrs["category"]; ok {
-			c.category, _ = v.Int()
-		}
-	case ctx.Err() != nil:
-		return roleCategory{}, ctx.Err()
-	case b.s.cfg.IsNotFound != nil && b.s.cfg.IsNotFound(err):
-		c = roleCategory{at: now}
-	default:
-		r.fail = &failure{act: actRequeue, reason: ReasonGaveUp,
-			desc: fmt.Sprintf("read connectionrole %s (role of %s) from Dataverse: %v", id, r.name(), err)}
-		return roleCategory{}, nil
-	}
-	b.s.roleMu.Lock()
-	b.s.roleCache[id] = c
-	b.s.roleMu.Unlock()
-	return c, nil
+	return c
 }
 
 // roleKey is a Marketo opportunity role's dedupe key.
@@ -132,12 +40,13 @@ type roleKey struct{ opp, person, role string }
 
 func keyOf(c store.Connection) roleKey { return roleKey{c.OpportunityID, c.PersonID, c.Role} }
 
-// roleHeld reports whether a connection other than c gives Marketo the same
+// held reports whether a connection other than c gives Marketo the same
 // role (same opportunity, contact and role name), so removing c must leave
 // the role in place. Connections in this batch count as they will be once it
 // is written; the others as the store has them (live when they have a role
 // link: written to Marketo and not deactivated).
-func (b *batch) roleHeld(ctx context.Context, c store.Connection) (bool, error) {
+func (w *roleWriter) held(ctx context.Context, c store.Connection) (bool, error) {
+	b := w.b
 	k := keyOf(c)
 	decided := map[string]bool{}
 	for _, r := range b.recs {
@@ -145,23 +54,20 @@ func (b *batch) roleHeld(ctx context.Context, c store.Connection) (bool, error) 
 			continue
 		}
 		decided[r.id] = true
-		if !r.deleted && r.retire == 0 && r.conn != nil && keyOf(*r.conn) == k {
+		if x := w.conns[r]; !r.deleted && x != nil && x.retire == 0 && x.conn != nil && keyOf(*x.conn) == k {
 			return true, nil
 		}
 	}
 	// One read per opportunity per batch: the batch's own connections are
 	// judged above, so the stored rows only speak for the others.
-	conns, ok := b.oppConns[c.OpportunityID]
+	conns, ok := w.oppConns[c.OpportunityID]
 	if !ok {
 		var err error
 		conns, err = b.connectionsByOpportunity(ctx, c.OpportunityID)
 		if err != nil {
 			return false, err
 		}
-		if b.oppConns == nil {
-			b.oppConns = map[string][]store.Connection{}
-		}
-		b.oppConns[c.OpportunityID] = conns
+		w.oppConns[c.OpportunityID] = conns
 	}
 	var ids []string
 	for _, o := range conns {
@@ -194,8 +100,8 @@ type roleDeletes struct {
 	repeats [][2]*rec // {repeat, first}
 }
 
-func (b *batch) newRoleDeletes() *roleDeletes {
-	return &roleDeletes{b: b, first: map[roleKey]*rec{}}
+func (w *roleWriter) newDeletes() *roleDeletes {
+	return &roleDeletes{b: w.b, first: map[roleKey]*rec{}}
 }
 
 // add queues the role of c for deletion on behalf of r. A role whose
@@ -224,7 +130,7 @@ func (d *roleDeletes) add(ctx context.Context, r *rec, c store.Connection) error
 
 func (d *roleDeletes) run(ctx context.Context) error {
 	if len(d.in) > 0 {
-		if err := d.b.deleteObjects(ctx, marketotype.Roles, "dedupeFields", d.recs, d.in); err != nil {
+		if err := d.b.mk.deleteObjects(ctx, marketotype.Roles, "dedupeFields", d.recs, d.in); err != nil {
 			return err
 		}
 	}
@@ -241,36 +147,38 @@ func (d *roleDeletes) run(ctx context.Context) error {
 // live connection holds the same role. A deactivated connection stays in
 // the store without its role link, so a reactivation (statecode 0 only)
 // knows the opportunity, contact and role again.
-func (b *batch) retire(ctx context.Context) error {
+func (w *roleWriter) retire(ctx context.Context) error {
+	b := w.b
 	var recs []*rec
-	for _, k := range slices.Sorted(maps.Keys(b.recs)) {
-		if r := b.recs[k]; r.retire != 0 && r.fail == nil {
+	for _, r := range b.plan.retiring() {
+		if r.fail == nil {
 			recs = append(recs, r)
 		}
 	}
 	if len(recs) == 0 {
 		return nil
 	}
-	if b.paused {
+	if b.mk.paused {
 		for _, r := range recs {
 			r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
 		}
 		return nil
 	}
-	dels := b.newRoleDeletes()
+	dels := w.newDeletes()
 	for _, r := range recs {
-		if r.oldConn == nil {
+		old := w.of(r).old
+		if old == nil {
 			continue
 		}
 		if _, live := b.links[store.KindRole][r.id]; !live {
 			continue // deactivated before: its role is already gone
 		}
-		held, err := b.roleHeld(ctx, *r.oldConn)
+		held, err := w.held(ctx, *old)
 		if err != nil {
 			return err
 		}
 		if !held {
-			if err := dels.add(ctx, r, *r.oldConn); err != nil {
+			if err := dels.add(ctx, r, *old); err != nil {
 				return err
 			}
 		}
@@ -278,6 +186,14 @@ func (b *batch) retire(ctx context.Context) error {
 	if err := dels.run(ctx); err != nil {
 		return err
 	}
+	w.forgetRetired(recs)
+	return nil
+}
+
+// forgetRetired records what retire did: the role links go; a deactivated
+// connection is kept (to reactivate), a dropped one forgotten.
+func (w *roleWriter) forgetRetired(recs []*rec) {
+	b := w.b
 	now := b.s.clk.Now()
 	var keep []store.Connection
 	var drop, unlink []string
@@ -288,10 +204,10 @@ func (b *batch) retire(ctx context.Context) error {
 		}
 		unlink = append(unlink, r.id)
 		delete(b.links[store.KindRole], r.id)
-		if r.retire == retireDeactivate && r.conn != nil {
-			c := *r.conn
-			c.UpdatedAt = now
-			keep = append(keep, c)
+		if c := w.of(r); c.retire == retireDeactivate && c.conn != nil {
+			x := *c.conn
+			x.UpdatedAt = now
+			keep = append(keep, x)
 		} else {
 			drop = append(drop, r.id)
 		}
@@ -311,34 +227,59 @@ func (b *batch) retire(ctx context.Context) error {
 	b.changes.PutConnections(keep...)
 	b.changes.DeleteConnections(drop...)
 	b.changes.PutVersions(versions)
-	return nil
 }
 
-func (b *batch) roleRecord(r *rec) marketotype.Record {
-	out := marketotype.Record(b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted))
+// record builds the Marketo opportunity role of a connection record.
+func (w *roleWriter) record(r *rec) marketotype.Record {
+	c := w.of(r).conn
+	out := marketotype.Record(w.b.s.cfg.Mapping.Apply(event.EntityConnection, r.attrs, r.formatted))
 	if out == nil {
 		out = marketotype.Record{}
 	}
-	out["externalOpportunityId"] = r.conn.OpportunityID
-	lid, _ := strconv.ParseInt(b.links[store.KindPerson][r.conn.PersonID].MarketoID, 10, 64)
+	out["externalOpportunityId"] = c.OpportunityID
+	lid, _ := strconv.ParseInt(w.b.links[store.KindPerson][c.PersonID].MarketoID, 10, 64)
 	out["leadId"] = lid
-	out["role"] = r.conn.Role
+	out["role"] = c.Role
 	return out
 }
 
-// writeRoles deletes roles whose key changed (unless another connection
-// still holds the old key), then upserts.
-func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
-	dels := b.newRoleDeletes()
+// write writes the roles of recs (see upsert) and records their links,
+// versions and connections in the batch's changes.
+func (w *roleWriter) write(ctx context.Context, recs []*rec) error {
+	if err := w.upsert(ctx, recs); err != nil {
+		return err
+	}
+	if err := w.b.persist(ctx, recs); err != nil {
+		return err
+	}
+	now := w.b.s.clk.Now()
+	var conns []store.Connection
 	for _, r := range recs {
-		o := r.oldConn
-		if o == nil || keyOf(*o) == keyOf(*r.conn) {
+		if c := w.of(r).conn; r.written && c != nil {
+			x := *c
+			x.UpdatedAt = now
+			conns = append(conns, x)
+		}
+	}
+	w.b.changes.PutConnections(conns...)
+	return nil
+}
+
+// upsert deletes roles whose key changed (unless another connection
+// still holds the old key), then upserts.
+func (w *roleWriter) upsert(ctx context.Context, recs []*rec) error {
+	b := w.b
+	dels := w.newDeletes()
+	for _, r := range recs {
+		c := w.of(r)
+		o := c.old
+		if o == nil || keyOf(*o) == keyOf(*c.conn) {
 			continue
 		}
 		if _, live := b.links[store.KindRole][r.id]; !live {
 			continue // deactivated until now: the old role is not in Marketo
 		}
-		held, err := b.roleHeld(ctx, *o)
+		held, err := w.held(ctx, *o)
 		if err != nil {
 			return err
 		}
@@ -367,7 +308,7 @@ func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
 	repeats := map[*rec]*rec{}
 	uniq := make([]*rec, 0, len(recs))
 	for _, r := range recs {
-		k := keyOf(*r.conn)
+		k := keyOf(*w.of(r).conn)
 		if f, ok := first[k]; ok {
 			repeats[r] = f
 			continue
@@ -375,7 +316,7 @@ func (b *batch) writeRoles(ctx context.Context, recs []*rec) error {
 		first[k] = r
 		uniq = append(uniq, r)
 	}
-	if err := b.syncObjects(ctx, store.KindRole, uniq, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}); err != nil {
+	if err := b.mk.upsert(ctx, store.KindRole, uniq, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}, w.record, nil); err != nil {
 		return err
 	}
 	for r, f := range repeats {

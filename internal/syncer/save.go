@@ -10,20 +10,14 @@ import (
 	"github.com/msisync/msisync/internal/store"
 )
 
-// persist collects the links, versions, connections and qualified-lead
-// markers of written records into the batch's changes (saved by save).
+// persist collects the links and versions of written records into the
+// batch's changes (saved by save); the person and role writers add what
+// is theirs (moved and stale links, qualified-lead markers, connections).
 func (b *batch) persist(ctx context.Context, recs []*rec) error {
 	now := b.s.clk.Now()
 	var links []store.Link
-	var conns []store.Connection
-	var movedFrom []string
 	versions := map[string]int64{}
-	var stale []string
 	for _, r := range recs {
-		if r.staleLink {
-			stale = append(stale, r.id)
-			delete(b.links[r.kind], r.id)
-		}
 		if !r.written {
 			continue
 		}
@@ -33,9 +27,6 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 			if l.MarketoID == "" {
 				l.MarketoID = prev.MarketoID
 			}
-		}
-		if l.MarketoID == "" && r.byID != "" {
-			l.MarketoID = r.byID
 		}
 		col := "emailaddress1"
 		if r.entity == event.EntitySystemUser {
@@ -57,31 +48,9 @@ func (b *batch) persist(ctx context.Context, recs []*rec) error {
 				versions[r.key+"#"+c] = v
 			}
 		}
-		if r.conn != nil {
-			c := *r.conn
-			c.UpdatedAt = now
-			conns = append(conns, c)
-		}
-		if r.movedFrom != "" {
-			movedFrom = append(movedFrom, r.movedFrom)
-		}
 	}
-	b.changes.DeleteLinks(store.KindPerson, stale...)
 	b.changes.PutLinks(links...)
 	b.changes.PutVersions(versions)
-	b.changes.PutConnections(conns...)
-	b.changes.DeleteLinks(store.KindPerson, movedFrom...)
-	for _, id := range movedFrom {
-		delete(b.links[store.KindPerson], id)
-	}
-	for _, r := range recs {
-		if !r.written || r.entity != event.EntityContact {
-			continue
-		}
-		if ref, ok := refOf(r.attrs, "originatingleadid"); ok && ref.LogicalName == event.EntityLead {
-			b.changes.PutMeta(metaQualified(ref.ID), r.id)
-		}
-	}
 	return nil
 }
 

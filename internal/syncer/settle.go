@@ -15,21 +15,68 @@ import (
 	"github.com/msisync/msisync/internal/store"
 )
 
+// What becomes of a message (settle).
+const (
+	opComplete = iota
+	opSkip
+	opDead
+	opRequeued
+	opRescheduled
+)
+
+// op is one message's settlement.
+type op struct {
+	m            *msg
+	kind         int
+	reason, desc string
+}
+
 // settle completes, requeues or dead-letters every message. Settlements run
 // concurrently so the queue can commit them in groups.
 func (b *batch) settle(ctx context.Context) error {
-	const (
-		opComplete = iota
-		opSkip
-		opDead
-		opRequeued
-		opRescheduled
-	)
-	type op struct {
-		m            *msg
-		kind         int
-		reason, desc string
+	ops, resend := b.settlements()
+	// Re-sends are durable before their originals are completed.
+	if len(resend) > 0 {
+		if err := b.s.cfg.Queue.Send(ctx, resend...); err != nil {
+			return fmt.Errorf("syncer: requeue %d messages: %w", len(resend), err)
+		}
 	}
+	done, errs := b.s.settleAll(ctx, ops, b.markSettled)
+	var settled []store.HistoryEntry
+	now := b.s.clk.Now()
+	for i, o := range ops {
+		if !done[i] {
+			continue
+		}
+		switch o.kind {
+		case opComplete:
+			b.stats.Completed++
+		case opSkip:
+			b.stats.Completed++
+			b.stats.Skipped++
+		case opDead:
+			b.stats.DeadLettered++
+			b.s.log.Warn("syncer: dead-lettered", "message", o.m.d.ID, "reason", o.reason, "description", o.desc)
+		case opRequeued:
+			b.stats.Requeued++
+		case opRescheduled:
+			b.stats.Rescheduled++
+		}
+		settled = append(settled, historyEntry(o.m, [...]string{store.OutcomeSynced, store.OutcomeSkipped,
+			store.OutcomeDeadLettered, store.OutcomeRequeued, store.OutcomeRescheduled}[o.kind], o.reason, o.desc, now))
+	}
+	b.s.reportSettled(ctx, settled)
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settlements decides what becomes of each message: the records' failures
+// (none: complete) and the attempts made, with the re-sends to queue.
+func (b *batch) settlements() ([]op, []queue.Message) {
 	var ops []op
 	for _, m := range b.early {
 		ops = append(ops, op{m: m, kind: opSkip})
@@ -58,7 +105,7 @@ func (b *batch) settle(ctx context.Context) error {
 				}
 				ops = append(ops, op{m: m, kind: opDead, reason: reason, desc: desc})
 			default:
-				msg := b.resendMessage(m, f)
+				msg := resendMessage(&b.s.cfg, b.s.clk.Now(), m, f)
 				resend = append(resend, msg)
 				kind := opRescheduled
 				if msg.Properties[queue.PropAttempt] != strconv.Itoa(m.attempt) {
@@ -68,12 +115,12 @@ func (b *batch) settle(ctx context.Context) error {
 			}
 		}
 	}
-	// Re-sends are durable before their originals are completed.
-	if len(resend) > 0 {
-		if err := b.s.cfg.Queue.Send(ctx, resend...); err != nil {
-			return fmt.Errorf("syncer: requeue %d messages: %w", len(resend), err)
-		}
-	}
+	return ops, resend
+}
+
+// settleAll completes or dead-letters ops, ≤ 32 at once, and reports which
+// were done; mark is called for each message settled or tried.
+func (s *Syncer) settleAll(ctx context.Context, ops []op, mark func(*queue.Delivery)) ([]bool, []error) {
 	done := make([]bool, len(ops))
 	errs := make([]error, len(ops))
 	sem := make(chan struct{}, 32)
@@ -85,57 +132,30 @@ func (b *batch) settle(ctx context.Context) error {
 			defer func() { <-sem; wg.Done() }()
 			var err error
 			if o.kind == opDead {
-				err = b.s.cfg.Queue.DeadLetter(ctx, o.m.d, o.reason, o.desc)
+				err = s.cfg.Queue.DeadLetter(ctx, o.m.d, o.reason, o.desc)
 			} else {
-				err = b.s.cfg.Queue.Complete(ctx, o.m.d)
+				err = s.cfg.Queue.Complete(ctx, o.m.d)
 			}
-			b.markSettled(o.m.d)
+			mark(o.m.d)
 			switch {
 			case err == nil:
 				done[i] = true
 			case ctx.Err() != nil:
 				errs[i] = ctx.Err()
 			case errors.Is(err, queue.ErrLockLost):
-				b.s.log.Warn("syncer: lock lost before settling; the message will be redelivered", "message", o.m.d.ID)
+				s.log.Warn("syncer: lock lost before settling; the message will be redelivered", "message", o.m.d.ID)
 			default:
 				errs[i] = fmt.Errorf("syncer: settle %s: %w", o.m.d.ID, err)
 			}
 		}()
 	}
 	wg.Wait()
-	var settled []store.HistoryEntry
-	for i, o := range ops {
-		if !done[i] {
-			continue
-		}
-		switch o.kind {
-		case opComplete:
-			b.stats.Completed++
-		case opSkip:
-			b.stats.Completed++
-			b.stats.Skipped++
-		case opDead:
-			b.stats.DeadLettered++
-			b.s.log.Warn("syncer: dead-lettered", "message", o.m.d.ID, "reason", o.reason, "description", o.desc)
-		case opRequeued:
-			b.stats.Requeued++
-		case opRescheduled:
-			b.stats.Rescheduled++
-		}
-		settled = append(settled, b.historyEntry(o.m, [...]string{store.OutcomeSynced, store.OutcomeSkipped,
-			store.OutcomeDeadLettered, store.OutcomeRequeued, store.OutcomeRescheduled}[o.kind], o.reason, o.desc))
-	}
-	b.s.reportSettled(ctx, settled)
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return done, errs
 }
 
-func (b *batch) resendMessage(m *msg, f *failure) queue.Message {
-	now := b.s.clk.Now()
+// resendMessage is the re-send of m after failure f, scheduled at now
+// plus its delay.
+func resendMessage(cfg *Config, now time.Time, m *msg, f *failure) queue.Message {
 	attempt, delay := m.attempt, f.delay
 	props := maps.Clone(m.d.Properties)
 	if props == nil {
@@ -143,8 +163,8 @@ func (b *batch) resendMessage(m *msg, f *failure) queue.Message {
 	}
 	resched, _ := strconv.Atoi(props[propRescheduled])
 	if f.act == actRequeue {
-		delay = b.s.cfg.RequeueBase << min(m.attempt, 20)
-		delay = min(delay, b.s.cfg.RequeueMax)
+		delay = cfg.RequeueBase << min(m.attempt, 20)
+		delay = min(delay, cfg.RequeueMax)
 		attempt++
 	} else {
 		resched++

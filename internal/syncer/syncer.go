@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,8 +14,6 @@ import (
 	"github.com/msisync/msisync/internal/marketo/marketotype"
 	"github.com/msisync/msisync/internal/queue"
 	"github.com/msisync/msisync/internal/store"
-	"github.com/msisync/msisync/internal/syncer/mapping"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Queue is the part of the queue port the syncer uses.
@@ -72,74 +69,6 @@ type Store interface {
 	Apply(ctx context.Context, c *store.Changes) error
 }
 
-// Config configures a Syncer. Queue, Store and Marketo are required.
-type Config struct {
-	Queue   Queue
-	Store   Store
-	Marketo Marketo
-	// Dataverse re-reads records (optional: nil when MSISYNC_DATAVERSE_URL is unset).
-	Dataverse RecordReader
-	// IsNotFound recognises the Dataverse client's not-found error
-	// (errors.Is(err, dataverse.ErrNotFound)); nil treats every read error
-	// as transient.
-	IsNotFound func(error) bool
-	// ParseNative parses a message posted by Dataverse's native Service Bus
-	// integration (optional).
-	ParseNative func(body []byte, props map[string]string) (*event.Event, error)
-	Mapping     *mapping.Mapping // default mapping.Default()
-
-	BatchSize int // records per Marketo call and messages per receive, 1..300 (default 300)
-	// ReceiveMax is how many messages one batch takes (default 5 ×
-	// BatchSize: a mixed batch then gives each of the five object types up to
-	// BatchSize records per call). A backlog drains in fuller calls with more
-	// (the sync benchmark uses 20 × BatchSize).
-	ReceiveMax  int
-	BatchWait   time.Duration // how long to wait to fill a batch after the first message
-	IdleWait    time.Duration // how long one receive waits for a first message (default 1 s)
-	Concurrency int           // batches in flight in Run (default 1)
-
-	MaxAttempts int           // requeues before dead-lettering (default 8)
-	RequeueBase time.Duration // first requeue delay (default 2 s)
-	RequeueMax  time.Duration // delay cap (default 5 min)
-	LockedDelay time.Duration // shortest delay for records another worker holds (default 1 s)
-	// RecordLockTTL is a record lock's lifetime (default 15 s). Locks are
-	// renewed every third of it while their batch runs, so it only bounds
-	// the wait after a crash: a record a dead worker held is retried once, at
-	// the lock's expiry (when the store is a store.LockInspector).
-	RecordLockTTL time.Duration
-	// DrainTimeout is how long Run lets in-flight batches finish and settle
-	// after its context ends (default 10 s). What is still unsettled then is
-	// abandoned, so a replacement worker receives it at once, and Run
-	// returns an error saying how many messages it abandoned.
-	DrainTimeout time.Duration
-
-	// AnyConnectionRole syncs opportunity→contact connections of every role
-	// category. By default (false) only Stakeholder-category roles (1000)
-	// become Marketo opportunity roles; checking that needs Dataverse access
-	// (see stakeholder in roles.go), without which every role is accepted.
-	AnyConnectionRole bool
-
-	LeadStrategy         string // auto (default), lookup or split
-	DeletePolicy         string // keep (default) or delete
-	AppUserID            string // integration's Dataverse application user (loop prevention)
-	DefaultSalesPersonID string // systemuser GUID for team-owned records
-	WorkerID             string // owner name of record locks (default "worker")
-
-	Clock clock.Clock
-	// After waits for a duration (default time.After): the lock-renewal
-	// interval and the retry delay after a failed batch go through it, so
-	// tests drive them with Clock.
-	After      func(time.Duration) <-chan time.Time
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	// OnBatch, when set, is called with the stats of every settled batch
-	// (progress bars, benchmarks). It must not block for long.
-	OnBatch func(Stats)
-	// OnSettle, when set, gets what became of each settled message (record
-	// history, sync lag); see history.go. It must not block for long.
-	OnSettle func(ctx context.Context, settled []store.HistoryEntry)
-}
-
 // Syncer consumes change events and writes them to Marketo.
 type Syncer struct {
 	cfg     Config
@@ -157,83 +86,8 @@ type Syncer struct {
 
 // New checks the configuration and returns a Syncer.
 func New(cfg Config) (*Syncer, error) {
-	switch {
-	case cfg.Queue == nil:
-		return nil, errors.New("syncer: Config.Queue is required")
-	case cfg.Store == nil:
-		return nil, errors.New("syncer: Config.Store is required")
-	case cfg.Marketo == nil:
-		return nil, errors.New("syncer: Config.Marketo is required")
-	}
-	if v := reflect.ValueOf(cfg.Dataverse); cfg.Dataverse != nil && v.Kind() == reflect.Pointer && v.IsNil() {
-		cfg.Dataverse = nil // a nil *dataverse.Client: Dataverse is not configured
-	}
-	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 300
-	}
-	if cfg.BatchSize < 1 || cfg.BatchSize > 300 {
-		return nil, fmt.Errorf("syncer: BatchSize %d out of range 1..300", cfg.BatchSize)
-	}
-	if cfg.ReceiveMax <= 0 {
-		cfg.ReceiveMax = 5 * cfg.BatchSize
-	}
-	if cfg.Mapping == nil {
-		cfg.Mapping = mapping.Default()
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&cfg.IdleWait, time.Second)
-	def(&cfg.RequeueBase, 2*time.Second)
-	def(&cfg.RequeueMax, 5*time.Minute)
-	def(&cfg.LockedDelay, time.Second)
-	def(&cfg.RecordLockTTL, 15*time.Second)
-	def(&cfg.DrainTimeout, 10*time.Second)
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 1
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 8
-	}
-	switch cfg.LeadStrategy {
-	case "":
-		cfg.LeadStrategy = LeadAuto
-	case LeadAuto, LeadLookup, LeadSplit:
-	default:
-		return nil, fmt.Errorf("syncer: LeadStrategy %q: want auto, lookup or split", cfg.LeadStrategy)
-	}
-	switch cfg.DeletePolicy {
-	case "":
-		cfg.DeletePolicy = DeleteKeep
-	case DeleteKeep, DeleteDelete:
-	default:
-		return nil, fmt.Errorf("syncer: DeletePolicy %q: want keep or delete", cfg.DeletePolicy)
-	}
-	if cfg.AppUserID != "" {
-		if !event.IsGUID(cfg.AppUserID) {
-			return nil, fmt.Errorf("syncer: AppUserID %q is not a GUID", cfg.AppUserID)
-		}
-		cfg.AppUserID = event.NormalizeID(cfg.AppUserID)
-	}
-	if cfg.DefaultSalesPersonID != "" {
-		if !event.IsGUID(cfg.DefaultSalesPersonID) {
-			return nil, fmt.Errorf("syncer: DefaultSalesPersonID %q is not a GUID", cfg.DefaultSalesPersonID)
-		}
-		cfg.DefaultSalesPersonID = event.NormalizeID(cfg.DefaultSalesPersonID)
-	}
-	if cfg.WorkerID == "" {
-		cfg.WorkerID = "worker"
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = clock.System{}
-	}
-	if cfg.After == nil {
-		cfg.After = time.After
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {

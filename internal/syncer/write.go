@@ -2,28 +2,26 @@ package syncer
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"slices"
-	"strconv"
 
 	"github.com/msisync/msisync/internal/event"
 	"github.com/msisync/msisync/internal/marketo/marketotype"
-	"github.com/msisync/msisync/internal/store"
 )
 
-func (b *batch) owner(r *rec) (string, bool) {
+// ownerOf is the sales person of r: its owner, or the default sales person
+// for a team-owned record.
+func ownerOf(cfg *Config, r *rec) (string, bool) {
 	ref, ok := refOf(r.attrs, "ownerid")
 	if !ok {
 		return "", false
 	}
 	if ref.LogicalName != event.EntitySystemUser {
-		return b.s.cfg.DefaultSalesPersonID, b.s.cfg.DefaultSalesPersonID != ""
+		return cfg.DefaultSalesPersonID, cfg.DefaultSalesPersonID != ""
 	}
 	return ref.ID, true
 }
 
-func (b *batch) companyOf(r *rec, cols ...string) (string, bool) {
+// companyOf is the account of the first of cols that names one.
+func companyOf(r *rec, cols ...string) (string, bool) {
 	for _, c := range cols {
 		if ref, ok := refOf(r.attrs, c); ok && ref.LogicalName == event.EntityAccount {
 			return ref.ID, true
@@ -32,9 +30,9 @@ func (b *batch) companyOf(r *rec, cols ...string) (string, bool) {
 	return "", false
 }
 
-// record builds the Marketo record of a Dataverse record.
-func (b *batch) record(r *rec) marketotype.Record {
-	out := marketotype.Record(b.s.cfg.Mapping.Apply(r.entity, r.attrs, r.formatted))
+// recordOf builds the Marketo record of a Dataverse record.
+func recordOf(cfg *Config, r *rec) marketotype.Record {
+	out := marketotype.Record(cfg.Mapping.Apply(r.entity, r.attrs, r.formatted))
 	if out == nil {
 		out = marketotype.Record{}
 	}
@@ -43,15 +41,15 @@ func (b *batch) record(r *rec) marketotype.Record {
 	}
 	switch r.entity {
 	case event.EntityAccount:
-		if o, ok := b.owner(r); ok {
+		if o, ok := ownerOf(cfg, r); ok {
 			out["externalSalesPersonId"] = o
 		}
 	case event.EntityContact, event.EntityLead, event.EntityOpportunity:
-		if o, ok := b.owner(r); ok {
+		if o, ok := ownerOf(cfg, r); ok {
 			out["externalSalesPersonId"] = o
 		}
 		cols := map[string][]string{event.EntityContact: {"parentcustomerid"}, event.EntityLead: {"parentaccountid"}, event.EntityOpportunity: {"parentaccountid", "customerid"}}[r.entity]
-		if c, ok := b.companyOf(r, cols...); ok {
+		if c, ok := companyOf(r, cols...); ok {
 			out["externalCompanyId"] = c
 			if r.entity == event.EntityLead {
 				delete(out, "company") // company fields on a linked lead give 1021
@@ -65,178 +63,48 @@ func (b *batch) record(r *rec) marketotype.Record {
 func (b *batch) write(ctx context.Context) error {
 	for _, kind := range stages {
 		var recs []*rec
-		for _, r := range b.live(kind) {
-			if !r.deleted && r.retire == 0 && b.depsReady(r) {
+		for _, r := range b.plan.live(kind) {
+			if b.plan.upserts(r) && b.resolver.ready(r) {
 				recs = append(recs, r)
 			}
 		}
 		if len(recs) == 0 {
 			continue
 		}
-		if b.paused {
+		if b.mk.paused {
 			for _, r := range recs {
 				r.fail = &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
 			}
 			continue
 		}
-		var err error
-		switch kind {
-		case store.KindPerson:
-			err = b.writePersons(ctx, recs)
-		case store.KindRole:
-			err = b.writeRoles(ctx, recs)
-		default:
-			err = b.syncObjects(ctx, kind, recs, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"})
-		}
-		if err != nil {
-			return err
-		}
-		if err := b.persist(ctx, recs); err != nil {
+		if err := b.writers[kind].write(ctx, recs); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// syncObjects writes recs of one kind in calls of ≤ 300 and maps results back.
-func (b *batch) syncObjects(ctx context.Context, kind string, recs []*rec, req marketotype.SyncRequest) error {
-	obj := objectOf[kind]
-	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
-		in := make([]marketotype.Record, len(chunk))
-		for i, r := range chunk {
-			if kind == store.KindRole {
-				in[i] = b.roleRecord(r)
-			} else {
-				in[i] = b.record(r)
-				if r.noCompany {
-					for _, f := range leadCompanyFields {
-						delete(in[i], f)
-					}
-				}
-				if r.byID != "" {
-					delete(in[i], externalField[kind])
-					if kind == store.KindPerson {
-						in[i]["externalPersonId"] = r.id
-					}
-					id, _ := strconv.ParseInt(r.byID, 10, 64)
-					in[i]["id"] = id
-				}
-			}
-		}
-		req.Input = in
-		b.stats.Calls[string(obj)+" sync"]++
-		res, err := b.s.cfg.Marketo.Sync(ctx, obj, req)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			b.noteCallError(err)
-			f := b.callFailure(err, "sync "+string(obj))
-			for _, r := range chunk {
-				r.fail = f
-			}
-			continue
-		}
-		b.applyResults(obj, chunk, res)
-		// 1021: the person is linked to a company in Marketo, which owns the
-		// company fields: send the record again without them.
-		var again []*rec
-		for i, r := range chunk {
-			if obj == marketotype.Leads && !r.noCompany && i < len(res) && res[i].Status == "skipped" && len(res[i].Reasons) > 0 && res[i].Reasons[0].Code == "1021" {
-				r.fail, r.noCompany = nil, true
-				again = append(again, r)
-			}
-		}
-		if len(again) > 0 {
-			if err := b.syncObjects(ctx, kind, again, req); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+// A writer writes the records of one Marketo object, ready to write and
+// in key order, and records its bookkeeping in the batch's changes.
+type writer interface {
+	write(ctx context.Context, recs []*rec) error
 }
 
-func (b *batch) applyResults(obj marketotype.Object, recs []*rec, res []marketotype.Result) {
-	for i, r := range recs {
-		if i >= len(res) {
-			r.fail = &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("marketo returned %d results for %d %s", len(res), len(recs), obj)}
-			continue
-		}
-		x := res[i]
-		switch x.Status {
-		case "created", "updated":
-			r.written = true
-			r.marketoID = x.MarketoGUID
-			if x.ID != 0 {
-				r.marketoID = strconv.FormatInt(x.ID, 10)
-			}
-			b.stats.Written[obj]++
-		default:
-			if obj == marketotype.Leads && r.byID != "" && len(x.Reasons) > 0 && x.Reasons[0].Code == "1004" {
-				// The stored id is stale (lead merged or deleted in Marketo):
-				// forget it and try again by external id or email.
-				r.fail = &failure{act: actReschedule, delay: b.s.cfg.LockedDelay}
-				r.staleLink = true
-				continue
-			}
-			r.fail = b.recordFailure(r, obj, x)
-		}
-	}
+// objectWriter writes the objects that need nothing of their own: sales
+// persons, companies and opportunities, one createOrUpdate per ≤ BatchSize
+// records keyed on their external id.
+type objectWriter struct {
+	b    *batch
+	kind string
 }
 
-// noteCallError pauses Marketo calls for the rest of the batch on quota and
-// configuration errors, loudly.
-func (b *batch) noteCallError(err error) {
-	switch classOfErr(err) {
-	case marketotype.ClassQuota, marketotype.ClassConfig:
-		if !b.paused {
-			b.s.log.Error("syncer: Marketo refuses calls (quota or configuration); pausing and rescheduling, nothing is dropped", "err", err)
-		}
-		b.paused = true
+func (w objectWriter) write(ctx context.Context, recs []*rec) error {
+	record := func(r *rec) marketotype.Record { return recordOf(&w.b.s.cfg, r) }
+	if err := w.b.mk.upsert(ctx, w.kind, recs, marketotype.SyncRequest{Action: "createOrUpdate", DedupeBy: "dedupeFields"}, record, nil); err != nil {
+		return err
 	}
+	return w.b.persist(ctx, recs)
 }
-
-// callFailure decides what a failed Marketo call means for its records.
-func (b *batch) callFailure(err error, what string) *failure {
-	var pe *pausedError
-	if errors.As(err, &pe) {
-		return &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
-	}
-	code, message := codeOfErr(err)
-	switch classOfErr(err) {
-	case marketotype.ClassQuota, marketotype.ClassConfig:
-		return &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
-	case marketotype.ClassPermanent:
-		return &failure{act: actDead, reason: ReasonRejected, desc: fmt.Sprintf("%s: marketo %s: %s", what, code, message)}
-	case marketotype.ClassDependency:
-		return &failure{act: actRequeue, reason: ReasonMissingDependency, desc: fmt.Sprintf("%s: marketo %s: %s", what, code, message)}
-	}
-	return &failure{act: actRequeue, reason: ReasonGaveUp, desc: fmt.Sprintf("%s: %v", what, err)}
-}
-
-// recordFailure decides what a skipped record means.
-func (b *batch) recordFailure(r *rec, obj marketotype.Object, res marketotype.Result) *failure {
-	code, message := "", "skipped without a reason"
-	if len(res.Reasons) > 0 {
-		code, message = res.Reasons[0].Code, res.Reasons[0].Message
-	}
-	desc := fmt.Sprintf("marketo %s: %s (%s %s)", code, message, obj, r.name())
-	switch marketotype.ClassOf(code) {
-	case marketotype.ClassQuota, marketotype.ClassConfig:
-		b.paused = true
-		b.s.log.Error("syncer: Marketo refuses writes (quota or configuration); rescheduling", "object", obj, "code", code, "message", message)
-		return &failure{act: actReschedule, delay: b.s.cfg.RequeueMax}
-	case marketotype.ClassThrottled, marketotype.ClassTransient, marketotype.ClassReauth:
-		return &failure{act: actRequeue, reason: ReasonGaveUp, desc: desc}
-	case marketotype.ClassDependency:
-		return &failure{act: actRequeue, reason: ReasonMissingDependency, desc: desc}
-	}
-	return &failure{act: actDead, reason: ReasonRejected, desc: desc}
-}
-
-// leadCompanyFields are the lead fields a linked company owns (1021).
-var leadCompanyFields = []string{"company", "site", "billingStreet", "billingCity", "billingState", "billingCountry",
-	"billingPostalCode", "website", "mainPhone", "annualRevenue", "numberOfEmployees", "industry", "sicCode"}
 
 type pausedError struct{}
 
