@@ -98,15 +98,16 @@
 //     deleter (deletes.go) deletes them, in Marketo's order.
 //   - a batch's bookkeeping is saved: batch.save (save.go), one Store.Apply
 //     of batch.changes, filled by persist (save.go), each writer's write,
-//     roleWriter.forgetRetired and deleter.forget.
+//     roleWriter.forgetRetired, deleter.forget and the links a Marketo
+//     query found (batch.lookup).
 //
 // Stages read the store (links, versions, connections) but write to it only
 // through batch.changes; reads after a stage overlay what it changed
 // (batch.storeLinks, batch.connectionsByOpportunity). A few writes stay
 // immediate on purpose: what must be durable before a Marketo call
 // (person-creating and qualified-lead markers in persons.go, record and
-// email locks) and caches (the detected lead strategy, learnt lookup names,
-// Marketo ids found by a query).
+// email locks) and two caches (the detected lead strategy, learnt lookup
+// names).
 //
 // # What a message's Target may overwrite
 //

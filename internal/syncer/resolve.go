@@ -302,7 +302,8 @@ func (v resolver) readDeps(ctx context.Context, deps []dep) error {
 }
 
 // lookup finds Marketo ids for ids of a kind: store first, then one Marketo
-// query per 300 ids. Found links are cached in the store.
+// query per 300 ids. Found links are cached in the store when the batch
+// is saved.
 func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) error {
 	var want []string
 	for id := range ids {
@@ -365,11 +366,9 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 			b.absent[kind][id] = true
 		}
 	}
-	if len(found) > 0 {
-		if err := b.s.cfg.Store.PutLinks(ctx, found); err != nil {
-			return fmt.Errorf("syncer: put links: %w", err)
-		}
-	}
+	// Found links are bookkeeping like any other: saved with the batch's
+	// one transaction (a batch that fails queries them again).
+	b.changes.PutLinks(found...)
 	return nil
 }
 
