@@ -387,18 +387,6 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + " " + e.Reason }
 
-// Encode serialises the event for the queue.
-func Encode(e *Event) ([]byte, error) {
-	if e.Schema == 0 {
-		e.Schema = SchemaVersion
-	}
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", e.Key(), err)
-	}
-	return b, nil
-}
-
 // Decode parses an envelope written by Encode.
 func Decode(b []byte) (*Event, error) {
 	var e Event
