@@ -190,3 +190,37 @@ func BenchmarkEncodeMarshal(b *testing.B) {
 		}
 	}
 }
+
+// isGUIDPlain is IsGUID's definition: normalise, then check the lower-case form.
+func isGUIDPlain(s string) bool {
+	s = NormalizeID(s)
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func FuzzIsGUID(f *testing.F) {
+	for _, s := range []string{"3F2504E0-4F89-11D3-9A0C-0305E82C3301", " {3f2504e0-4f89-11d3-9a0c-0305e82c3301} ",
+		"3F2504E0-4F89-11D3-9A0C-0305E82C330G", "3F2504E0-4F89-11D3-9A0C-0305E82C330\u212a", "\u00a03f2504e0-4f89-11d3-9a0c-0305e82c3301",
+		"{{3f2504e0-4f89-11d3-9a0c-0305e82c3301}}", "3f2504e0+4f89-11d3-9a0c-0305e82c3301"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := IsGUID(s), isGUIDPlain(s); got != want {
+			t.Fatalf("IsGUID(%q) = %v, the definition says %v", s, got, want)
+		}
+	})
+}

@@ -274,20 +274,25 @@ func NormalizeID(id string) string {
 	return strings.ToLower(id)
 }
 
-// IsGUID reports whether s is a GUID in 8-4-4-4-12 form (braces allowed).
+// IsGUID reports whether s is a GUID in 8-4-4-4-12 form (braces allowed),
+// in either case: IsGUID(s) == isGUIDLower(NormalizeID(s)), without
+// NormalizeID's lower-cased copy (the parser asks this of every id).
 func IsGUID(s string) bool {
-	s = NormalizeID(s)
+	s = strings.TrimSpace(s)
+	s = strings.TrimPrefix(s, "{")
+	s = strings.TrimSuffix(s, "}")
 	if len(s) != 36 {
 		return false
 	}
-	for i, c := range s {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch i {
 		case 8, 13, 18, 23:
 			if c != '-' {
 				return false
 			}
 		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			if !('0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'f') {
 				return false
 			}
 		}

@@ -123,3 +123,23 @@ func FuzzDirect(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) { checkDirect(t, body, Headers{}) })
 }
+
+// plainRun must stop exactly where the byte-at-a-time loop stops.
+func FuzzPlainRun(f *testing.F) {
+	for _, s := range []string{"", "abcdefghijklmnop", `abcdefg"hij`, "abcdefgh\\ij", "abcdefghij\x1fk", "abcdefghijk\x80",
+		"\x20\x21\x7f\x7e\x5b\x5d\x5c", "0123456789abcdef\"", "Zoë is here, long enough", "\x00\x00\x00\x00\x00\x00\x00\x00\x00"} {
+		f.Add([]byte(s), 0)
+	}
+	f.Fuzz(func(t *testing.T, b []byte, start int) {
+		if start < 0 || start > len(b) {
+			start = 0
+		}
+		want := start
+		for want < len(b) && plainASCII[b[want]] {
+			want++
+		}
+		if got := plainRun(b, start); got != want {
+			t.Fatalf("plainRun(%q, %d) = %d, want %d", b, start, got, want)
+		}
+	})
+}

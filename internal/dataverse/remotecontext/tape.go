@@ -2,6 +2,8 @@ package remotecontext
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -146,6 +148,30 @@ var plainASCII = func() (t [256]bool) {
 	return t
 }()
 
+// plainRun returns the index of the first byte at or after i that is not
+// plain printable ASCII (or len(b)). Eight bytes are tested at once: a byte
+// is flagged when it is ≥ 0x80, < 0x20, '"' or '\\' (the classic "has a
+// zero byte" bit trick; the lowest flagged byte is always a true one, as a
+// borrow only runs upward from a byte that is itself flagged).
+func plainRun(b []byte, i int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for i+8 <= len(b) {
+		w := binary.LittleEndian.Uint64(b[i:])
+		q := w ^ (lo * '"')
+		bs := w ^ (lo * '\\')
+		stop := (w | (q-lo)&^q | (bs-lo)&^bs | (w-lo*0x20)&^w) & hi
+		if stop != 0 {
+			i += bits.TrailingZeros64(stop) / 8
+			break
+		}
+		i += 8
+	}
+	for i < len(b) && plainASCII[b[i]] {
+		i++
+	}
+	return i
+}
+
 // str validates a string at t.i (which is '"') and records its span.
 func (t *tape) str() bool {
 	b := t.b
@@ -153,10 +179,8 @@ func (t *tape) str() bool {
 	ascii, esc := true, false
 	i := start
 	for i < len(b) {
-		// Plain printable ASCII is the bulk: skip it with a table lookup.
-		for i < len(b) && plainASCII[b[i]] {
-			i++
-		}
+		// Plain printable ASCII is the bulk: skip it eight bytes at a time.
+		i = plainRun(b, i)
 		if i >= len(b) {
 			break
 		}
