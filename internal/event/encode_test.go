@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -223,4 +224,76 @@ func FuzzIsGUID(f *testing.F) {
 			t.Fatalf("IsGUID(%q) = %v, the definition says %v", s, got, want)
 		}
 	})
+}
+
+// Everything Encode writes is read back by the canonical decoder, exactly as
+// json.Unmarshal reads it.
+func TestDecodeMatchesUnmarshal(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for i := range 3000 {
+		b, err := Encode(randomEvent(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := decodeCanonical(b)
+		if !ok {
+			t.Fatalf("event %d: the canonical decoder declines Encode's output %s", i, b)
+		}
+		var want Event
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*got, want) {
+			t.Fatalf("event %d: decoded differently from json.Unmarshal\n got %+v\nwant %+v\nfrom %s", i, *got, want, b)
+		}
+	}
+}
+
+// Whatever the canonical decoder accepts, json.Unmarshal accepts and reads
+// the same way.
+func FuzzDecode(f *testing.F) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 20 {
+		b, _ := Encode(randomEvent(r))
+		f.Add(b)
+	}
+	f.Add([]byte(`{"schema":1,"id":"a\u00e9\"b","source":"","entity":"","recordId":"","message":"","occurredAt":"2026-01-02T03:04:05Z","attributes":{"x":{"kind":"options","options":[-0,1]}}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := decodeCanonical(b)
+		if !ok {
+			return
+		}
+		var want Event
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatalf("canonical decoder accepts what json.Unmarshal refuses (%v): %q", err, b)
+		}
+		if !reflect.DeepEqual(*got, want) {
+			t.Fatalf("decoded differently from json.Unmarshal\n got %+v\nwant %+v\nfrom %q", *got, want, b)
+		}
+	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	e := sample()
+	e.ID = e.DeriveID()
+	body, _ := Encode(e)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeUnmarshal(b *testing.B) {
+	e := sample()
+	e.ID = e.DeriveID()
+	body, _ := Encode(e)
+	b.ReportAllocs()
+	for b.Loop() {
+		var x Event
+		if err := json.Unmarshal(body, &x); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -394,9 +394,12 @@ func (e *FieldError) Error() string { return e.Field + " " + e.Reason }
 
 // Decode parses an envelope written by Encode.
 func Decode(b []byte) (*Event, error) {
-	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
-		return nil, fmt.Errorf("decode event: %w", err)
+	e, ok := decodeCanonical(b)
+	if !ok {
+		e = &Event{}
+		if err := json.Unmarshal(b, e); err != nil {
+			return nil, fmt.Errorf("decode event: %w", err)
+		}
 	}
 	if e.Schema < 1 || e.Schema > SchemaVersion {
 		return nil, fmt.Errorf("decode event: unsupported schema version %d (this build reads 1..%d)", e.Schema, SchemaVersion)
@@ -404,7 +407,7 @@ func Decode(b []byte) (*Event, error) {
 	if err := e.Validate(); err != nil {
 		return nil, fmt.Errorf("decode event: %w", err)
 	}
-	return &e, nil
+	return e, nil
 }
 
 // Reduced returns a copy that carries only the record reference and is
