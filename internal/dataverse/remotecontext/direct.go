@@ -29,7 +29,7 @@ func parseDirect(body []byte, h Headers, source string) (*event.Event, error, bo
 	if !d.t.build(body) {
 		return nil, nil, false
 	}
-	if d.t.dupKey != "" {
+	if d.t.dup {
 		return nil, &SyntaxError{Err: fmt.Errorf("the key %q appears more than once in the top-level object", d.t.dupKey)}, true
 	}
 	d.a = arena{buf: make([]byte, 0, len(body)/4+256)}

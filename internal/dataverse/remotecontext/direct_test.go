@@ -83,6 +83,11 @@ func TestDirectRefusesRepeatedTopLevelKey(t *testing.T) {
 	if !errors.As(err, &se) || !strings.Contains(err.Error(), `"MessageName" appears more than once`) {
 		t.Fatalf("Parse = %v, want a SyntaxError naming MessageName", err)
 	}
+	// The empty key too (found by FuzzDirect: "" was the "no repeat" mark).
+	empty := `{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"C0FFEE00-1234-4567-89AB-CDEF01234567","":"","":""}`
+	if _, err := Parse([]byte(empty), Headers{}); !errors.As(err, &se) || !strings.Contains(err.Error(), `"" appears more than once`) {
+		t.Fatalf("Parse(repeated empty key) = %v, want a SyntaxError naming the key \"\"", err)
+	}
 	// Nested repeats are left to the tree path (encoding/json: the last wins).
 	nested := `{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"C0FFEE00-1234-4567-89AB-CDEF01234567","OwningExtension":{"Id":null,"Id":null}}`
 	if _, _, ok := parseDirect([]byte(nested), Headers{}, event.SourceWebhook); ok {

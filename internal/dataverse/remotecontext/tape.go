@@ -44,8 +44,10 @@ type tape struct {
 	i     int
 	depth int
 	nodes []node
-	// dupKey is a top-level key seen twice (the one case refused outright).
+	// dupKey is a top-level key seen twice (the one case refused outright);
+	// dup says there is one, as the key itself may be "".
 	dupKey string
+	dup    bool
 	// keys of the objects being read: a fingerprint (length and first
 	// bytes) to compare cheaply, and the key's node
 	keyFP  []uint64
@@ -70,7 +72,7 @@ func (t *tape) build(body []byte) bool {
 	if len(body) > maxTapeBody {
 		return false
 	}
-	t.b, t.i, t.depth, t.nodes, t.dupKey = body, 0, 0, t.nodes[:0], ""
+	t.b, t.i, t.depth, t.nodes, t.dupKey, t.dup = body, 0, 0, t.nodes[:0], "", false
 	t.keyFP, t.keyIdx = t.keyFP[:0], t.keyIdx[:0]
 	t.ws()
 	if !t.value() {
@@ -275,8 +277,8 @@ func (t *tape) object() bool {
 					if t.depth != 1 {
 						return false // encoding/json keeps the last: the tree path mirrors it
 					}
-					if t.dupKey == "" {
-						t.dupKey = string(kb)
+					if !t.dup {
+						t.dupKey, t.dup = string(kb), true
 					}
 				}
 			}
