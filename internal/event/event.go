@@ -274,20 +274,25 @@ func NormalizeID(id string) string {
 	return strings.ToLower(id)
 }
 
-// IsGUID reports whether s is a GUID in 8-4-4-4-12 form (braces allowed).
+// IsGUID reports whether s is a GUID in 8-4-4-4-12 form (braces allowed),
+// in either case: IsGUID(s) == isGUIDLower(NormalizeID(s)), without
+// NormalizeID's lower-cased copy (the parser asks this of every id).
 func IsGUID(s string) bool {
-	s = NormalizeID(s)
+	s = strings.TrimSpace(s)
+	s = strings.TrimPrefix(s, "{")
+	s = strings.TrimSuffix(s, "}")
 	if len(s) != 36 {
 		return false
 	}
-	for i, c := range s {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch i {
 		case 8, 13, 18, 23:
 			if c != '-' {
 				return false
 			}
 		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			if !('0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'f') {
 				return false
 			}
 		}
@@ -387,23 +392,14 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + " " + e.Reason }
 
-// Encode serialises the event for the queue.
-func Encode(e *Event) ([]byte, error) {
-	if e.Schema == 0 {
-		e.Schema = SchemaVersion
-	}
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", e.Key(), err)
-	}
-	return b, nil
-}
-
 // Decode parses an envelope written by Encode.
 func Decode(b []byte) (*Event, error) {
-	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
-		return nil, fmt.Errorf("decode event: %w", err)
+	e, ok := decodeCanonical(b)
+	if !ok {
+		e = &Event{}
+		if err := json.Unmarshal(b, e); err != nil {
+			return nil, fmt.Errorf("decode event: %w", err)
+		}
 	}
 	if e.Schema < 1 || e.Schema > SchemaVersion {
 		return nil, fmt.Errorf("decode event: unsupported schema version %d (this build reads 1..%d)", e.Schema, SchemaVersion)
@@ -411,7 +407,7 @@ func Decode(b []byte) (*Event, error) {
 	if err := e.Validate(); err != nil {
 		return nil, fmt.Errorf("decode event: %w", err)
 	}
-	return &e, nil
+	return e, nil
 }
 
 // Reduced returns a copy that carries only the record reference and is

@@ -205,7 +205,7 @@ func (s *server) selector(w http.ResponseWriter, r *http.Request, purge bool) (S
 			fmt.Sprintf("the body must be JSON, not %q", clip(ct, maxLoggedHeader)), FieldIssue{Field: "Content-Type", Reason: "must be application/json"})
 		return sel, queue.Filter{}, false
 	}
-	body, ok := s.readBody(w, r, adminMaxBody)
+	body, ok := s.readBody(w, r, adminMaxBody, new([]byte))
 	if !ok {
 		return sel, queue.Filter{}, false
 	}

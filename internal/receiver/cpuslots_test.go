@@ -7,19 +7,20 @@ import (
 
 func TestCPUSlots(t *testing.T) {
 	c := make(cpuSlots, 1)
-	release := c.acquire(context.Background())
+	slot := c.acquire(context.Background())
 	if len(c) != 1 {
 		t.Fatalf("slots in use = %d after acquire, want 1", len(c))
 	}
 	// Full: a request whose context ends runs without a slot rather than hang.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	c.acquire(ctx)()
+	none := c.acquire(ctx)
+	none.release()
 	if len(c) != 1 {
 		t.Fatalf("slots in use = %d after a cancelled acquire, want 1", len(c))
 	}
-	release()
-	release() // the handler releases before Send and again when it returns
+	slot.release()
+	slot.release() // the handler releases before Send and again when it returns
 	if len(c) != 0 {
 		t.Fatalf("slots in use = %d after release, want 0", len(c))
 	}

@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -24,6 +25,19 @@ type metrics struct {
 	enqueue  prometheus.Histogram
 	// suppressed counts request log lines left out by the noise limiter.
 	suppressed prometheus.Counter
+
+	// Label children resolved once: WithLabelValues hashes the labels and
+	// takes the vector's lock on every call, for every request.
+	eventChildren    sync.Map // eventKey → prometheus.Counter
+	requestChildren  sync.Map // requestKey → prometheus.Counter
+	durationChildren sync.Map // route → prometheus.Observer
+}
+
+type eventKey struct{ source, entity, message, outcome string }
+
+type requestKey struct {
+	route string
+	code  int
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -106,5 +120,26 @@ func eventLabels(e *event.Event) (entity, message string) {
 
 func (m *metrics) event(source string, e *event.Event, outcome string) {
 	entity, message := eventLabels(e)
-	m.events.WithLabelValues(source, entity, message, outcome).Inc()
+	k := eventKey{source, entity, message, outcome}
+	c, ok := m.eventChildren.Load(k)
+	if !ok {
+		c, _ = m.eventChildren.LoadOrStore(k, m.events.WithLabelValues(source, entity, message, outcome))
+	}
+	c.(prometheus.Counter).Inc()
+}
+
+// request counts and times one request. Routes are chi patterns and codes
+// are the handful we answer, so the caches stay small.
+func (m *metrics) request(route string, code int, seconds float64) {
+	k := requestKey{route, code}
+	c, ok := m.requestChildren.Load(k)
+	if !ok {
+		c, _ = m.requestChildren.LoadOrStore(k, m.requests.WithLabelValues(route, statusLabel(code)))
+	}
+	c.(prometheus.Counter).Inc()
+	o, ok := m.durationChildren.Load(route)
+	if !ok {
+		o, _ = m.durationChildren.LoadOrStore(route, m.duration.WithLabelValues(route))
+	}
+	o.(prometheus.Observer).Observe(seconds)
 }

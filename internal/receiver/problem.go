@@ -63,6 +63,39 @@ func writeProblem(w http.ResponseWriter, status int, slug, title, detail string,
 	_, _ = w.Write(b)
 }
 
+// Header values shared by every response (the server only reads them).
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+)
+
+// writeQueued writes Accepted{Status: "queued", ID: id, Reduced: reduced}
+// as writeJSON would, without reflection: it is the answer to nearly every
+// webhook. Ids are hex digests; any other id goes through writeJSON.
+func writeQueued(w http.ResponseWriter, id string, reduced bool) {
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
+			writeJSON(w, http.StatusAccepted, Accepted{Status: "queued", ID: id, Reduced: reduced})
+			return
+		}
+	}
+	var buf [128]byte
+	b := append(buf[:0], `{"status":"queued"`...)
+	if id != "" {
+		b = append(append(append(b, `,"id":"`...), id...), '"')
+	}
+	if reduced {
+		b = append(b, `,"reduced":true`...)
+	}
+	b = append(b, '}')
+	h := w.Header()
+	h["Content-Type"] = hdrJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	h["Cache-Control"] = hdrNoStore
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write(b)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {

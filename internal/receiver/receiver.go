@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -265,7 +266,7 @@ func (s *server) authorized(r *http.Request) bool {
 	if v := r.Header.Get(s.cfg.Header); v != "" {
 		candidates = append(candidates, v)
 	}
-	if v := r.URL.Query().Get("code"); v != "" {
+	if v := queryValue(r.URL.RawQuery, "code"); v != "" {
 		candidates = append(candidates, v)
 	}
 	ok := 0
@@ -276,6 +277,35 @@ func (s *server) authorized(r *http.Request) bool {
 		}
 	}
 	return ok == 1
+}
+
+// queryValue is r.URL.Query().Get(key) without building the whole map: the
+// first value of key, "" when absent or badly escaped (ParseQuery skips
+// those pairs too, and pairs with a semicolon).
+func queryValue(rawQuery, key string) string {
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if k != key {
+			if !strings.ContainsAny(k, "%+") {
+				continue
+			}
+			if uk, err := url.QueryUnescape(k); err != nil || uk != key {
+				continue
+			}
+		}
+		if !strings.ContainsAny(v, "%+") {
+			return v
+		}
+		if uv, err := url.QueryUnescape(v); err == nil {
+			return uv
+		}
+	}
+	return ""
 }
 
 func (s *server) adminAuth(next http.Handler) http.Handler {
@@ -349,8 +379,7 @@ func (s *server) observe(next http.Handler) http.Handler {
 			sw.status = http.StatusOK
 		}
 		elapsed := time.Since(start)
-		s.m.requests.WithLabelValues(route, statusLabel(sw.status)).Inc()
-		s.m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+		s.m.request(route, sw.status, elapsed.Seconds())
 		level := slog.LevelDebug
 		if sw.status >= 500 {
 			level = slog.LevelError

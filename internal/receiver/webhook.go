@@ -56,16 +56,19 @@ func (s *server) webhook(src source) http.HandlerFunc {
 				FieldIssue{Field: "Content-Type", Reason: "must be application/json"})
 			return
 		}
-		body, ok := s.readBody(w, r, s.cfg.MaxBodyBytes)
+		buf := getBody()
+		defer putBody(buf)
+		body, ok := s.readBody(w, r, s.cfg.MaxBodyBytes, buf)
 		if !ok {
 			s.m.event(src.label(), nil, OutcomeRejected)
 			return
 		}
+		*buf = body[:0] // keep what growth the read made, for the next request
 		// Parsing and encoding are pure CPU: run at most GOMAXPROCS of them
 		// at once, so that the queue's single writer goroutine is not starved
 		// by dozens of runnable handlers (it commits everyone's events).
-		done := s.cpu.acquire(ctx)
-		defer done()
+		slot := s.cpu.acquire(ctx)
+		defer slot.release()
 
 		var (
 			e   *event.Event
@@ -78,9 +81,9 @@ func (s *server) webhook(src source) http.HandlerFunc {
 		} else {
 			e, err = remotecontext.ParseCustom(body)
 		}
-		// Attributes are added only when a line is written: With would
+		// Attributes are built only when a line is written: With would
 		// pre-render them on every request, logged or not.
-		log := lazyLogger{l: s.log, attrs: []any{"source", src.label(), "correlation_id", firstNonEmpty(h.CorrelationID, eventCorrelation(e))}}
+		log := lazyLogger{l: s.log, source: src.label(), correlation: h.CorrelationID, e: e}
 		var se *remotecontext.SyntaxError
 		if errors.As(err, &se) {
 			s.m.event(src.label(), nil, OutcomeRejected)
@@ -121,8 +124,8 @@ func (s *server) webhook(src source) http.HandlerFunc {
 		if e.OccurredAt.IsZero() {
 			e.OccurredAt = s.cfg.Clock.Now().UTC().Truncate(time.Millisecond)
 		}
-		reduced, err := s.enqueue(r, e, done)
-		log.attrs = append(log.attrs, "event_id", e.ID, "entity", e.Entity, "record_id", e.RecordID, "message", e.Message)
+		reduced, err := s.enqueue(r, e, &slot)
+		log.queued = true
 		if err != nil {
 			s.m.event(src.label(), e, OutcomeFailed)
 			log.ErrorContext(ctx, "enqueue failed", "error", err)
@@ -136,13 +139,13 @@ func (s *server) webhook(src source) http.HandlerFunc {
 		}
 		s.m.event(src.label(), e, outcome)
 		log.DebugContext(ctx, "queued event", "reduced", reduced, "truncated", e.Truncated)
-		writeJSON(w, http.StatusAccepted, Accepted{Status: "queued", ID: e.ID, Reduced: reduced})
+		writeQueued(w, e.ID, reduced)
 	}
 }
 
 // enqueue sends the event, in reduced form when it is too large for the
 // queue, and returns only once Send has returned (the queue is durable then).
-func (s *server) enqueue(r *http.Request, e *event.Event, cpuDone func()) (reduced bool, err error) {
+func (s *server) enqueue(r *http.Request, e *event.Event, slot *cpuSlot) (reduced bool, err error) {
 	msg, err := message(e)
 	if err != nil {
 		return false, err
@@ -153,7 +156,7 @@ func (s *server) enqueue(r *http.Request, e *event.Event, cpuDone func()) (reduc
 		}
 		reduced = true
 	}
-	cpuDone() // waiting for the queue takes no CPU
+	slot.release() // waiting for the queue takes no CPU
 	start := time.Now()
 	err = s.cfg.Queue.Send(r.Context(), msg)
 	if err != nil && !reduced && errors.Is(err, queue.ErrTooLarge) {
@@ -190,21 +193,51 @@ func message(e *event.Event) (queue.Message, error) {
 // cpuSlots bounds how many requests parse and encode at once.
 type cpuSlots chan struct{}
 
-// acquire waits for a slot (or for ctx to end, then runs without one) and
-// returns its release, which may be called more than once.
-func (c cpuSlots) acquire(ctx context.Context) func() {
+// cpuSlot is one held slot (or none); a value on the handler's stack, where
+// a released-once closure would be an allocation per request.
+type cpuSlot struct {
+	c    cpuSlots
+	held bool
+}
+
+// acquire waits for a slot (or for ctx to end, then runs without one).
+func (c cpuSlots) acquire(ctx context.Context) cpuSlot {
 	select {
 	case c <- struct{}{}:
+		return cpuSlot{c: c, held: true}
 	case <-ctx.Done():
-		return func() {}
+		return cpuSlot{}
 	}
-	var once sync.Once
-	return func() { once.Do(func() { <-c }) }
+}
+
+// release frees the slot; it may be called more than once (only the one
+// goroutine holding it calls it).
+func (s *cpuSlot) release() {
+	if s.held {
+		s.held = false
+		<-s.c
+	}
+}
+
+// Request bodies are read into pooled buffers: Parse copies what the event
+// keeps, so the buffer is free again once the handler returns. Buffers grown
+// beyond maxPooledBody (rare, large events) are left to the GC.
+const maxPooledBody = 64 << 10
+
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func getBody() *[]byte { return bodyPool.Get().(*[]byte) }
+
+func putBody(b *[]byte) {
+	if cap(*b) <= maxPooledBody {
+		*b = (*b)[:0]
+		bodyPool.Put(b)
+	}
 }
 
 // readBody reads at most limit bytes, answering 413 beyond and 400 when the
 // body cannot be read.
-func (s *server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+func (s *server) readBody(w http.ResponseWriter, r *http.Request, limit int64, into *[]byte) ([]byte, bool) {
 	tooLarge := func() {
 		writeProblem(w, http.StatusRequestEntityTooLarge, probTooLarge, "Body too large",
 			fmt.Sprintf("the body exceeds %d bytes", limit),
@@ -218,7 +251,10 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 	if size < 0 || size > limit {
 		size = 512
 	}
-	buf := make([]byte, 0, size+1)
+	buf := (*into)[:0]
+	if int64(cap(buf)) < size+1 {
+		buf = make([]byte, 0, size+1)
+	}
 	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), buf)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -254,8 +290,8 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 // parameters, and a missing Content-Type: Dataverse's is undocumented and we
 // would rather parse than refuse a real delivery.
 func isJSON(ct string) bool {
-	if strings.TrimSpace(ct) == "" {
-		return true
+	if ct == "application/json" || strings.TrimSpace(ct) == "" {
+		return true // the common case, without ParseMediaType's map
 	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
@@ -319,18 +355,25 @@ func firstNonEmpty(s ...string) string {
 	return ""
 }
 
-// lazyLogger carries request attributes and renders them only for lines the
-// handler's level lets through.
+// lazyLogger carries what a request's lines say and renders it only for
+// lines the handler's level lets through.
 type lazyLogger struct {
-	l     *slog.Logger
-	attrs []any
+	l           *slog.Logger
+	source      string
+	correlation string // the header's; else the event's
+	e           *event.Event
+	queued      bool // the event's id and key are known
 }
 
 func (ll lazyLogger) log(ctx context.Context, level slog.Level, msg string, args ...any) {
 	if !ll.l.Enabled(ctx, level) {
 		return
 	}
-	ll.l.Log(ctx, level, msg, append(append([]any(nil), ll.attrs...), args...)...)
+	attrs := []any{"source", ll.source, "correlation_id", firstNonEmpty(ll.correlation, eventCorrelation(ll.e))}
+	if ll.queued {
+		attrs = append(attrs, "event_id", ll.e.ID, "entity", ll.e.Entity, "record_id", ll.e.RecordID, "message", ll.e.Message)
+	}
+	ll.l.Log(ctx, level, msg, append(attrs, args...)...)
 }
 
 func (ll lazyLogger) DebugContext(ctx context.Context, msg string, args ...any) {

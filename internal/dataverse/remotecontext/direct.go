@@ -29,7 +29,7 @@ func parseDirect(body []byte, h Headers, source string) (*event.Event, error, bo
 	if !d.t.build(body) {
 		return nil, nil, false
 	}
-	if d.t.dupKey != "" {
+	if d.t.dup {
 		return nil, &SyntaxError{Err: fmt.Errorf("the key %q appears more than once in the top-level object", d.t.dupKey)}, true
 	}
 	d.a = arena{buf: make([]byte, 0, len(body)/4+256)}
@@ -175,15 +175,30 @@ func (d *direct) eachPair(v int, fn func(key string, keyNode, val int) bool) boo
 		if d.t.nodes[el].kind != kObject {
 			continue
 		}
-		k := d.field(el, "key")
+		k, val := d.pair(el)
 		if d.t.kind(k) != kString {
 			continue
 		}
-		if !fn(d.str(k), k, d.field(el, "value")) {
+		if !fn(d.str(k), k, val) {
 			return false
 		}
 	}
 	return true
+}
+
+// pair returns the key and value nodes of a dictionary entry el. Nearly
+// every entry is exactly {"key": …, "value": …} in that order: read that
+// shape off the tape, and look anything else up as field() does.
+func (d *direct) pair(el int) (k, val int) {
+	t := &d.t
+	if t.nodes[el].n == 2 {
+		if k1 := el + 1; string(t.text(k1)) == "key" {
+			if k2 := int(t.nodes[k1+1].next); string(t.text(k2)) == "value" {
+				return k1 + 1, k2 + 1
+			}
+		}
+	}
+	return d.field(el, "key"), d.field(el, "value")
 }
 
 // param returns the value of the last entry named key (paramMap's last
@@ -215,11 +230,11 @@ func (d *direct) eachPairRaw(v int, fn func(keyNode, val int)) bool {
 		if d.t.nodes[el].kind != kObject {
 			continue
 		}
-		k := d.field(el, "key")
+		k, val := d.pair(el)
 		if d.t.kind(k) != kString {
 			continue
 		}
-		fn(k, d.field(el, "value"))
+		fn(k, val)
 	}
 	return true
 }

@@ -83,6 +83,11 @@ func TestDirectRefusesRepeatedTopLevelKey(t *testing.T) {
 	if !errors.As(err, &se) || !strings.Contains(err.Error(), `"MessageName" appears more than once`) {
 		t.Fatalf("Parse = %v, want a SyntaxError naming MessageName", err)
 	}
+	// The empty key too (found by FuzzDirect: "" was the "no repeat" mark).
+	empty := `{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"C0FFEE00-1234-4567-89AB-CDEF01234567","":"","":""}`
+	if _, err := Parse([]byte(empty), Headers{}); !errors.As(err, &se) || !strings.Contains(err.Error(), `"" appears more than once`) {
+		t.Fatalf("Parse(repeated empty key) = %v, want a SyntaxError naming the key \"\"", err)
+	}
 	// Nested repeats are left to the tree path (encoding/json: the last wins).
 	nested := `{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"C0FFEE00-1234-4567-89AB-CDEF01234567","OwningExtension":{"Id":null,"Id":null}}`
 	if _, _, ok := parseDirect([]byte(nested), Headers{}, event.SourceWebhook); ok {
@@ -122,4 +127,24 @@ func FuzzDirect(f *testing.F) {
 		f.Add([]byte(c))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) { checkDirect(t, body, Headers{}) })
+}
+
+// plainRun must stop exactly where the byte-at-a-time loop stops.
+func FuzzPlainRun(f *testing.F) {
+	for _, s := range []string{"", "abcdefghijklmnop", `abcdefg"hij`, "abcdefgh\\ij", "abcdefghij\x1fk", "abcdefghijk\x80",
+		"\x20\x21\x7f\x7e\x5b\x5d\x5c", "0123456789abcdef\"", "Zoë is here, long enough", "\x00\x00\x00\x00\x00\x00\x00\x00\x00"} {
+		f.Add([]byte(s), 0)
+	}
+	f.Fuzz(func(t *testing.T, b []byte, start int) {
+		if start < 0 || start > len(b) {
+			start = 0
+		}
+		want := start
+		for want < len(b) && plainASCII[b[want]] {
+			want++
+		}
+		if got := plainRun(b, start); got != want {
+			t.Fatalf("plainRun(%q, %d) = %d, want %d", b, start, got, want)
+		}
+	})
 }
