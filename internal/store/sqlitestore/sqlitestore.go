@@ -292,9 +292,35 @@ func uniq(ids []string) []string {
 	return out
 }
 
+// jsonEach replaces an IN list's placeholders: the ids come as one JSON
+// array argument (jsonargs.go).
+const jsonEach = `SELECT value FROM json_each(?)`
+
+// scanRows runs query with args and calls scan for each row.
+func scanRows(ctx context.Context, db *sql.DB, query string, args []any, scan func(*sql.Rows) error) error {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 // queryIn runs query (which has a single "%s" for the IN list, after the
 // fixed args) over ids in chunks and calls scan for each row.
 func queryIn(ctx context.Context, db *sql.DB, query string, fixed []any, ids []string, scan func(*sql.Rows) error) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if list, ok := jsonStrings(ids); ok {
+		args := append(slices.Clip(fixed), list)
+		return scanRows(ctx, db, fmt.Sprintf(query, jsonEach), args, scan)
+	}
 	ids = uniq(ids)
 	for chunk := range slices.Chunk(ids, maxIDs) {
 		args := make([]any, 0, len(fixed)+len(chunk))
@@ -325,6 +351,13 @@ func queryIn(ctx context.Context, db *sql.DB, query string, fixed []any, ids []s
 // execIn runs stmt (a single "%s" for the IN list, after the fixed args)
 // over ids in chunks inside tx.
 func execIn(ctx context.Context, tx *sql.Tx, stmt string, fixed []any, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if list, ok := jsonStrings(ids); ok {
+		_, err := tx.ExecContext(ctx, fmt.Sprintf(stmt, jsonEach), append(slices.Clip(fixed), list)...)
+		return err
+	}
 	for chunk := range slices.Chunk(uniq(ids), maxIDs) {
 		args := make([]any, 0, len(fixed)+len(chunk))
 		args = append(args, fixed...)
@@ -470,22 +503,32 @@ func (s *Store) PutVersions(ctx context.Context, versions map[string]int64) erro
 	for k := range versions {
 		keys = append(keys, k)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		for chunk := range slices.Chunk(keys, maxRows) {
-			args := make([]any, 0, 2*len(chunk))
-			for _, k := range chunk {
-				args = append(args, k, versions[k])
-			}
-			q := `INSERT INTO versions (key, version) VALUES ` + placeholders(len(chunk), 2) +
-				` ON CONFLICT (key) DO UPDATE SET version = max(version, excluded.version)`
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := s.tx(ctx, func(tx *sql.Tx) error { return putVersions(ctx, tx, keys, versions) })
 	if err != nil {
 		return fmt.Errorf("sqlitestore: put %d versions: %w", len(versions), err)
+	}
+	return nil
+}
+
+// putVersions stores versions[k] for keys inside tx, never lowering a
+// stored version (PutVersions, Apply).
+func putVersions(ctx context.Context, tx *sql.Tx, keys []string, versions map[string]int64) error {
+	if obj, ok := jsonVersions(keys, versions); ok {
+		_, err := tx.ExecContext(ctx, `INSERT INTO versions (key, version)
+			SELECT key, value FROM json_each(?) WHERE true
+			ON CONFLICT (key) DO UPDATE SET version = excluded.version WHERE versions.version < excluded.version`, obj)
+		return err
+	}
+	for chunk := range slices.Chunk(keys, maxRows) {
+		args := make([]any, 0, 2*len(chunk))
+		for _, k := range chunk {
+			args = append(args, k, versions[k])
+		}
+		q := `INSERT INTO versions (key, version) VALUES ` + placeholders(len(chunk), 2) +
+			` ON CONFLICT (key) DO UPDATE SET version = excluded.version WHERE versions.version < excluded.version`
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -684,7 +727,34 @@ func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, tt
 	now := s.clk.Now()
 	expires := now.Add(ttl).UnixMicro()
 	got := make(map[string]struct{}, len(keys))
+	collect := func(rows *sql.Rows) error {
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return err
+			}
+			got[k] = struct{}{}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		return rows.Err()
+	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if list, ok := jsonStrings(keys); ok {
+			// One statement for the whole batch (a renewal re-locks
+			// every key of the batch every few seconds).
+			rows, err := tx.QueryContext(ctx, `INSERT INTO record_locks (key, owner, expires_at)
+				SELECT value, ?, ? FROM json_each(?) WHERE true
+				ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+				WHERE record_locks.owner = excluded.owner OR record_locks.expires_at <= ?
+				RETURNING key`, owner, expires, list, now.UnixMicro())
+			if err != nil {
+				return err
+			}
+			return collect(rows)
+		}
 		for chunk := range slices.Chunk(keys, maxRows) {
 			args := make([]any, 0, 3*len(chunk)+1)
 			for _, k := range chunk {
@@ -699,18 +769,7 @@ func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, tt
 			if err != nil {
 				return err
 			}
-			for rows.Next() {
-				var k string
-				if err := rows.Scan(&k); err != nil {
-					rows.Close()
-					return err
-				}
-				got[k] = struct{}{}
-			}
-			if err := rows.Close(); err != nil {
-				return err
-			}
-			if err := rows.Err(); err != nil {
+			if err := collect(rows); err != nil {
 				return err
 			}
 		}
