@@ -65,9 +65,8 @@ func (s *Store) Apply(ctx context.Context, c *store.Changes) error {
 		if err := step("connections"); err != nil {
 			return err
 		}
-		versions := c.Versions()
-		if len(versions) > 0 {
-			if err := putVersions(ctx, tx, slices.Sorted(maps.Keys(versions)), versions); err != nil {
+		if versions := c.Versions(); len(versions) > 0 {
+			if err := putVersions(ctx, tx, versions); err != nil {
 				return fmt.Errorf("put %d versions: %w", len(versions), err)
 			}
 		}

@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"database/sql"
 	"strconv"
 	"unicode/utf8"
 )
@@ -67,25 +68,34 @@ func jsonStrings(ss []string) (string, bool) {
 	return string(append(b, ']')), true
 }
 
-// jsonVersions encodes keys with their versions as a JSON object (keys in
-// the order given); ok is false when a key cannot travel in JSON unchanged.
-func jsonVersions(keys []string, versions map[string]int64) (string, bool) {
+// jsonVersionRows encodes record_versions rows as a JSON array of
+// [record, version or null, cols]; ok is false when a string cannot travel
+// in JSON unchanged.
+func jsonVersionRows(recs []string, self []sql.NullInt64, cols []string) (string, bool) {
 	n := 2
-	for _, k := range keys {
-		if !jsonSafe(k) {
+	for i := range recs {
+		if !jsonSafe(recs[i]) || !jsonSafe(cols[i]) {
 			return "", false
 		}
-		n += len(k) + 24
+		n += len(recs[i]) + len(cols[i]) + 30
 	}
 	b := make([]byte, 0, n)
-	b = append(b, '{')
-	for i, k := range keys {
+	b = append(b, '[')
+	for i := range recs {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, k)
-		b = append(b, ':')
-		b = strconv.AppendInt(b, versions[k], 10)
+		b = append(b, '[')
+		b = appendJSONString(b, recs[i])
+		b = append(b, ',')
+		if self[i].Valid {
+			b = strconv.AppendInt(b, self[i].Int64, 10)
+		} else {
+			b = append(b, "null"...)
+		}
+		b = append(b, ',')
+		b = appendJSONString(b, cols[i])
+		b = append(b, ']')
 	}
-	return string(append(b, '}')), true
+	return string(append(b, ']')), true
 }

@@ -187,10 +187,23 @@ var migrations = []string{
 		key   TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	) WITHOUT ROWID;`,
+	// Versions move to one row per record (versions.go).
+	`CREATE TABLE record_versions (
+		record  TEXT PRIMARY KEY, -- a key, or what precedes the first '#' of a key
+		version INTEGER,          -- the version of the key itself; NULL: none
+		cols    TEXT NOT NULL DEFAULT '' -- "<bytes>:<column><version>;" per "record#column" key
+	) WITHOUT ROWID;
+	INSERT INTO record_versions (record, version) SELECT key, version FROM versions WHERE instr(key, '#') = 0;
+	INSERT INTO record_versions (record, cols)
+		SELECT substr(key, 1, instr(key, '#') - 1),
+			group_concat(length(CAST(substr(key, instr(key, '#') + 1) AS BLOB)) || ':' || substr(key, instr(key, '#') + 1) || version || ';', '')
+		FROM versions WHERE instr(key, '#') > 0 GROUP BY 1
+		ON CONFLICT (record) DO UPDATE SET cols = excluded.cols;
+	DROP TABLE versions;`,
 }
 
 // SchemaVersion is the PRAGMA user_version this package writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 func (s *Store) migrate(ctx context.Context) error {
 	// The immediate transaction serialises two processes opening a new file.
@@ -371,6 +384,39 @@ func execIn(ctx context.Context, tx *sql.Tx, stmt string, fixed []any, ids []str
 	return nil
 }
 
+// queryInTx is queryIn inside tx (no fixed arguments).
+func queryInTx(ctx context.Context, tx *sql.Tx, query string, ids []string, scan func(*sql.Rows) error) error {
+	run := func(q string, args []any) error {
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if list, ok := jsonStrings(ids); ok {
+		return run(fmt.Sprintf(query, jsonEach), []any{list})
+	}
+	for chunk := range slices.Chunk(uniq(ids), maxIDs) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		if err := run(fmt.Sprintf(query, inList(len(chunk))), args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // GetLinks returns the links of kind for externalIDs; missing ids are absent.
 func (s *Store) GetLinks(ctx context.Context, kind string, externalIDs []string) (map[string]store.Link, error) {
 	out := make(map[string]store.Link, len(externalIDs))
@@ -473,64 +519,6 @@ func (s *Store) CountLinks(ctx context.Context, kind string) (int, error) {
 		return 0, fmt.Errorf("sqlitestore: count %s links: %w", kind, err)
 	}
 	return n, nil
-}
-
-// GetVersions returns the stored versions of keys; missing keys are absent.
-func (s *Store) GetVersions(ctx context.Context, keys []string) (map[string]int64, error) {
-	out := make(map[string]int64, len(keys))
-	err := queryIn(ctx, s.r, `SELECT key, version FROM versions WHERE key IN (%s)`, nil, keys,
-		func(rows *sql.Rows) error {
-			var k string
-			var v int64
-			if err := rows.Scan(&k, &v); err != nil {
-				return err
-			}
-			out[k] = v
-			return nil
-		})
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: get %d versions: %w", len(keys), err)
-	}
-	return out, nil
-}
-
-// PutVersions stores versions, never lowering a stored one.
-func (s *Store) PutVersions(ctx context.Context, versions map[string]int64) error {
-	if len(versions) == 0 {
-		return nil
-	}
-	keys := make([]string, 0, len(versions))
-	for k := range versions {
-		keys = append(keys, k)
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error { return putVersions(ctx, tx, keys, versions) })
-	if err != nil {
-		return fmt.Errorf("sqlitestore: put %d versions: %w", len(versions), err)
-	}
-	return nil
-}
-
-// putVersions stores versions[k] for keys inside tx, never lowering a
-// stored version (PutVersions, Apply).
-func putVersions(ctx context.Context, tx *sql.Tx, keys []string, versions map[string]int64) error {
-	if obj, ok := jsonVersions(keys, versions); ok {
-		_, err := tx.ExecContext(ctx, `INSERT INTO versions (key, version)
-			SELECT key, value FROM json_each(?) WHERE true
-			ON CONFLICT (key) DO UPDATE SET version = excluded.version WHERE versions.version < excluded.version`, obj)
-		return err
-	}
-	for chunk := range slices.Chunk(keys, maxRows) {
-		args := make([]any, 0, 2*len(chunk))
-		for _, k := range chunk {
-			args = append(args, k, versions[k])
-		}
-		q := `INSERT INTO versions (key, version) VALUES ` + placeholders(len(chunk), 2) +
-			` ON CONFLICT (key) DO UPDATE SET version = excluded.version WHERE versions.version < excluded.version`
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func scanConn(rows *sql.Rows) (store.Connection, error) {
