@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msisync/msisync/internal/event"
@@ -54,9 +56,14 @@ type Options struct {
 
 // Report is what a run measured.
 type Report struct {
-	Events       int
-	Strategy     string // lead strategy the syncer detected
-	Drain        time.Duration
+	Events   int
+	Strategy string // lead strategy the syncer detected
+	Drain    time.Duration
+	// LastCall is when the last Marketo call ended, from the drain's start:
+	// Drain - LastCall is the syncer's own tail (save and settle).
+	LastCall     time.Duration
+	Requeued     int            // messages re-sent with a delay (dependencies, retries)
+	Rescheduled  int            // messages re-sent shortly (record locked, Marketo paused)
 	Calls        map[string]int // simulator requests by endpoint (identity excluded)
 	TotalCalls   int
 	Records      map[string]int     // distinct records per Marketo object in the backlog
@@ -86,7 +93,7 @@ func (r Report) String() string {
 		start = "rate window empty at start (cold: one window's burst is free)"
 	}
 	fmt.Fprintf(&b, "sync benchmark: %d events, Marketo limits %s, lead strategy %s, %s, real time\n", r.Events, r.Limits, r.Strategy, start)
-	fmt.Fprintf(&b, "drain time        %v\n", r.Drain.Round(time.Millisecond))
+	fmt.Fprintf(&b, "drain time        %v (last Marketo call ended at %v)\n", r.Drain.Round(time.Millisecond), r.LastCall.Round(time.Millisecond))
 	fmt.Fprintf(&b, "ideal drain time  %v (%d write calls", r.IdealDrain.Round(time.Millisecond), r.IdealCalls)
 	if r.IdealLookups > 0 {
 		fmt.Fprintf(&b, " + %d lead lookups", r.IdealLookups)
@@ -94,7 +101,7 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, " under the %s limiter; %v at the average rate)\n", r.Limits[:strings.Index(r.Limits, ",")], r.RateDrain.Round(time.Millisecond))
 	fmt.Fprintf(&b, "ideal / measured  %.2f\n", r.Ratio)
 	fmt.Fprintf(&b, "call efficiency   %.2f (ideal calls / calls made)\n", r.CallEfficiency)
-	fmt.Fprintf(&b, "calls             %d (606: %d, 615: %d), dead letters %d\n", r.TotalCalls, r.Throttled606, r.Throttled615, r.DeadLettered)
+	fmt.Fprintf(&b, "calls             %d (606: %d, 615: %d), dead letters %d, requeued %d, rescheduled %d\n", r.TotalCalls, r.Throttled606, r.Throttled615, r.DeadLettered, r.Requeued, r.Rescheduled)
 	b.WriteString("records per call by object:\n")
 	for _, o := range objects {
 		if r.SyncCalls[o] == 0 && r.Records[o] == 0 {
@@ -169,7 +176,13 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 	}
 	sim := marketosim.New(marketosim.Options{ClientID: "bench", ClientSecret: "bench-secret", CallsPerWindow: opts.CallsPerWindow,
 		Window: opts.Window, MaxConcurrent: opts.MaxConcurrent, LookupExternalPersonID: opts.LookupExternalPersonID, Seed: int64(opts.Seed)})
-	srv := httptest.NewServer(sim)
+	// The time of the last Marketo call: what the drain spends after it
+	// (saving, settling the last batch) is the syncer's own tail.
+	var lastCall atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sim.ServeHTTP(w, r)
+		lastCall.Store(time.Now().UnixNano())
+	}))
 	defer srv.Close()
 	q, err := sqlitequeue.Open(ctx, filepath.Join(dir, "queue.db"), sqlitequeue.Options{Logger: opts.Logger})
 	if err != nil {
@@ -256,9 +269,10 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 		return Report{}, fmt.Errorf("bench: not drained after %v (%d of %d messages settled)", opts.Timeout, settled, len(g.events))
 	}
 	drain := lastWork.Sub(start)
+	lastCallAt := time.Unix(0, lastCall.Load()).Sub(start)
 
 	simStats := sim.Stats()
-	r := Report{Events: len(g.events), Drain: drain, Calls: map[string]int{}, Records: g.records, Written: map[string]int{},
+	r := Report{Events: len(g.events), Drain: drain, LastCall: lastCallAt, Requeued: total.Requeued, Rescheduled: total.Rescheduled, Calls: map[string]int{}, Records: g.records, Written: map[string]int{},
 		SyncCalls: map[string]int{}, PerCall: map[string]float64{}, Throttled606: simStats.Throttled606, Throttled615: simStats.Throttled615,
 		DeadLettered: total.DeadLettered,
 		Limits:       fmt.Sprintf("%d calls / %v, %d concurrent, %d per call", opts.CallsPerWindow, opts.Window, opts.MaxConcurrent, opts.BatchSize)}
@@ -343,6 +357,7 @@ func addStats(a, b syncer.Stats) syncer.Stats {
 	a.Completed += b.Completed
 	a.DeadLettered += b.DeadLettered
 	a.Requeued += b.Requeued
+	a.Rescheduled += b.Rescheduled
 	for k, v := range b.Written {
 		if a.Written == nil {
 			a.Written = map[marketo.Object]int{}
