@@ -4,8 +4,6 @@ import (
 	"database/sql"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/msisync/msisync/internal/store"
 )
 
 // The hot statements take their keys as one JSON argument read with
@@ -97,34 +95,6 @@ func jsonVersionRows(recs []string, self []sql.NullInt64, cols []string) (string
 		}
 		b = append(b, ',')
 		b = appendJSONString(b, cols[i])
-		b = append(b, ']')
-	}
-	return string(append(b, ']')), true
-}
-
-// jsonLinks encodes links as a JSON array of [kind, external id, Marketo
-// id, entity, email, updated at]; ok is false when a string cannot travel
-// in JSON unchanged.
-func (s *Store) jsonLinks(links []store.Link) (string, bool) {
-	n := 2
-	for _, l := range links {
-		if !jsonSafe(l.Kind) || !jsonSafe(l.ExternalID) || !jsonSafe(l.MarketoID) || !jsonSafe(l.Entity) || !jsonSafe(l.Email) {
-			return "", false
-		}
-		n += len(l.Kind) + len(l.ExternalID) + len(l.MarketoID) + len(l.Entity) + len(l.Email) + 40
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, l := range links {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '[')
-		for _, f := range [...]string{l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email} {
-			b = appendJSONString(b, f)
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, s.stamp(l.UpdatedAt), 10)
 		b = append(b, ']')
 	}
 	return string(append(b, ']')), true

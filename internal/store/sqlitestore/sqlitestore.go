@@ -452,16 +452,6 @@ func (s *Store) PutLinks(ctx context.Context, links []store.Link) error {
 
 // putLinks upserts links inside tx (PutLinks, Apply).
 func (s *Store) putLinks(ctx context.Context, tx *sql.Tx, links []store.Link) error {
-	if rows, ok := s.jsonLinks(links); ok {
-		// json_each keeps the input order, so a repeated key ends with its
-		// last values, as below.
-		_, err := tx.ExecContext(ctx, `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at)
-			SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?) WHERE true
-			ON CONFLICT (kind, external_id) DO UPDATE SET
-				marketo_id = excluded.marketo_id, entity = excluded.entity, email = excluded.email,
-				updated_at = excluded.updated_at`, rows)
-		return err
-	}
 	for chunk := range slices.Chunk(links, maxRows) {
 		args := make([]any, 0, 6*len(chunk))
 		for _, l := range chunk {
