@@ -66,7 +66,7 @@ func (s *Store) Apply(ctx context.Context, c *store.Changes) error {
 			return err
 		}
 		if versions := c.Versions(); len(versions) > 0 {
-			if err := putVersions(ctx, tx, versions); err != nil {
+			if err := s.putVersions(ctx, tx, versions); err != nil {
 				return fmt.Errorf("put %d versions: %w", len(versions), err)
 			}
 		}

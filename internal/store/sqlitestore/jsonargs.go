@@ -1,8 +1,6 @@
 package sqlitestore
 
 import (
-	"database/sql"
-	"strconv"
 	"unicode/utf8"
 )
 
@@ -64,38 +62,6 @@ func jsonStrings(ss []string) (string, bool) {
 			b = append(b, ',')
 		}
 		b = appendJSONString(b, s)
-	}
-	return string(append(b, ']')), true
-}
-
-// jsonVersionRows encodes record_versions rows as a JSON array of
-// [record, version or null, cols]; ok is false when a string cannot travel
-// in JSON unchanged.
-func jsonVersionRows(recs []string, self []sql.NullInt64, cols []string) (string, bool) {
-	n := 2
-	for i := range recs {
-		if !jsonSafe(recs[i]) || !jsonSafe(cols[i]) {
-			return "", false
-		}
-		n += len(recs[i]) + len(cols[i]) + 30
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i := range recs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '[')
-		b = appendJSONString(b, recs[i])
-		b = append(b, ',')
-		if self[i].Valid {
-			b = strconv.AppendInt(b, self[i].Int64, 10)
-		} else {
-			b = append(b, "null"...)
-		}
-		b = append(b, ',')
-		b = appendJSONString(b, cols[i])
-		b = append(b, ']')
 	}
 	return string(append(b, ']')), true
 }

@@ -43,7 +43,14 @@ type Store struct {
 	clk  clock.Clock
 	log  *slog.Logger
 	path string
+	// The hot upserts, prepared once on w: a batch runs them chunk after
+	// chunk of chunkRows rows instead of parsing a new statement per chunk.
+	linksStmt, versionsStmt *sql.Stmt
 }
+
+// chunkRows is the rows per prepared multi-row upsert. A shorter last chunk
+// repeats its last row, which an upsert of the same values leaves as it is.
+const chunkRows = 100
 
 var _ store.Store = (*Store)(nil)
 
@@ -117,7 +124,43 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("sqlitestore: open %q: %w", path, err)
 	}
+	if s.linksStmt, err = w.PrepareContext(ctx, upsertLinks); err == nil {
+		s.versionsStmt, err = w.PrepareContext(ctx, upsertVersions)
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlitestore: open %q: prepare: %w", path, err)
+	}
 	return s, nil
+}
+
+var (
+	upsertLinks = `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at) VALUES ` +
+		placeholders(chunkRows, 6) + ` ON CONFLICT (kind, external_id) DO UPDATE SET
+			marketo_id = excluded.marketo_id, entity = excluded.entity, email = excluded.email,
+			updated_at = excluded.updated_at`
+	upsertVersions = `INSERT INTO record_versions (record, version, cols) VALUES ` + placeholders(chunkRows, 3) +
+		` ON CONFLICT (record) DO UPDATE SET version = excluded.version, cols = excluded.cols`
+)
+
+// execChunks runs the prepared chunkRows-row stmt inside tx over rows rows
+// of width arguments each (row i is args[i*width:(i+1)*width]).
+func execChunks(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, width int, args []any) error {
+	st := tx.StmtContext(ctx, stmt)
+	defer st.Close()
+	buf := make([]any, 0, chunkRows*width)
+	for start := 0; start < len(args); start += chunkRows * width {
+		chunk := args[start:min(start+chunkRows*width, len(args))]
+		buf = append(buf[:0], chunk...)
+		last := chunk[len(chunk)-width:]
+		for len(buf) < cap(buf) {
+			buf = append(buf, last...)
+		}
+		if _, err := st.ExecContext(ctx, buf...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // migrateRetrying runs migrate, retrying SQLITE_BUSY for up to wait: while
@@ -233,6 +276,11 @@ func (s *Store) migrate(ctx context.Context) error {
 // Close closes the database.
 func (s *Store) Close() error {
 	var err error
+	for _, st := range []*sql.Stmt{s.linksStmt, s.versionsStmt} {
+		if st != nil {
+			err = errors.Join(err, st.Close())
+		}
+	}
 	if s.r != s.w && s.r != nil {
 		err = s.r.Close()
 	}
@@ -450,24 +498,14 @@ func (s *Store) PutLinks(ctx context.Context, links []store.Link) error {
 	return nil
 }
 
-// putLinks upserts links inside tx (PutLinks, Apply).
+// putLinks upserts links inside tx (PutLinks, Apply). SQLite applies the
+// rows in order, so a repeated key ends with its last values.
 func (s *Store) putLinks(ctx context.Context, tx *sql.Tx, links []store.Link) error {
-	for chunk := range slices.Chunk(links, maxRows) {
-		args := make([]any, 0, 6*len(chunk))
-		for _, l := range chunk {
-			args = append(args, l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email, s.stamp(l.UpdatedAt))
-		}
-		// SQLite applies the rows in order, so a repeated key ends with
-		// its last values.
-		q := `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at) VALUES ` +
-			placeholders(len(chunk), 6) + ` ON CONFLICT (kind, external_id) DO UPDATE SET
-				marketo_id = excluded.marketo_id, entity = excluded.entity, email = excluded.email,
-				updated_at = excluded.updated_at`
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return err
-		}
+	args := make([]any, 0, 6*len(links))
+	for _, l := range links {
+		args = append(args, l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email, s.stamp(l.UpdatedAt))
 	}
-	return nil
+	return execChunks(ctx, tx, s.linksStmt, 6, args)
 }
 
 // DeleteLinks deletes the links of kind for externalIDs.

@@ -124,7 +124,7 @@ func (s *Store) PutVersions(ctx context.Context, versions map[string]int64) erro
 	if len(versions) == 0 {
 		return nil
 	}
-	if err := s.tx(ctx, func(tx *sql.Tx) error { return putVersions(ctx, tx, versions) }); err != nil {
+	if err := s.tx(ctx, func(tx *sql.Tx) error { return s.putVersions(ctx, tx, versions) }); err != nil {
 		return fmt.Errorf("sqlitestore: put %d versions: %w", len(versions), err)
 	}
 	return nil
@@ -141,7 +141,7 @@ type rowPut struct {
 // rows concerned, keeps the higher version of each key, and writes back the
 // rows that changed. The transaction holds SQLite's write lock, so no other
 // writer comes between the read and the write.
-func putVersions(ctx context.Context, tx *sql.Tx, versions map[string]int64) error {
+func (s *Store) putVersions(ctx context.Context, tx *sql.Tx, versions map[string]int64) error {
 	puts := map[string]*rowPut{}
 	for k, v := range versions {
 		rec, col, isCol := splitKey(k)
@@ -182,12 +182,8 @@ func putVersions(ctx context.Context, tx *sql.Tx, versions map[string]int64) err
 	if err != nil {
 		return fmt.Errorf("read versions: %w", err)
 	}
-	var (
-		outRec  []string
-		outSelf []sql.NullInt64
-		outCols []string
-		buf     []byte
-	)
+	var args []any
+	var buf []byte
 	for _, rec := range records {
 		p, st := puts[rec], old[rec]
 		changed := false
@@ -216,33 +212,14 @@ func putVersions(ctx context.Context, tx *sql.Tx, versions map[string]int64) err
 			}
 			changed = true
 		}
-		if !changed {
-			continue // a redelivery: nothing goes up
+		if changed { // else a redelivery: nothing goes up
+			args = append(args, rec, self, string(buf))
 		}
-		outRec, outSelf, outCols = append(outRec, rec), append(outSelf, self), append(outCols, string(buf))
 	}
-	if len(outRec) == 0 {
+	if len(args) == 0 {
 		return nil
 	}
-	if list, ok := jsonVersionRows(outRec, outSelf, outCols); ok {
-		_, err := tx.ExecContext(ctx, `INSERT INTO record_versions (record, version, cols)
-			SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true
-			ON CONFLICT (record) DO UPDATE SET version = excluded.version, cols = excluded.cols`, list)
-		return err
-	}
-	for start := 0; start < len(outRec); start += maxRows {
-		end := min(start+maxRows, len(outRec))
-		args := make([]any, 0, 3*(end-start))
-		for i := start; i < end; i++ {
-			args = append(args, outRec[i], outSelf[i], outCols[i])
-		}
-		q := `INSERT INTO record_versions (record, version, cols) VALUES ` + placeholders(end-start, 3) +
-			` ON CONFLICT (record) DO UPDATE SET version = excluded.version, cols = excluded.cols`
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return execChunks(ctx, tx, s.versionsStmt, 3, args)
 }
 
 // sortedNew returns the columns of m that cols does not name, sorted.
