@@ -282,7 +282,7 @@ func (s *Store) Close() error {
 		}
 	}
 	if s.r != s.w && s.r != nil {
-		err = s.r.Close()
+		err = errors.Join(err, s.r.Close())
 	}
 	if s.w != nil {
 		err = errors.Join(err, s.w.Close())
