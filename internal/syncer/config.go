@@ -35,7 +35,7 @@ type Config struct {
 	// ReceiveMax is how many messages one batch takes (default 5 ×
 	// BatchSize: a mixed batch then gives each of the five object types up to
 	// BatchSize records per call). A backlog drains in fuller calls with more
-	// (the sync benchmark uses 20 × BatchSize).
+	// (the sync benchmark uses 50 × BatchSize).
 	ReceiveMax  int
 	BatchWait   time.Duration // how long to wait to fill a batch after the first message
 	IdleWait    time.Duration // how long one receive waits for a first message (default 1 s)

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/msisync/msisync/internal/store"
@@ -58,6 +59,10 @@ func (b *batch) renewRecordLocks(ctx context.Context) {
 		case <-b.s.cfg.After(ttl / 3):
 		}
 		b.lockMu.Lock()
+		// A batch may lock a key twice (the batch that detects the lead
+		// strategy locks its emails for the probe and again for split):
+		// the store re-locks it once, which is not a lost lock.
+		b.locked = uniqKeys(b.locked)
 		keys := b.locked
 		if len(keys) > 0 && ctx.Err() == nil {
 			got, err := b.s.cfg.Store.LockRecords(ctx, b.s.cfg.WorkerID, keys, ttl)
@@ -72,6 +77,18 @@ func (b *batch) renewRecordLocks(ctx context.Context) {
 		}
 		b.lockMu.Unlock()
 	}
+}
+
+// uniqKeys drops repeated keys in place, keeping the first of each.
+func uniqKeys(keys []string) []string {
+	seen := make(map[string]struct{}, len(keys))
+	return slices.DeleteFunc(keys, func(k string) bool {
+		if _, dup := seen[k]; dup {
+			return true
+		}
+		seen[k] = struct{}{}
+		return false
+	})
 }
 
 // unlockRecords releases the batch's record locks. Holding lockMu across

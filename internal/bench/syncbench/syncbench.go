@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msisync/msisync/internal/event"
@@ -36,7 +38,15 @@ type Options struct {
 	Window         time.Duration // rate window (default 20 s)
 	MaxConcurrent  int           // concurrent calls (default 10)
 	BatchSize      int           // records per Marketo call (default 300)
-	ReceiveMax     int           // messages per syncer batch (default 20 × BatchSize)
+	// ReceiveMax is the messages per syncer batch (default 50 × BatchSize,
+	// 15,000). Each batch ends every object type with a partial call and
+	// rewrites records changed again since the previous batch: with 20 ×
+	// BatchSize a 30,000-event backlog took 206 calls (ideal 182), past the
+	// 200 that fit in two rate windows, so it waited for a third (drain
+	// 60 s, ideal 40 s); with 50 × BatchSize it takes 196. The whole
+	// backlog in one batch (183 calls) drains slower: its save and settle
+	// of 30,000 messages come after the last call.
+	ReceiveMax int
 	// Cold skips the warm-up. By default the bench first fills the rate
 	// window with CallsPerWindow cheap queries, so the drain is measured at
 	// the steady rate rather than helped by an empty window's burst.
@@ -55,9 +65,14 @@ type Options struct {
 
 // Report is what a run measured.
 type Report struct {
-	Events       int
-	Strategy     string // lead strategy the syncer detected
-	Drain        time.Duration
+	Events   int
+	Strategy string // lead strategy the syncer detected
+	Drain    time.Duration
+	// LastCall is when the last Marketo call ended, from the drain's start:
+	// Drain - LastCall is the syncer's own tail (save and settle).
+	LastCall     time.Duration
+	Requeued     int            // messages re-sent with a delay (dependencies, retries)
+	Rescheduled  int            // messages re-sent shortly (record locked, Marketo paused)
 	Calls        map[string]int // simulator requests by endpoint (identity excluded)
 	TotalCalls   int
 	Records      map[string]int     // distinct records per Marketo object in the backlog
@@ -87,7 +102,7 @@ func (r Report) String() string {
 		start = "rate window empty at start (cold: one window's burst is free)"
 	}
 	fmt.Fprintf(&b, "sync benchmark: %d events, Marketo limits %s, lead strategy %s, %s, real time\n", r.Events, r.Limits, r.Strategy, start)
-	fmt.Fprintf(&b, "drain time        %v\n", r.Drain.Round(time.Millisecond))
+	fmt.Fprintf(&b, "drain time        %v (last Marketo call ended at %v)\n", r.Drain.Round(time.Millisecond), r.LastCall.Round(time.Millisecond))
 	fmt.Fprintf(&b, "ideal drain time  %v (%d write calls", r.IdealDrain.Round(time.Millisecond), r.IdealCalls)
 	if r.IdealLookups > 0 {
 		fmt.Fprintf(&b, " + %d lead lookups", r.IdealLookups)
@@ -95,7 +110,7 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, " under the %s limiter; %v at the average rate)\n", r.Limits[:strings.Index(r.Limits, ",")], r.RateDrain.Round(time.Millisecond))
 	fmt.Fprintf(&b, "ideal / measured  %.2f\n", r.Ratio)
 	fmt.Fprintf(&b, "call efficiency   %.2f (ideal calls / calls made)\n", r.CallEfficiency)
-	fmt.Fprintf(&b, "calls             %d (606: %d, 615: %d), dead letters %d\n", r.TotalCalls, r.Throttled606, r.Throttled615, r.DeadLettered)
+	fmt.Fprintf(&b, "calls             %d (606: %d, 615: %d), dead letters %d, requeued %d, rescheduled %d\n", r.TotalCalls, r.Throttled606, r.Throttled615, r.DeadLettered, r.Requeued, r.Rescheduled)
 	b.WriteString("records per call by object:\n")
 	for _, o := range objects {
 		if r.SyncCalls[o] == 0 && r.Records[o] == 0 {
@@ -139,7 +154,7 @@ func (o *Options) defaults() {
 		o.BatchSize = marketo.MaxBatch
 	}
 	if o.ReceiveMax <= 0 {
-		o.ReceiveMax = 20 * o.BatchSize
+		o.ReceiveMax = 50 * o.BatchSize
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 1
@@ -170,7 +185,13 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 	}
 	sim := marketosim.New(marketosim.Options{ClientID: "bench", ClientSecret: "bench-secret", CallsPerWindow: opts.CallsPerWindow,
 		Window: opts.Window, MaxConcurrent: opts.MaxConcurrent, LookupExternalPersonID: opts.LookupExternalPersonID, Seed: int64(opts.Seed)})
-	srv := httptest.NewServer(sim)
+	// The time of the last Marketo call: what the drain spends after it
+	// (saving, settling the last batch) is the syncer's own tail.
+	var lastCall atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sim.ServeHTTP(w, r)
+		lastCall.Store(time.Now().UnixNano())
+	}))
 	defer srv.Close()
 	q, err := sqlitequeue.Open(ctx, filepath.Join(dir, "queue.db"), sqlitequeue.Options{Logger: opts.Logger})
 	if err != nil {
@@ -257,9 +278,10 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 		return Report{}, fmt.Errorf("bench: not drained after %v (%d of %d messages settled)", opts.Timeout, settled, len(g.events))
 	}
 	drain := lastWork.Sub(start)
+	lastCallAt := time.Unix(0, lastCall.Load()).Sub(start)
 
 	simStats := sim.Stats()
-	r := Report{Events: len(g.events), Drain: drain, Calls: map[string]int{}, Records: g.records, Written: map[string]int{},
+	r := Report{Events: len(g.events), Drain: drain, LastCall: lastCallAt, Requeued: total.Requeued, Rescheduled: total.Rescheduled, Calls: map[string]int{}, Records: g.records, Written: map[string]int{},
 		SyncCalls: map[string]int{}, PerCall: map[string]float64{}, Throttled606: simStats.Throttled606, Throttled615: simStats.Throttled615,
 		DeadLettered: total.DeadLettered,
 		Limits:       fmt.Sprintf("%d calls / %v, %d concurrent, %d per call", opts.CallsPerWindow, opts.Window, opts.MaxConcurrent, opts.BatchSize)}
@@ -344,6 +366,7 @@ func addStats(a, b syncer.Stats) syncer.Stats {
 	a.Completed += b.Completed
 	a.DeadLettered += b.DeadLettered
 	a.Requeued += b.Requeued
+	a.Rescheduled += b.Rescheduled
 	for k, v := range b.Written {
 		if a.Written == nil {
 			a.Written = map[marketotype.Object]int{}

@@ -65,16 +65,8 @@ func (s *Store) Apply(ctx context.Context, c *store.Changes) error {
 		if err := step("connections"); err != nil {
 			return err
 		}
-		versions := c.Versions()
-		keys := slices.Sorted(maps.Keys(versions))
-		for chunk := range slices.Chunk(keys, maxRows) {
-			args := make([]any, 0, 2*len(chunk))
-			for _, k := range chunk {
-				args = append(args, k, versions[k])
-			}
-			q := `INSERT INTO versions (key, version) VALUES ` + placeholders(len(chunk), 2) +
-				` ON CONFLICT (key) DO UPDATE SET version = excluded.version WHERE version < excluded.version`
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		if versions := c.Versions(); len(versions) > 0 {
+			if err := s.putVersions(ctx, tx, versions); err != nil {
 				return fmt.Errorf("put %d versions: %w", len(versions), err)
 			}
 		}

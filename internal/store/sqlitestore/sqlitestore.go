@@ -43,7 +43,14 @@ type Store struct {
 	clk  clock.Clock
 	log  *slog.Logger
 	path string
+	// The hot upserts, prepared once on w: a batch runs them chunk after
+	// chunk of chunkRows rows instead of parsing a new statement per chunk.
+	linksStmt, versionsStmt *sql.Stmt
 }
+
+// chunkRows is the rows per prepared multi-row upsert. A shorter last chunk
+// repeats its last row, which an upsert of the same values leaves as it is.
+const chunkRows = 100
 
 var _ store.Store = (*Store)(nil)
 
@@ -117,7 +124,43 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("sqlitestore: open %q: %w", path, err)
 	}
+	if s.linksStmt, err = w.PrepareContext(ctx, upsertLinks); err == nil {
+		s.versionsStmt, err = w.PrepareContext(ctx, upsertVersions)
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlitestore: open %q: prepare: %w", path, err)
+	}
 	return s, nil
+}
+
+var (
+	upsertLinks = `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at) VALUES ` +
+		placeholders(chunkRows, 6) + ` ON CONFLICT (kind, external_id) DO UPDATE SET
+			marketo_id = excluded.marketo_id, entity = excluded.entity, email = excluded.email,
+			updated_at = excluded.updated_at`
+	upsertVersions = `INSERT INTO record_versions (record, version, cols) VALUES ` + placeholders(chunkRows, 3) +
+		` ON CONFLICT (record) DO UPDATE SET version = excluded.version, cols = excluded.cols`
+)
+
+// execChunks runs the prepared chunkRows-row stmt inside tx over rows rows
+// of width arguments each (row i is args[i*width:(i+1)*width]).
+func execChunks(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, width int, args []any) error {
+	st := tx.StmtContext(ctx, stmt)
+	defer st.Close()
+	buf := make([]any, 0, chunkRows*width)
+	for start := 0; start < len(args); start += chunkRows * width {
+		chunk := args[start:min(start+chunkRows*width, len(args))]
+		buf = append(buf[:0], chunk...)
+		last := chunk[len(chunk)-width:]
+		for len(buf) < cap(buf) {
+			buf = append(buf, last...)
+		}
+		if _, err := st.ExecContext(ctx, buf...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // migrateRetrying runs migrate, retrying SQLITE_BUSY for up to wait: while
@@ -187,10 +230,23 @@ var migrations = []string{
 		key   TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	) WITHOUT ROWID;`,
+	// Versions move to one row per record (versions.go).
+	`CREATE TABLE record_versions (
+		record  TEXT PRIMARY KEY, -- a key, or what precedes the first '#' of a key
+		version INTEGER,          -- the version of the key itself; NULL: none
+		cols    TEXT NOT NULL DEFAULT '' -- "<bytes>:<column><version>;" per "record#column" key
+	) WITHOUT ROWID;
+	INSERT INTO record_versions (record, version) SELECT key, version FROM versions WHERE instr(key, '#') = 0;
+	INSERT INTO record_versions (record, cols)
+		SELECT substr(key, 1, instr(key, '#') - 1),
+			group_concat(length(CAST(substr(key, instr(key, '#') + 1) AS BLOB)) || ':' || substr(key, instr(key, '#') + 1) || version || ';', '')
+		FROM versions WHERE instr(key, '#') > 0 GROUP BY 1
+		ON CONFLICT (record) DO UPDATE SET cols = excluded.cols;
+	DROP TABLE versions;`,
 }
 
 // SchemaVersion is the PRAGMA user_version this package writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 func (s *Store) migrate(ctx context.Context) error {
 	// The immediate transaction serialises two processes opening a new file.
@@ -220,8 +276,13 @@ func (s *Store) migrate(ctx context.Context) error {
 // Close closes the database.
 func (s *Store) Close() error {
 	var err error
+	for _, st := range []*sql.Stmt{s.linksStmt, s.versionsStmt} {
+		if st != nil {
+			err = errors.Join(err, st.Close())
+		}
+	}
 	if s.r != s.w && s.r != nil {
-		err = s.r.Close()
+		err = errors.Join(err, s.r.Close())
 	}
 	if s.w != nil {
 		err = errors.Join(err, s.w.Close())
@@ -292,9 +353,35 @@ func uniq(ids []string) []string {
 	return out
 }
 
+// jsonEach replaces an IN list's placeholders: the ids come as one JSON
+// array argument (jsonargs.go).
+const jsonEach = `SELECT value FROM json_each(?)`
+
+// scanRows runs query with args and calls scan for each row.
+func scanRows(ctx context.Context, db *sql.DB, query string, args []any, scan func(*sql.Rows) error) error {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 // queryIn runs query (which has a single "%s" for the IN list, after the
 // fixed args) over ids in chunks and calls scan for each row.
 func queryIn(ctx context.Context, db *sql.DB, query string, fixed []any, ids []string, scan func(*sql.Rows) error) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if list, ok := jsonStrings(ids); ok {
+		args := append(slices.Clip(fixed), list)
+		return scanRows(ctx, db, fmt.Sprintf(query, jsonEach), args, scan)
+	}
 	ids = uniq(ids)
 	for chunk := range slices.Chunk(ids, maxIDs) {
 		args := make([]any, 0, len(fixed)+len(chunk))
@@ -325,6 +412,13 @@ func queryIn(ctx context.Context, db *sql.DB, query string, fixed []any, ids []s
 // execIn runs stmt (a single "%s" for the IN list, after the fixed args)
 // over ids in chunks inside tx.
 func execIn(ctx context.Context, tx *sql.Tx, stmt string, fixed []any, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if list, ok := jsonStrings(ids); ok {
+		_, err := tx.ExecContext(ctx, fmt.Sprintf(stmt, jsonEach), append(slices.Clip(fixed), list)...)
+		return err
+	}
 	for chunk := range slices.Chunk(uniq(ids), maxIDs) {
 		args := make([]any, 0, len(fixed)+len(chunk))
 		args = append(args, fixed...)
@@ -332,6 +426,39 @@ func execIn(ctx context.Context, tx *sql.Tx, stmt string, fixed []any, ids []str
 			args = append(args, id)
 		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf(stmt, inList(len(chunk))), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queryInTx is queryIn inside tx (no fixed arguments).
+func queryInTx(ctx context.Context, tx *sql.Tx, query string, ids []string, scan func(*sql.Rows) error) error {
+	run := func(q string, args []any) error {
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if list, ok := jsonStrings(ids); ok {
+		return run(fmt.Sprintf(query, jsonEach), []any{list})
+	}
+	for chunk := range slices.Chunk(uniq(ids), maxIDs) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		if err := run(fmt.Sprintf(query, inList(len(chunk))), args); err != nil {
 			return err
 		}
 	}
@@ -371,24 +498,14 @@ func (s *Store) PutLinks(ctx context.Context, links []store.Link) error {
 	return nil
 }
 
-// putLinks upserts links inside tx (PutLinks, Apply).
+// putLinks upserts links inside tx (PutLinks, Apply). SQLite applies the
+// rows in order, so a repeated key ends with its last values.
 func (s *Store) putLinks(ctx context.Context, tx *sql.Tx, links []store.Link) error {
-	for chunk := range slices.Chunk(links, maxRows) {
-		args := make([]any, 0, 6*len(chunk))
-		for _, l := range chunk {
-			args = append(args, l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email, s.stamp(l.UpdatedAt))
-		}
-		// SQLite applies the rows in order, so a repeated key ends with
-		// its last values.
-		q := `INSERT INTO links (kind, external_id, marketo_id, entity, email, updated_at) VALUES ` +
-			placeholders(len(chunk), 6) + ` ON CONFLICT (kind, external_id) DO UPDATE SET
-				marketo_id = excluded.marketo_id, entity = excluded.entity, email = excluded.email,
-				updated_at = excluded.updated_at`
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return err
-		}
+	args := make([]any, 0, 6*len(links))
+	for _, l := range links {
+		args = append(args, l.Kind, l.ExternalID, l.MarketoID, l.Entity, l.Email, s.stamp(l.UpdatedAt))
 	}
-	return nil
+	return execChunks(ctx, tx, s.linksStmt, 6, args)
 }
 
 // DeleteLinks deletes the links of kind for externalIDs.
@@ -440,54 +557,6 @@ func (s *Store) CountLinks(ctx context.Context, kind string) (int, error) {
 		return 0, fmt.Errorf("sqlitestore: count %s links: %w", kind, err)
 	}
 	return n, nil
-}
-
-// GetVersions returns the stored versions of keys; missing keys are absent.
-func (s *Store) GetVersions(ctx context.Context, keys []string) (map[string]int64, error) {
-	out := make(map[string]int64, len(keys))
-	err := queryIn(ctx, s.r, `SELECT key, version FROM versions WHERE key IN (%s)`, nil, keys,
-		func(rows *sql.Rows) error {
-			var k string
-			var v int64
-			if err := rows.Scan(&k, &v); err != nil {
-				return err
-			}
-			out[k] = v
-			return nil
-		})
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: get %d versions: %w", len(keys), err)
-	}
-	return out, nil
-}
-
-// PutVersions stores versions, never lowering a stored one.
-func (s *Store) PutVersions(ctx context.Context, versions map[string]int64) error {
-	if len(versions) == 0 {
-		return nil
-	}
-	keys := make([]string, 0, len(versions))
-	for k := range versions {
-		keys = append(keys, k)
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		for chunk := range slices.Chunk(keys, maxRows) {
-			args := make([]any, 0, 2*len(chunk))
-			for _, k := range chunk {
-				args = append(args, k, versions[k])
-			}
-			q := `INSERT INTO versions (key, version) VALUES ` + placeholders(len(chunk), 2) +
-				` ON CONFLICT (key) DO UPDATE SET version = max(version, excluded.version)`
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("sqlitestore: put %d versions: %w", len(versions), err)
-	}
-	return nil
 }
 
 func scanConn(rows *sql.Rows) (store.Connection, error) {
@@ -684,7 +753,48 @@ func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, tt
 	now := s.clk.Now()
 	expires := now.Add(ttl).UnixMicro()
 	got := make(map[string]struct{}, len(keys))
+	collect := func(rows *sql.Rows) error {
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return err
+			}
+			got[k] = struct{}{}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		return rows.Err()
+	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if list, ok := jsonStrings(keys); ok {
+			// Usually every key is taken (or re-taken by its owner): then
+			// the number of rows changed says so, without returning them.
+			res, err := tx.ExecContext(ctx, `INSERT INTO record_locks (key, owner, expires_at)
+				SELECT value, ?, ? FROM json_each(?) WHERE true
+				ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+				WHERE record_locks.owner = excluded.owner OR record_locks.expires_at <= ?`, owner, expires, list, now.UnixMicro())
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err == nil && n == int64(len(keys)) {
+				for _, k := range keys {
+					got[k] = struct{}{}
+				}
+				return nil
+			}
+			// One statement for the whole batch.
+			rows, err := tx.QueryContext(ctx, `INSERT INTO record_locks (key, owner, expires_at)
+				SELECT value, ?, ? FROM json_each(?) WHERE true
+				ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+				WHERE record_locks.owner = excluded.owner OR record_locks.expires_at <= ?
+				RETURNING key`, owner, expires, list, now.UnixMicro())
+			if err != nil {
+				return err
+			}
+			return collect(rows)
+		}
 		for chunk := range slices.Chunk(keys, maxRows) {
 			args := make([]any, 0, 3*len(chunk)+1)
 			for _, k := range chunk {
@@ -699,18 +809,7 @@ func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, tt
 			if err != nil {
 				return err
 			}
-			for rows.Next() {
-				var k string
-				if err := rows.Scan(&k); err != nil {
-					rows.Close()
-					return err
-				}
-				got[k] = struct{}{}
-			}
-			if err := rows.Close(); err != nil {
-				return err
-			}
-			if err := rows.Err(); err != nil {
+			if err := collect(rows); err != nil {
 				return err
 			}
 		}

@@ -43,6 +43,8 @@ func Run(t *testing.T, newStore func(t *testing.T, clk *clock.Fake) store.Store)
 		{"LinksLargeBatch", testLinksLargeBatch},
 		{"Versions", testVersions},
 		{"VersionsLargeBatch", testVersionsLargeBatch},
+		{"VersionsOfColumns", testVersionsOfColumns},
+		{"VersionsOfColumnsLargeBatch", testVersionsOfColumnsLargeBatch},
 		{"Connections", testConnections},
 		{"ConnectionsByOpportunity", testConnectionsByOpportunity},
 		{"MSIValues", testMSIValues},
@@ -355,6 +357,106 @@ func testVersions(t *testing.T, s store.Store, _ *clock.Fake) {
 	got, err = s.GetVersions(ctx, []string{"contact/a"})
 	if err != nil || got["contact/a"] != big {
 		t.Errorf("GetVersions after big = %v, %v; want %d", got, err, big)
+	}
+}
+
+// testVersionsOfColumns covers the keys the syncer writes per column
+// ("record#column", several per record, put in several batches): each is a
+// version of its own, whatever the other keys of its record hold; an
+// adapter may store them per record, so odd columns must round-trip too.
+func testVersionsOfColumns(t *testing.T, s store.Store, _ *clock.Fake) {
+	ctx := ctxT(t)
+	first := map[string]int64{
+		"contact/a": 10, "contact/a#lastname": 10, "contact/a#emailaddress1": 7, "contact/a@rv": 99,
+		"contact/b#lastname": 3,
+		"contact/c#x#y":      4, "contact/c#": 5, "#col": 6, "contact/c#12:3;": 7, "contact/c#é": 8,
+	}
+	if err := s.PutVersions(ctx, first); err != nil {
+		t.Fatalf("PutVersions: %v", err)
+	}
+	// A later batch: one column newer, one older (ignored), a new column,
+	// and the record version alone.
+	var c store.Changes
+	c.PutVersions(map[string]int64{"contact/a#lastname": 12, "contact/a#emailaddress1": 5, "contact/a#jobtitle": 12,
+		"contact/b": 4, "contact/c#x#y": 9})
+	if err := s.Apply(ctx, &c); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	keys := []string{"contact/a", "contact/a#lastname", "contact/a#emailaddress1", "contact/a#jobtitle", "contact/a@rv",
+		"contact/a#missing", "contact/b", "contact/b#lastname", "contact/b#missing", "contact/c#x#y", "contact/c#x",
+		"contact/c#", "#col", "contact/c#12:3;", "contact/c#é", "contact/c", "contact/missing#lastname", "contact/a#lastname"}
+	got, err := s.GetVersions(ctx, keys)
+	if err != nil {
+		t.Fatalf("GetVersions: %v", err)
+	}
+	want := map[string]int64{
+		"contact/a": 10, "contact/a#lastname": 12, "contact/a#emailaddress1": 7, "contact/a#jobtitle": 12, "contact/a@rv": 99,
+		"contact/b": 4, "contact/b#lastname": 3, "contact/c#x#y": 9, "contact/c#": 5, "#col": 6, "contact/c#12:3;": 7, "contact/c#é": 8,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("GetVersions = %v\nwant %v", got, want)
+	}
+	// PutVersions never lowers a column either.
+	if err := s.PutVersions(ctx, map[string]int64{"contact/a#lastname": 1, "contact/a#jobtitle": 13}); err != nil {
+		t.Fatalf("PutVersions: %v", err)
+	}
+	got, err = s.GetVersions(ctx, []string{"contact/a#lastname", "contact/a#jobtitle", "contact/a#emailaddress1"})
+	if err != nil || got["contact/a#lastname"] != 12 || got["contact/a#jobtitle"] != 13 || got["contact/a#emailaddress1"] != 7 {
+		t.Errorf("GetVersions after a lower put = %v, %v; want lastname 12, jobtitle 13, emailaddress1 7", got, err)
+	}
+}
+
+// testVersionsOfColumnsLargeBatch puts a drain-sized batch of column keys
+// (several thousand records, several columns each) twice.
+func testVersionsOfColumnsLargeBatch(t *testing.T, s store.Store, _ *clock.Fake) {
+	ctx := ctxT(t)
+	cols := []string{"emailaddress1", "firstname", "lastname", "ownerid", "parentcustomerid"}
+	v := map[string]int64{}
+	for i := range otherBatch {
+		for j, c := range cols {
+			v[fmt.Sprintf("contact/%06d#%s", i, c)] = int64(i + j)
+		}
+	}
+	if err := s.PutVersions(ctx, v); err != nil {
+		t.Fatalf("PutVersions(%d): %v", len(v), err)
+	}
+	var c store.Changes
+	up := map[string]int64{}
+	for i := range otherBatch {
+		up[fmt.Sprintf("contact/%06d#lastname", i)] = int64(i + 1000)
+		up[fmt.Sprintf("contact/%06d#firstname", i)] = 0 // older: ignored
+		up[fmt.Sprintf("contact/%06d#jobtitle", i)] = 5
+	}
+	c.PutVersions(up)
+	if err := s.Apply(ctx, &c); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	var keys []string
+	for i := range otherBatch {
+		for _, c := range append(cols, "jobtitle", "missing") {
+			keys = append(keys, fmt.Sprintf("contact/%06d#%s", i, c))
+		}
+	}
+	got, err := s.GetVersions(ctx, keys)
+	if err != nil {
+		t.Fatalf("GetVersions(%d): %v", len(keys), err)
+	}
+	if len(got) != otherBatch*(len(cols)+1) {
+		t.Fatalf("GetVersions returned %d, want %d", len(got), otherBatch*(len(cols)+1))
+	}
+	for i := range otherBatch {
+		for j, c := range cols {
+			want := int64(i + j)
+			if c == "lastname" {
+				want = int64(i + 1000)
+			}
+			if k := fmt.Sprintf("contact/%06d#%s", i, c); got[k] != want {
+				t.Fatalf("version %s = %d, want %d", k, got[k], want)
+			}
+		}
+		if k := fmt.Sprintf("contact/%06d#jobtitle", i); got[k] != 5 {
+			t.Fatalf("version %s = %d, want 5", k, got[k])
+		}
 	}
 }
 
