@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/msisync/msisync/internal/config"
 	"github.com/msisync/msisync/internal/dataverse"
 	"github.com/msisync/msisync/internal/dataverse/remotecontext"
 	"github.com/msisync/msisync/internal/doctor"
@@ -294,6 +295,14 @@ func (c *connCounter) active() int {
 // with it they go 300 to a call, for at most this much added latency.
 const batchWait = time.Second
 
+// receiveMax is MSISYNC_RECEIVE_MAX, or its default for the configured queue.
+func receiveMax(cfg *config.Config) int {
+	if cfg.ReceiveMax > 0 {
+		return cfg.ReceiveMax
+	}
+	return syncer.DefaultReceiveMax(cfg.BatchSize, cfg.ServiceBus != "")
+}
+
 func newSyncer(a *app) (*syncer.Syncer, error) {
 	cfg := a.cfg
 	var reader syncer.RecordReader
@@ -307,7 +316,7 @@ func newSyncer(a *app) (*syncer.Syncer, error) {
 		// The worker finishes its batch in the first 60% of the stop's time,
 		// so abandoning what is left and closing still fit inside it.
 		DrainTimeout: cfg.ShutdownTimeout * 6 / 10,
-		BatchSize:    cfg.BatchSize, BatchWait: batchWait, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
+		BatchSize:    cfg.BatchSize, ReceiveMax: receiveMax(cfg), BatchWait: batchWait, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
 		DeletePolicy: cfg.DeletePolicy, AnyConnectionRole: cfg.AnyConnectionRole, AppUserID: cfg.DataverseAppUserID, DefaultSalesPersonID: cfg.DefaultSalesPersonID,
 		WorkerID: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry, OnSettle: a.onSettle,
 	})

@@ -56,6 +56,7 @@ var Settings = []Setting{
 	{"MSISYNC_ANY_CONNECTION_ROLE", "false", "true: every opportunity→contact connection becomes a Marketo role; false: only Stakeholder-category roles (checked through Dataverse when MSISYNC_DATAVERSE_URL is set)", false},
 	{"MSISYNC_DELETE_POLICY", "keep", "what a Dataverse lead/contact delete does in Marketo: keep or delete", false},
 	{"MSISYNC_BATCH_SIZE", "300", "events per worker batch (1-300)", false},
+	{"MSISYNC_RECEIVE_MAX", "auto", "most events one worker batch takes while a backlog waits (MSISYNC_BATCH_SIZE to 100000): a larger batch drains a backlog in fuller Marketo calls and holds more memory (~10-20 KB per event in flight); auto = 50 × MSISYNC_BATCH_SIZE with the embedded queue, 5 × with Service Bus (where each message's lock is renewed by a round trip of its own)", false},
 	{"MSISYNC_MAX_ATTEMPTS", "8", "requeues before an event is dead-lettered (1-100)", false},
 	{"MSISYNC_MSI_FIELDS", "(MSI defaults)", "MSI write-back fields, marketoField=dataverseColumn[:text|number|datetime], comma-separated; default msiLastInterestingMomentType=msi_lastinterestingmomenttype, …, priority=msi_priority:number, relativeUrgency=msi_relativeurgency:number, <score field>=msi_relativescore:number", false},
 	{"MSISYNC_MSI_INTERVAL", "15m", "MSI write-back interval (Go duration, ≥ 1m; 0 disables it)", false},
@@ -107,6 +108,7 @@ type Config struct {
 	DeletePolicy         string
 	AnyConnectionRole    bool
 	BatchSize            int
+	ReceiveMax           int // 0 = auto (syncer.DefaultReceiveMax)
 	MaxAttempts          int
 	MSIInterval          time.Duration
 	ReconcileInterval    time.Duration
@@ -278,6 +280,9 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.DeletePolicy = oneOf("MSISYNC_DELETE_POLICY", "keep", "delete")
 	c.AnyConnectionRole = oneOf("MSISYNC_ANY_CONNECTION_ROLE", "false", "true") == "true"
 	c.BatchSize = intIn("MSISYNC_BATCH_SIZE", 1, 300)
+	if v := get("MSISYNC_RECEIVE_MAX"); !strings.EqualFold(v, "auto") {
+		c.ReceiveMax = intIn("MSISYNC_RECEIVE_MAX", c.BatchSize, 100000)
+	}
 	c.MaxAttempts = intIn("MSISYNC_MAX_ATTEMPTS", 1, 100)
 	c.MSIFields = get("MSISYNC_MSI_FIELDS")
 	if v := get("MSISYNC_MSI_INTERVAL"); v != "" {

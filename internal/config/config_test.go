@@ -208,3 +208,19 @@ func TestShutdownTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestReceiveMaxIsAutoOrAWholeNumberFromTheBatchSize(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil || c.ReceiveMax != 0 {
+		t.Fatalf("unset: ReceiveMax %d, err %v; want 0 (auto)", c.ReceiveMax, err)
+	}
+	if c, err := Load(env(map[string]string{"MSISYNC_RECEIVE_MAX": "6000"})); err != nil || c.ReceiveMax != 6000 {
+		t.Fatalf("6000: ReceiveMax %d, err %v", c.ReceiveMax, err)
+	}
+	for _, bad := range []string{"100", "100001", "lots"} {
+		_, err := Load(env(map[string]string{"MSISYNC_BATCH_SIZE": "200", "MSISYNC_RECEIVE_MAX": bad}))
+		if err == nil || !strings.Contains(err.Error(), "MSISYNC_RECEIVE_MAX") || !strings.Contains(err.Error(), "from 200 to 100000") {
+			t.Errorf("MSISYNC_RECEIVE_MAX=%s: err %v, want one naming the setting and the range from the batch size", bad, err)
+		}
+	}
+}

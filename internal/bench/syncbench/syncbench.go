@@ -38,14 +38,15 @@ type Options struct {
 	Window         time.Duration // rate window (default 20 s)
 	MaxConcurrent  int           // concurrent calls (default 10)
 	BatchSize      int           // records per Marketo call (default 300)
-	// ReceiveMax is the messages per syncer batch (default 50 × BatchSize,
-	// 15,000). Each batch ends every object type with a partial call and
-	// rewrites records changed again since the previous batch: with 20 ×
-	// BatchSize a 30,000-event backlog took 206 calls (ideal 182), past the
-	// 200 that fit in two rate windows, so it waited for a third (drain
-	// 60 s, ideal 40 s); with 50 × BatchSize it takes 196. The whole
-	// backlog in one batch (183 calls) drains slower: its save and settle
-	// of 30,000 messages come after the last call.
+	// ReceiveMax is the messages per syncer batch (default: what msisync's
+	// worker takes on the embedded queue, syncer.DefaultReceiveMax, 15,000
+	// at 300 per call). Each batch ends every object type with a partial
+	// call and rewrites records changed again since the previous batch: at
+	// 6,000 a 30,000-event backlog took 206 calls (ideal 182), past the 200
+	// that fit in two rate windows, so it waited for a third (drain 60 s,
+	// ideal 40 s); at 15,000 it takes 196. The whole backlog in one batch
+	// (183 calls) drains slower: its save and settle of 30,000 messages
+	// come after the last call.
 	ReceiveMax int
 	// Cold skips the warm-up. By default the bench first fills the rate
 	// window with CallsPerWindow cheap queries, so the drain is measured at
@@ -154,7 +155,7 @@ func (o *Options) defaults() {
 		o.BatchSize = marketo.MaxBatch
 	}
 	if o.ReceiveMax <= 0 {
-		o.ReceiveMax = 50 * o.BatchSize
+		o.ReceiveMax = syncer.DefaultReceiveMax(o.BatchSize, false)
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 1
