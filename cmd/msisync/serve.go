@@ -316,7 +316,9 @@ func newSyncer(a *app) (*syncer.Syncer, error) {
 		// The worker finishes its batch in the first 60% of the stop's time,
 		// so abandoning what is left and closing still fit inside it.
 		DrainTimeout: cfg.ShutdownTimeout * 6 / 10,
-		BatchSize:    cfg.BatchSize, ReceiveMax: receiveMax(cfg), BatchWait: batchWait, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
+		BatchSize:    cfg.BatchSize, ReceiveMax: receiveMax(cfg), BatchWait: batchWait,
+		// As many calls of one kind at once as the governor lets through.
+		CallConcurrency: cfg.MarketoConcurrency, MaxAttempts: cfg.MaxAttempts, LeadStrategy: cfg.LeadStrategy,
 		DeletePolicy: cfg.DeletePolicy, AnyConnectionRole: cfg.AnyConnectionRole, AppUserID: cfg.DataverseAppUserID, DefaultSalesPersonID: cfg.DefaultSalesPersonID,
 		WorkerID: host + "-" + randomHex(3), Logger: a.log, Registerer: a.registry, OnSettle: a.onSettle,
 	})

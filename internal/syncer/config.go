@@ -40,6 +40,13 @@ type Config struct {
 	BatchWait   time.Duration // how long to wait to fill a batch after the first message
 	IdleWait    time.Duration // how long one receive waits for a first message (default 1 s)
 	Concurrency int           // batches in flight in Run (default 1)
+	// CallConcurrency is how many Marketo calls of one kind (the chunks of
+	// ≤ BatchSize of one object's writes, or of one lookup) a batch makes at
+	// once (default 1). Set it to what the Marketo client's governor allows:
+	// a backlog's calls then start together when the rate window frees
+	// instead of one after another. Results are applied in chunk order
+	// whatever order the calls end in.
+	CallConcurrency int
 
 	MaxAttempts int           // requeues before dead-lettering (default 8)
 	RequeueBase time.Duration // first requeue delay (default 2 s)
@@ -119,6 +126,9 @@ func (c *Config) check() error {
 	def(&c.LockedDelay, time.Second)
 	def(&c.RecordLockTTL, 15*time.Second)
 	def(&c.DrainTimeout, 10*time.Second)
+	if c.CallConcurrency <= 0 {
+		c.CallConcurrency = 1
+	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 1
 	}

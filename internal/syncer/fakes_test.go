@@ -394,11 +394,12 @@ type fakeMarketo struct {
 	roles           map[string]marketotype.Record // opp|leadId|role
 	calls           []string                      // "leads sync createOrUpdate/email" ...
 	failNext        []error
-	failQuery       error                  // every Query fails with it when set
-	beforeSync      func()                 // called (unlocked) at the start of every Sync
-	skipCode        map[string]string      // externalId → reason code to skip with
-	deletes         [][]marketotype.Record // input of every Delete call of roles
-	failDelete      error                  // every Delete fails with it when set
+	failQuery       error                                          // every Query fails with it when set
+	beforeSync      func()                                         // called (unlocked) at the start of every Sync
+	onSync          func(marketotype.Object, []marketotype.Record) // called (unlocked) after beforeSync
+	skipCode        map[string]string                              // externalId → reason code to skip with
+	deletes         [][]marketotype.Record                         // input of every Delete call of roles
+	failDelete      error                                          // every Delete fails with it when set
 }
 
 func newFakeMarketo() *fakeMarketo {
@@ -425,6 +426,9 @@ func upsertInto(m map[string]marketotype.Record, key string, r marketotype.Recor
 func (f *fakeMarketo) Sync(_ context.Context, obj marketotype.Object, req marketotype.SyncRequest) ([]marketotype.Result, error) {
 	if f.beforeSync != nil {
 		f.beforeSync()
+	}
+	if f.onSync != nil {
+		f.onSync(obj, req.Input)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

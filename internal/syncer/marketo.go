@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/msisync/msisync/internal/marketo/marketotype"
 )
@@ -72,12 +74,17 @@ type marketoCalls struct {
 // nil) takes a skipped record's result first (see applyResults).
 func (c *marketoCalls) upsert(ctx context.Context, kind string, recs []*rec, req marketotype.SyncRequest, build func(*rec) marketotype.Record, stale func(*rec, marketotype.Result) bool) error {
 	obj := objectOf[kind]
-	for chunk := range slices.Chunk(recs, c.s.cfg.BatchSize) {
-		in := make([]marketotype.Record, len(chunk))
+	chunks := slices.Collect(slices.Chunk(recs, c.s.cfg.BatchSize))
+	ins := make([][]marketotype.Record, len(chunks))
+	for n, chunk := range chunks {
+		ins[n] = make([]marketotype.Record, len(chunk))
 		for i, r := range chunk {
-			in[i] = build(r)
+			ins[n][i] = build(r)
 		}
-		res, ok, err := c.syncCall(ctx, obj, chunk, req, in)
+	}
+	sent := c.syncCalls(ctx, obj, req, ins)
+	for n, chunk := range chunks {
+		res, ok, err := c.syncResult(ctx, obj, chunk, sent[n])
 		if err != nil {
 			return err
 		}
@@ -88,24 +95,111 @@ func (c *marketoCalls) upsert(ctx context.Context, kind string, recs []*rec, req
 	return nil
 }
 
+// sent is the outcome of one Sync call.
+type sent struct {
+	res []marketotype.Result
+	err error
+}
+
+// syncCalls sends one Sync call per input, CallConcurrency at a time, and
+// returns their outcomes in input order. It touches no batch state: the
+// caller applies the outcomes in order (syncResult), so what a batch
+// records does not depend on which call ended first.
+func (c *marketoCalls) syncCalls(ctx context.Context, obj marketotype.Object, req marketotype.SyncRequest, ins [][]marketotype.Record) []sent {
+	out := make([]sent, len(ins))
+	for n := range out {
+		out[n].err = errNotSent
+	}
+	concurrently(c.s.cfg.CallConcurrency, len(ins), func(n int) bool {
+		r := req
+		r.Input = ins[n]
+		out[n].res, out[n].err = c.s.cfg.Marketo.Sync(ctx, obj, r)
+		return ctx.Err() == nil
+	})
+	return out
+}
+
+// errNotSent marks a call not sent because an earlier one of the same
+// kind failed (a query) or the batch was cancelled.
+var errNotSent = errors.New("not sent: an earlier call of the batch failed")
+
+// queried is the outcome of one Query call.
+type queried struct {
+	recs []marketotype.Record
+	err  error
+}
+
+// queries sends one Query per chunk of values, CallConcurrency at a time,
+// and returns their outcomes in chunk order; like syncCalls it touches no
+// batch state.
+func (c *marketoCalls) queries(ctx context.Context, obj marketotype.Object, filterType string, chunks [][]string, fields []string) []queried {
+	out := make([]queried, len(chunks))
+	for n := range out {
+		out[n].err = errNotSent
+	}
+	concurrently(c.s.cfg.CallConcurrency, len(chunks), func(n int) bool {
+		out[n].recs, out[n].err = c.s.cfg.Marketo.Query(ctx, obj, filterType, chunks[n], fields)
+		return out[n].err == nil // the caller stops at the first failed query
+	})
+	return out
+}
+
+// concurrently runs call(0) … call(n-1), at most limit at once, and returns
+// when all it started have returned. Once a call returns false no further
+// call starts (those already running finish).
+func concurrently(limit, n int, call func(int) bool) {
+	if limit <= 1 || n <= 1 {
+		for i := range n {
+			if !call(i) {
+				return
+			}
+		}
+		return
+	}
+	sem := make(chan struct{}, limit)
+	var (
+		wg      sync.WaitGroup
+		stopped atomic.Bool
+	)
+	for i := range n {
+		sem <- struct{}{}
+		if stopped.Load() {
+			<-sem
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if !call(i) {
+				stopped.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // syncCall sends one Sync call of in (aligned with recs). A failed call
 // fails every record of recs and reports ok false.
 func (c *marketoCalls) syncCall(ctx context.Context, obj marketotype.Object, recs []*rec, req marketotype.SyncRequest, in []marketotype.Record) (res []marketotype.Result, ok bool, err error) {
-	req.Input = in
+	return c.syncResult(ctx, obj, recs, c.syncCalls(ctx, obj, req, [][]marketotype.Record{in})[0])
+}
+
+// syncResult counts one Sync call and takes its outcome: a failed call
+// fails every record of recs and reports ok false.
+func (c *marketoCalls) syncResult(ctx context.Context, obj marketotype.Object, recs []*rec, s sent) (res []marketotype.Result, ok bool, err error) {
 	c.stats.Calls[string(obj)+" sync"]++
-	res, err = c.s.cfg.Marketo.Sync(ctx, obj, req)
-	if err != nil {
+	if s.err != nil {
 		if ctx.Err() != nil {
 			return nil, false, ctx.Err()
 		}
-		c.noteCallError(err)
-		f := c.callFailure(err, "sync "+string(obj))
+		c.noteCallError(s.err)
+		f := c.callFailure(s.err, "sync "+string(obj))
 		for _, r := range recs {
 			r.fail = f
 		}
 		return nil, false, nil
 	}
-	return res, true, nil
+	return s.res, true, nil
 }
 
 // applyResults maps the results of one Sync call back to its records;

@@ -335,9 +335,11 @@ func (w *personWriter) personsByEmail(ctx context.Context, recs []*rec) (map[str
 		return nil, &pausedError{}
 	}
 	slices.Sort(ask)
-	for chunk := range slices.Chunk(ask, 300) {
+	chunks := slices.Collect(slices.Chunk(ask, 300))
+	found := b.mk.queries(ctx, marketotype.Leads, "email", chunks, []string{"id", "email", "externalPersonId"})
+	for n, chunk := range chunks {
 		b.stats.Calls[string(marketotype.Leads)+" query"]++
-		got, err := b.s.cfg.Marketo.Query(ctx, marketotype.Leads, "email", chunk, []string{"id", "email", "externalPersonId"})
+		got, err := found[n].recs, found[n].err
 		if err != nil {
 			b.mk.noteCallError(err)
 			return nil, fmt.Errorf("query leads by email: %w", err)

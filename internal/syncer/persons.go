@@ -287,11 +287,14 @@ func (w *personWriter) unseen(ctx context.Context, recs []*rec) (map[*rec]bool, 
 	return cand, nil
 }
 
-// sync writes persons in calls of ≤ BatchSize and maps results back.
+// sync writes persons in calls of ≤ BatchSize (CallConcurrency at once) and
+// maps results back in chunk order.
 func (w *personWriter) sync(ctx context.Context, recs []*rec, req marketotype.SyncRequest) error {
 	b := w.b
 	const kind, obj = store.KindPerson, marketotype.Leads
-	for chunk := range slices.Chunk(recs, b.s.cfg.BatchSize) {
+	chunks := slices.Collect(slices.Chunk(recs, b.s.cfg.BatchSize))
+	ins := make([][]marketotype.Record, len(chunks))
+	for n, chunk := range chunks {
 		in := make([]marketotype.Record, len(chunk))
 		for i, r := range chunk {
 			in[i] = recordOf(&b.s.cfg, r)
@@ -309,7 +312,12 @@ func (w *personWriter) sync(ctx context.Context, recs []*rec, req marketotype.Sy
 				in[i]["id"] = id
 			}
 		}
-		res, ok, err := b.mk.syncCall(ctx, obj, chunk, req, in)
+		ins[n] = in
+	}
+	sent := b.mk.syncCalls(ctx, obj, req, ins)
+	var again []*rec
+	for n, chunk := range chunks {
+		res, ok, err := b.mk.syncResult(ctx, obj, chunk, sent[n])
 		if err != nil {
 			return err
 		}
@@ -319,18 +327,15 @@ func (w *personWriter) sync(ctx context.Context, recs []*rec, req marketotype.Sy
 		b.mk.applyResults(obj, chunk, res, w.stale)
 		// 1021: the person is linked to a company in Marketo, which owns the
 		// company fields: send the record again without them.
-		var again []*rec
 		for i, r := range chunk {
 			if obj == marketotype.Leads && !w.of(r).noCompany && i < len(res) && res[i].Status == "skipped" && len(res[i].Reasons) > 0 && res[i].Reasons[0].Code == "1021" {
 				r.fail, w.of(r).noCompany = nil, true
 				again = append(again, r)
 			}
 		}
-		if len(again) > 0 {
-			if err := w.sync(ctx, again, req); err != nil {
-				return err
-			}
-		}
+	}
+	if len(again) > 0 {
+		return w.sync(ctx, again, req)
 	}
 	return nil
 }

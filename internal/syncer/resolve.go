@@ -337,13 +337,15 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 		idField = "marketoGUID"
 	}
 	var found []store.Link
-	for chunk := range slices.Chunk(ask, 300) {
+	fields := []string{idField, field}
+	if kind == store.KindPerson || kind == store.KindSalesPerson {
+		fields = append(fields, "email")
+	}
+	chunks := slices.Collect(slices.Chunk(ask, 300))
+	got := b.mk.queries(ctx, obj, field, chunks, fields)
+	for n := range chunks {
 		b.stats.Calls[string(obj)+" query"]++
-		fields := []string{idField, field}
-		if kind == store.KindPerson || kind == store.KindSalesPerson {
-			fields = append(fields, "email")
-		}
-		recs, err := b.s.cfg.Marketo.Query(ctx, obj, field, chunk, fields)
+		recs, err := got[n].recs, got[n].err
 		if err != nil {
 			b.mk.noteCallError(err)
 			return fmt.Errorf("query %s by %s: %w", obj, field, err)

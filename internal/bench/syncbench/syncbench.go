@@ -242,7 +242,8 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 	)
 	start := time.Now()
 	s, err := syncer.New(syncer.Config{Queue: q, Store: st, Marketo: mk, BatchSize: opts.BatchSize, ReceiveMax: opts.ReceiveMax,
-		Concurrency: opts.Concurrency, IdleWait: 200 * time.Millisecond, Logger: opts.Logger, WorkerID: "bench",
+		CallConcurrency: opts.MaxConcurrent, // as msisync's worker: what the governor allows
+		Concurrency:     opts.Concurrency, IdleWait: 200 * time.Millisecond, Logger: opts.Logger, WorkerID: "bench",
 		OnBatch: func(b syncer.Stats) {
 			mu.Lock()
 			defer mu.Unlock()
