@@ -160,13 +160,18 @@ type Queue struct {
 
 var _ queue.Queue = (*Queue)(nil)
 
-const schemaVersion = 1
+// schemaVersion is PRAGMA user_version of the current schema. Version 1
+// kept the body in the messages row; version 2 moved it to bodies.
+const schemaVersion = 2
 
+// schema is the current schema, created on a new file. The body lives in its
+// own table, written once by Send and deleted with the message: a claim,
+// renewal or abandon rewrites only the small messages row, where with the
+// body in that row each of them copied the whole body into the WAL again.
 const schema = `
 CREATE TABLE IF NOT EXISTS messages (
 	seq            INTEGER PRIMARY KEY AUTOINCREMENT,
 	id             TEXT    NOT NULL,
-	body           BLOB    NOT NULL,
 	props          TEXT    NOT NULL,
 	entity         TEXT    NOT NULL,
 	enqueued_at    INTEGER NOT NULL,
@@ -175,6 +180,16 @@ CREATE TABLE IF NOT EXISTS messages (
 	lock_token     TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at, seq);
+CREATE TABLE IF NOT EXISTS bodies (
+	seq  INTEGER PRIMARY KEY, -- messages.seq
+	body BLOB    NOT NULL
+);
+` + seenAndDeadSchema + `
+PRAGMA user_version = 2;
+`
+
+// seenAndDeadSchema is the same in versions 1 and 2.
+const seenAndDeadSchema = `
 CREATE TABLE IF NOT EXISTS seen_ids (
 	id         TEXT PRIMARY KEY,
 	expires_at INTEGER NOT NULL
@@ -194,8 +209,25 @@ CREATE TABLE IF NOT EXISTS dead (
 	dead_lettered_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_entity ON dead (entity);
-PRAGMA user_version = 1;
 `
+
+// migrateV1 moves the bodies of a version-1 file out of its messages rows.
+// It runs in the same transaction as the version check, so a crash leaves
+// the file at version 1 or 2, never between. DROP COLUMN keeps the table
+// (and its AUTOINCREMENT counter), so sequence numbers are never reused.
+const migrateV1 = `
+CREATE TABLE bodies (
+	seq  INTEGER PRIMARY KEY,
+	body BLOB    NOT NULL
+);
+INSERT INTO bodies (seq, body) SELECT seq, body FROM messages;
+ALTER TABLE messages DROP COLUMN body;
+PRAGMA user_version = 2;
+`
+
+// migrateHook, when set by a test, runs inside the migration's transaction
+// just before it commits.
+var migrateHook func()
 
 // Open opens (creating if needed) the queue database at path.
 func Open(ctx context.Context, path string, opts Options) (*Queue, error) {
@@ -279,8 +311,20 @@ func initSchema(ctx context.Context, db *sql.DB) error {
 	if version > schemaVersion {
 		return fmt.Errorf("schema version %d is newer than this msisync supports (%d): upgrade msisync", version, schemaVersion)
 	}
-	if _, err := tx.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("create schema: %w", err)
+	switch version {
+	case 1:
+		if _, err := tx.ExecContext(ctx, migrateV1); err != nil {
+			return fmt.Errorf("migrate schema from version 1 to %d: %w", schemaVersion, err)
+		}
+		if migrateHook != nil {
+			migrateHook()
+		}
+	case 0, schemaVersion:
+		if _, err := tx.ExecContext(ctx, schema); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+	default:
+		return fmt.Errorf("schema version %d is unknown to this msisync", version)
 	}
 	return tx.Commit()
 }
@@ -427,9 +471,12 @@ func (q *Queue) insert(w *wtx, rows []pending) error {
 		if body == nil {
 			body = []byte{}
 		}
-		if _, err := w.exec(`INSERT INTO messages (id, body, props, entity, enqueued_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			r.msg.ID, body, r.props, r.msg.Properties[queue.PropEntity], now, visible); err != nil {
+		if _, err := w.exec(`INSERT INTO messages (id, props, entity, enqueued_at, visible_at) VALUES (?, ?, ?, ?, ?)`,
+			r.msg.ID, r.props, r.msg.Properties[queue.PropEntity], now, visible); err != nil {
 			return fmt.Errorf("insert message %q: %w", r.msg.ID, err)
+		}
+		if _, err := w.exec(`INSERT INTO bodies (seq, body) VALUES (last_insert_rowid(), ?)`, body); err != nil {
+			return fmt.Errorf("insert body of message %q: %w", r.msg.ID, err)
 		}
 	}
 	return nil
@@ -505,8 +552,9 @@ func (q *Queue) tryClaim(ctx context.Context, max int) ([]*queue.Delivery, error
 }
 
 func (q *Queue) claim(w *wtx, max int) ([]*queue.Delivery, error) {
-	rows, err := w.query(`SELECT seq, id, body, props, enqueued_at, delivery_count
-		FROM messages WHERE visible_at <= ? ORDER BY visible_at, seq LIMIT ?`, nanos(w.now), max)
+	rows, err := w.query(`SELECT m.seq, m.id, b.body, m.props, m.enqueued_at, m.delivery_count
+		FROM messages m JOIN bodies b ON b.seq = m.seq
+		WHERE m.visible_at <= ? ORDER BY m.visible_at, m.seq LIMIT ?`, nanos(w.now), max)
 	if err != nil {
 		return nil, fmt.Errorf("select due messages: %w", err)
 	}
@@ -582,11 +630,12 @@ func (q *Queue) moveToDead(w *wtx, r row, reason, desc string) error {
 	// INSERT … SELECT copies the body inside SQLite, not through Go.
 	if _, err := w.exec(`INSERT INTO dead (message_id, body, props, entity, reason, description, delivery_count,
 		enqueued_at, first_failure_at, dead_lettered_at)
-		SELECT id, body, props, entity, ?, ?, delivery_count, enqueued_at, ?, ? FROM messages WHERE seq = ?`,
+		SELECT m.id, b.body, m.props, m.entity, ?, ?, m.delivery_count, m.enqueued_at, ?, ?
+		FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.seq = ?`,
 		reason, desc, nanos(first), nanos(w.now), r.seq); err != nil {
 		return fmt.Errorf("dead-letter message %q: %w", r.id, err)
 	}
-	if _, err := w.exec(`DELETE FROM messages WHERE seq = ?`, r.seq); err != nil {
+	if err := q.delete(w, r.seq); err != nil {
 		return fmt.Errorf("dead-letter message %q: %w", r.id, err)
 	}
 	q.log.Info("message dead-lettered", "id", r.id, "reason", reason, "deliveryCount", r.deliveryCount)
@@ -634,9 +683,17 @@ func (q *Queue) Renew(ctx context.Context, d *queue.Delivery) error {
 // Complete removes d.
 func (q *Queue) Complete(ctx context.Context, d *queue.Delivery) error {
 	return q.settle(ctx, "complete", d, false, func(w *wtx, r row) error {
-		_, err := w.exec(`DELETE FROM messages WHERE seq = ?`, r.seq)
-		return err
+		return q.delete(w, r.seq)
 	})
+}
+
+// delete removes message seq and its body.
+func (q *Queue) delete(w *wtx, seq int64) error {
+	if _, err := w.exec(`DELETE FROM messages WHERE seq = ?`, seq); err != nil {
+		return err
+	}
+	_, err := w.exec(`DELETE FROM bodies WHERE seq = ?`, seq)
+	return err
 }
 
 // Abandon releases d for redelivery, or dead-letters it once it has been

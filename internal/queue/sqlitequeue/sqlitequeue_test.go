@@ -3,6 +3,7 @@ package sqlitequeue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -455,11 +456,11 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.db.ExecContext(t.Context(), "PRAGMA user_version = 2"); err != nil {
+	if _, err := q.db.ExecContext(t.Context(), "PRAGMA user_version = "+strconv.Itoa(schemaVersion+1)); err != nil {
 		t.Fatal(err)
 	}
 	q.Close()
-	if _, err := Open(t.Context(), path, Options{}); err == nil || !strings.Contains(err.Error(), "schema version 2") {
+	if _, err := Open(t.Context(), path, Options{}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("schema version %d", schemaVersion+1)) {
 		t.Fatalf("Open of a newer schema: err = %v", err)
 	}
 }
