@@ -63,6 +63,16 @@ type Delivery struct {
 // expired (another consumer may have it now).
 var ErrLockLost = errors.New("queue: message lock lost")
 
+// BatchCompleter is implemented by a queue that completes many deliveries
+// in one round trip (the embedded queue: one transaction, two statements),
+// which a consumer settling a large batch uses instead of a Complete per
+// delivery. errs[i] is nil when ds[i] was completed, wraps ErrLockLost when
+// its lock was lost, and otherwise says why it was not completed; a
+// delivery not completed stays in the queue.
+type BatchCompleter interface {
+	CompleteAll(ctx context.Context, ds []*Delivery) (errs []error)
+}
+
 // ErrDuplicate is never returned by Send (duplicates are dropped silently, as
 // on Service Bus); adapters may use it internally.
 var ErrDuplicate = errors.New("queue: duplicate message id")

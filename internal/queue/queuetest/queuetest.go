@@ -79,6 +79,7 @@ func Run(t *testing.T, newHarness func(t *testing.T, cfg Config) *Harness) {
 		{"AbandonRedelivers", testAbandon},
 		{"LockExpiryRedelivers", testLockExpiry},
 		{"ExpiredLockCannotSettle", testExpiredLockCannotSettle},
+		{"CompleteAll", testCompleteAll},
 		{"MaxDeliveryByAbandon", testMaxDeliveryAbandon},
 		{"MaxDeliveryByLockExpiry", testMaxDeliveryExpiry},
 		{"DeadLetterExplicit", testDeadLetterExplicit},
@@ -474,6 +475,46 @@ func testExpiredLockCannotSettle(s *suite) {
 		s.t.Errorf("DeliveryCount = %d, want 2", d2.DeliveryCount)
 	}
 	s.complete(d2)
+}
+
+// testCompleteAll: a queue.BatchCompleter completes the deliveries it still
+// holds and reports a stale one (its lock expired and was taken again) as
+// lost, leaving the current holder's lock alone.
+func testCompleteAll(s *suite) {
+	bc, ok := s.q.(queue.BatchCompleter)
+	if !ok {
+		s.t.Skip("the queue completes one delivery per call (no queue.BatchCompleter)")
+	}
+	if errs := bc.CompleteAll(s.ctx(), nil); len(errs) != 0 {
+		s.t.Fatalf("CompleteAll(nil) = %v, want no errors", errs)
+	}
+	x := s.id("x")
+	s.send(queue.Message{ID: x, Body: []byte("x")})
+	stale := s.receiveOne(x)
+	s.h.Advance(s.cfg.LockDuration + time.Second) // its consumer died
+	current := s.receiveOne(x)
+	a, c := s.id("a"), s.id("c")
+	s.send(queue.Message{ID: a, Body: []byte("a")}, queue.Message{ID: c, Body: []byte("c")})
+	got := s.receiveN(2)
+	errs := bc.CompleteAll(s.ctx(), []*queue.Delivery{got[0], stale, got[1]})
+	if len(errs) != 3 || errs[0] != nil || !errors.Is(errs[1], queue.ErrLockLost) || errs[2] != nil {
+		s.t.Fatalf("CompleteAll(a, stale x, c) = %v, want [nil, ErrLockLost, nil]", errs)
+	}
+	// The stale completion did not take x from its current holder.
+	if err := s.q.Renew(s.ctx(), current); err != nil {
+		s.t.Fatalf("Renew of x's current delivery after the stale CompleteAll: %v", err)
+	}
+	if errs := bc.CompleteAll(s.ctx(), []*queue.Delivery{current}); errs[0] != nil {
+		s.t.Fatalf("CompleteAll(current x) = %v", errs)
+	}
+	if errs := bc.CompleteAll(s.ctx(), []*queue.Delivery{current}); !errors.Is(errs[0], queue.ErrLockLost) {
+		s.t.Errorf("CompleteAll of a completed delivery = %v, want ErrLockLost", errs[0])
+	}
+	s.h.Advance(s.cfg.LockDuration + time.Second)
+	s.expectNone("after CompleteAll, locks expired")
+	if dls := s.listDead(queue.Filter{}); len(dls) != 0 {
+		s.t.Errorf("CompleteAll dead-lettered %v", deadIDs(dls))
+	}
 }
 
 func testMaxDeliveryAbandon(s *suite) {

@@ -687,6 +687,72 @@ func (q *Queue) Complete(ctx context.Context, d *queue.Delivery) error {
 	})
 }
 
+// completeChunk bounds one CompleteAll transaction.
+const completeChunk = 1000
+
+// CompleteAll removes the deliveries still locked by their tokens, up to
+// completeChunk in one transaction of two statements (queue.BatchCompleter);
+// a delivery whose lock expired or was taken over is left and reported
+// with queue.ErrLockLost, as Complete reports it.
+func (q *Queue) CompleteAll(ctx context.Context, ds []*queue.Delivery) []error {
+	errs := make([]error, len(ds))
+	for start := 0; start < len(ds); start += completeChunk {
+		chunk := ds[start:min(start+completeChunk, len(ds))]
+		keys := make([]any, 0, len(chunk))
+		for _, d := range chunk {
+			if d != nil {
+				keys = append(keys, []any{d.SequenceNumber, d.LockToken})
+			}
+		}
+		arg, err := json.Marshal(keys)
+		done := map[int64]bool{}
+		if err == nil {
+			err = q.submit(ctx, &op{run: func(w *wtx) error {
+				clear(done)
+				rows, err := w.query(`DELETE FROM messages WHERE visible_at > ? AND (seq, lock_token) IN
+					(SELECT value->>0, value->>1 FROM json_each(?)) RETURNING seq`, nanos(w.now), string(arg))
+				if err != nil {
+					return err
+				}
+				var seqs []int64
+				for rows.Next() {
+					var seq int64
+					if err := rows.Scan(&seq); err != nil {
+						rows.Close()
+						return err
+					}
+					seqs = append(seqs, seq)
+				}
+				if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+					return err
+				}
+				if len(seqs) == 0 {
+					return nil
+				}
+				js, _ := json.Marshal(seqs)
+				if _, err := w.exec(`DELETE FROM bodies WHERE seq IN (SELECT value FROM json_each(?))`, string(js)); err != nil {
+					return err
+				}
+				for _, seq := range seqs {
+					done[seq] = true
+				}
+				return nil
+			}})
+		}
+		for i, d := range chunk {
+			switch {
+			case d == nil:
+				errs[start+i] = errors.New("sqlitequeue: complete: delivery is nil")
+			case err != nil:
+				errs[start+i] = fmt.Errorf("sqlitequeue: complete message %q: %w", d.ID, err)
+			case !done[d.SequenceNumber]:
+				errs[start+i] = fmt.Errorf("sqlitequeue: complete message %q: %w", d.ID, queue.ErrLockLost)
+			}
+		}
+	}
+	return errs
+}
+
 // delete removes message seq and its body.
 func (q *Queue) delete(w *wtx, seq int64) error {
 	if _, err := w.exec(`DELETE FROM messages WHERE seq = ?`, seq); err != nil {
