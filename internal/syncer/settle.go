@@ -119,34 +119,62 @@ func (b *batch) settlements() ([]op, []queue.Message) {
 }
 
 // settleAll completes or dead-letters ops, ≤ 32 at once, and reports which
-// were done; mark is called for each message settled or tried.
+// were done; mark is called for each message settled or tried. A queue
+// that completes many deliveries in one round trip (queue.BatchCompleter,
+// the embedded queue) gets the completions in one call.
 func (s *Syncer) settleAll(ctx context.Context, ops []op, mark func(*queue.Delivery)) ([]bool, []error) {
 	done := make([]bool, len(ops))
 	errs := make([]error, len(ops))
+	outcome := func(i int, err error) {
+		mark(ops[i].m.d)
+		switch {
+		case err == nil:
+			done[i] = true
+		case ctx.Err() != nil:
+			errs[i] = ctx.Err()
+		case errors.Is(err, queue.ErrLockLost):
+			s.log.Warn("syncer: lock lost before settling; the message will be redelivered", "message", ops[i].m.d.ID)
+		default:
+			errs[i] = fmt.Errorf("syncer: settle %s: %w", ops[i].m.d.ID, err)
+		}
+	}
+	rest := make([]int, 0, len(ops))
+	if bc, ok := s.cfg.Queue.(queue.BatchCompleter); ok {
+		var idx []int
+		var ds []*queue.Delivery
+		for i, o := range ops {
+			if o.kind == opDead {
+				rest = append(rest, i)
+				continue
+			}
+			idx = append(idx, i)
+			ds = append(ds, o.m.d)
+		}
+		if len(ds) > 0 {
+			for j, err := range bc.CompleteAll(ctx, ds) {
+				outcome(idx[j], err)
+			}
+		}
+	} else {
+		for i := range ops {
+			rest = append(rest, i)
+		}
+	}
 	sem := make(chan struct{}, 32)
 	var wg sync.WaitGroup
-	for i, o := range ops {
+	for _, i := range rest {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			o := ops[i]
 			var err error
 			if o.kind == opDead {
 				err = s.cfg.Queue.DeadLetter(ctx, o.m.d, o.reason, o.desc)
 			} else {
 				err = s.cfg.Queue.Complete(ctx, o.m.d)
 			}
-			mark(o.m.d)
-			switch {
-			case err == nil:
-				done[i] = true
-			case ctx.Err() != nil:
-				errs[i] = ctx.Err()
-			case errors.Is(err, queue.ErrLockLost):
-				s.log.Warn("syncer: lock lost before settling; the message will be redelivered", "message", o.m.d.ID)
-			default:
-				errs[i] = fmt.Errorf("syncer: settle %s: %w", o.m.d.ID, err)
-			}
+			outcome(i, err)
 		}()
 	}
 	wg.Wait()
