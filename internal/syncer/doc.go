@@ -45,8 +45,9 @@
 //     dependency is added to the batch and the plan, and written first). Otherwise the message is requeued with a
 //     capped exponential delay and, after MaxAttempts, dead-lettered with
 //     "missing dependency: account 3f2… (company of contact 9a1…)".
-//  8. Write in MSI's order, one call of ≤ BatchSize records per object type;
-//     deletes after the upserts, roles first. Per-record results map back to
+//  8. Write in MSI's order, calls of ≤ BatchSize records per object type
+//     (CallConcurrency of them at once, their results applied in chunk
+//     order, marketo.go); deletes after the upserts, roles first. Per-record results map back to
 //     messages: complete; requeue (throttled, transient, dependency codes);
 //     dead-letter (permanent codes, with Marketo's code and message). Quota
 //     (607) and configuration errors pause Marketo calls for the batch and
@@ -55,7 +56,8 @@
 //     connections, meta) was collected in batch.changes (store.Changes)
 //     by the write, retire and delete stages; batch.save applies it with
 //     one Store.Apply, one transaction. Then release the record locks and
-//     settle the messages (in Run, while the next batch is processed).
+//     settle the messages (in Run, while the next batch is processed; a
+//     queue.BatchCompleter gets all completions in one call).
 //
 // # The pipeline at a glance
 //
