@@ -357,8 +357,13 @@ func uniq(ids []string) []string {
 // array argument (jsonargs.go).
 const jsonEach = `SELECT value FROM json_each(?)`
 
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // scanRows runs query with args and calls scan for each row.
-func scanRows(ctx context.Context, db *sql.DB, query string, args []any, scan func(*sql.Rows) error) error {
+func scanRows(ctx context.Context, db querier, query string, args []any, scan func(*sql.Rows) error) error {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err
@@ -434,19 +439,7 @@ func execIn(ctx context.Context, tx *sql.Tx, stmt string, fixed []any, ids []str
 
 // queryInTx is queryIn inside tx (no fixed arguments).
 func queryInTx(ctx context.Context, tx *sql.Tx, query string, ids []string, scan func(*sql.Rows) error) error {
-	run := func(q string, args []any) error {
-		rows, err := tx.QueryContext(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			if err := scan(rows); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
-	}
+	run := func(q string, args []any) error { return scanRows(ctx, tx, q, args, scan) }
 	if len(ids) == 0 {
 		return nil
 	}
