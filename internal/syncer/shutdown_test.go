@@ -179,7 +179,7 @@ func TestRecordLockedByADeadWorkerIsRetriedOnceAtItsExpiry(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		total.add(st)
+		total.Add(st)
 		le.clk.Advance(time.Second) // a worker polling as fast as it can
 	}
 	if total.Completed != 1 || total.Rescheduled != 1 {

@@ -118,7 +118,8 @@ type Stats struct {
 	KeptPersons int
 }
 
-func (s *Stats) add(o Stats) {
+// Add adds o to s (totals over batches, e.g. in OnBatch).
+func (s *Stats) Add(o Stats) {
 	s.Received += o.Received
 	s.Completed += o.Completed
 	s.Skipped += o.Skipped

@@ -96,7 +96,7 @@ func (e *env) drain() Stats {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		total.add(st)
+		total.Add(st)
 		if st.Received == 0 {
 			e.clk.Advance(10 * time.Minute)
 		}

@@ -247,7 +247,7 @@ func Bench(ctx context.Context, opts Options) (Report, error) {
 		OnBatch: func(b syncer.Stats) {
 			mu.Lock()
 			defer mu.Unlock()
-			total = addStats(total, b)
+			total.Add(b)
 			// Every event ends completed (written or skipped) or dead-lettered
 			// exactly once; requeued copies count when they end.
 			before := settled
@@ -361,27 +361,6 @@ func warmUp(ctx context.Context, mk *marketo.Client, calls, concurrent int) erro
 		}
 	}
 	return nil
-}
-
-func addStats(a, b syncer.Stats) syncer.Stats {
-	a.Received += b.Received
-	a.Completed += b.Completed
-	a.DeadLettered += b.DeadLettered
-	a.Requeued += b.Requeued
-	a.Rescheduled += b.Rescheduled
-	for k, v := range b.Written {
-		if a.Written == nil {
-			a.Written = map[marketotype.Object]int{}
-		}
-		a.Written[k] += v
-	}
-	for k, v := range b.Calls {
-		if a.Calls == nil {
-			a.Calls = map[string]int{}
-		}
-		a.Calls[k] += v
-	}
-	return a
 }
 
 // backlog is a chronological Dataverse history: each record's dependencies
