@@ -101,6 +101,18 @@ type Store interface {
 	Close() error
 }
 
+// LockLeaser is implemented by stores in which an owner's record locks also
+// last as long as the owner's lock lease: RenewLockLease extends that lease
+// to now+ttl in one row, however many records the owner holds, so a worker
+// waiting on Marketo renews a batch of 15,000 locks with one write. It
+// reports whether a live lease was extended; false means none was alive (the
+// first renewal, or the owner stalled past its ttl), and then the caller
+// checks its locks with LockRecords, which the lease does not replace. A
+// lock ends when both its own expiry and its owner's lease have passed.
+type LockLeaser interface {
+	RenewLockLease(ctx context.Context, owner string, ttl time.Duration) (bool, error)
+}
+
 // LockInspector is implemented by stores that can tell when another owner's
 // record lock ends, so a worker that finds a record locked retries once, at
 // the expiry, instead of polling. It is separate from Store so other stores

@@ -767,7 +767,7 @@ func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, tt
 			res, err := tx.ExecContext(ctx, `INSERT INTO record_locks (key, owner, expires_at)
 				SELECT value, ?, ? FROM json_each(?) WHERE true
 				ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
-				WHERE record_locks.owner = excluded.owner OR record_locks.expires_at <= ?`, owner, expires, list, now.UnixMicro())
+				WHERE record_locks.owner = excluded.owner OR (record_locks.expires_at <= ? AND NOT EXISTS (SELECT 1 FROM leases WHERE name = 'record-locks/' || record_locks.owner AND expires_at > ?))`, owner, expires, list, now.UnixMicro(), now.UnixMicro())
 			if err != nil {
 				return err
 			}
@@ -781,8 +781,8 @@ func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, tt
 			rows, err := tx.QueryContext(ctx, `INSERT INTO record_locks (key, owner, expires_at)
 				SELECT value, ?, ? FROM json_each(?) WHERE true
 				ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
-				WHERE record_locks.owner = excluded.owner OR record_locks.expires_at <= ?
-				RETURNING key`, owner, expires, list, now.UnixMicro())
+				WHERE record_locks.owner = excluded.owner OR (record_locks.expires_at <= ? AND NOT EXISTS (SELECT 1 FROM leases WHERE name = 'record-locks/' || record_locks.owner AND expires_at > ?))
+				RETURNING key`, owner, expires, list, now.UnixMicro(), now.UnixMicro())
 			if err != nil {
 				return err
 			}
@@ -793,10 +793,10 @@ func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, tt
 			for _, k := range chunk {
 				args = append(args, k, owner, expires)
 			}
-			args = append(args, now.UnixMicro())
+			args = append(args, now.UnixMicro(), now.UnixMicro())
 			q := `INSERT INTO record_locks (key, owner, expires_at) VALUES ` + placeholders(len(chunk), 3) + `
 				ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
-				WHERE record_locks.owner = excluded.owner OR record_locks.expires_at <= ?
+				WHERE record_locks.owner = excluded.owner OR (record_locks.expires_at <= ? AND NOT EXISTS (SELECT 1 FROM leases WHERE name = 'record-locks/' || record_locks.owner AND expires_at > ?))
 				RETURNING key`
 			rows, err := tx.QueryContext(ctx, q, args...)
 			if err != nil {
@@ -819,6 +819,37 @@ func (s *Store) LockRecords(ctx context.Context, owner string, keys []string, tt
 	}
 	return out, nil
 }
+
+// RenewLockLease extends owner's lock lease to now+ttl (store.LockLeaser):
+// every record lock of owner then lasts at least as long. It reports whether
+// the lease was still alive.
+func (s *Store) RenewLockLease(ctx context.Context, owner string, ttl time.Duration) (bool, error) {
+	if ttl <= 0 {
+		return false, fmt.Errorf("sqlitestore: renew lock lease of %q: ttl %v must be positive", owner, ttl)
+	}
+	now := s.clk.Now()
+	var alive bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var cur int64
+		err := tx.QueryRowContext(ctx, `SELECT expires_at FROM leases WHERE name = ?`, lockLease(owner)).Scan(&cur)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		alive = err == nil && cur > now.UnixMicro()
+		_, err = tx.ExecContext(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at`,
+			lockLease(owner), owner, now.Add(ttl).UnixMicro())
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: renew lock lease of %q: %w", owner, err)
+	}
+	return alive, nil
+}
+
+// lockLease is the leases row of owner's record locks (the SQL above builds
+// the same name from record_locks.owner).
+func lockLease(owner string) string { return "record-locks/" + owner }
 
 // UnlockRecords frees owner's locks on keys; other owners' locks stay.
 func (s *Store) UnlockRecords(ctx context.Context, owner string, keys []string) error {
@@ -845,7 +876,10 @@ func (s *Store) RecordLockExpiry(ctx context.Context, keys []string) (map[string
 		for _, k := range chunk {
 			args = append(args, k)
 		}
-		rows, err := s.r.QueryContext(ctx, `SELECT key, expires_at FROM record_locks WHERE expires_at > ? AND key IN (`+inList(len(chunk))+`)`, args...)
+		// A lock lasts while its own expiry or its owner's lock lease does.
+		rows, err := s.r.QueryContext(ctx, `SELECT r.key, max(r.expires_at, coalesce(l.expires_at, 0)) AS e
+			FROM record_locks r LEFT JOIN leases l ON l.name = 'record-locks/' || r.owner
+			WHERE e > ? AND r.key IN (`+inList(len(chunk))+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: lock expiry of %d records: %w", len(keys), err)
 		}

@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore func(t *testing.T, clk *clock.Fake) store.Store)
 		{"LockRecordsConcurrent", testLockRecordsConcurrent},
 		{"LockRecordsLargeBatch", testLockRecordsLarge},
 		{"RecordLockExpiry", testRecordLockExpiry},
+		{"LockLease", testLockLease},
 		{"Meta", testMeta},
 		{"Ping", testPing},
 		{"EmptyInputs", testEmptyInputs},
@@ -839,6 +840,66 @@ func testRecordLockExpiry(t *testing.T, s store.Store, clk *clock.Fake) {
 	}
 	if got := expiry(); len(got) != 0 {
 		t.Fatalf("RecordLockExpiry() = %v, want empty", got)
+	}
+}
+
+// testLockLease: an owner's lock lease keeps all its record locks past their
+// own expiry while it is renewed, for one write however many they are; once
+// it lapses they can be taken, and the next renewal says it had lapsed.
+func testLockLease(t *testing.T, s store.Store, clk *clock.Fake) {
+	ll, ok := s.(store.LockLeaser)
+	if !ok {
+		t.Skip("store does not implement store.LockLeaser")
+	}
+	renew := func(owner string) bool {
+		t.Helper()
+		alive, err := ll.RenewLockLease(ctxT(t), owner, 15*time.Second)
+		if err != nil {
+			t.Fatalf("RenewLockLease(%s): %v", owner, err)
+		}
+		return alive
+	}
+	if _, err := ll.RenewLockLease(ctxT(t), "A", 0); err == nil {
+		t.Error("RenewLockLease with ttl 0: no error")
+	}
+	const ttl = 15 * time.Second
+	lock(t, s, "A", ttl, "k1", "k2")
+	lock(t, s, "B", ttl, "k3")
+	if renew("A") {
+		t.Fatal("first RenewLockLease of A reports a live lease")
+	}
+	clk.Advance(10 * time.Second)
+	if !renew("A") {
+		t.Fatal("RenewLockLease of A 10 s after the last one reports a lapsed lease")
+	}
+	clk.Advance(10 * time.Second) // t=20: the rows expired at 15, A's lease runs to 25
+	if got := lock(t, s, "B", ttl, "k1", "k2", "k3"); !slices.Equal(got, []string{"k3"}) {
+		t.Fatalf("B took %v while A's lease is alive, want only its own k3", got)
+	}
+	if li, ok := s.(store.LockInspector); ok {
+		got, err := li.RecordLockExpiry(ctxT(t), []string{"k1", "k3"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := Start.Add(25 * time.Second); !got["k1"].Equal(want) {
+			t.Errorf("k1 expires %v, want A's lease end %v", got["k1"], want)
+		}
+		if want := Start.Add(35 * time.Second); !got["k3"].Equal(want) {
+			t.Errorf("k3 expires %v, want its own renewed expiry %v", got["k3"], want)
+		}
+	}
+	if got := lock(t, s, "A", ttl, "k1"); !slices.Equal(got, []string{"k1"}) {
+		t.Fatalf("A re-locking its own k1 got %v", got)
+	}
+	clk.Advance(20 * time.Second) // t=40: A stalled past its lease (25) and k1's own expiry (35)
+	if got := lock(t, s, "B", ttl, "k1", "k2"); !slices.Equal(got, []string{"k1", "k2"}) {
+		t.Fatalf("B took %v after A's lease lapsed, want k1 and k2", got)
+	}
+	if renew("A") {
+		t.Error("RenewLockLease of A after it lapsed reports a live lease")
+	}
+	if got := lock(t, s, "A", ttl, "k1", "k2"); len(got) != 0 {
+		t.Errorf("A's renewed lease gave it back %v that B took", got)
 	}
 }
 
