@@ -64,7 +64,9 @@ func (b *batch) renewRecordLocks(ctx context.Context) {
 		// the store re-locks it once, which is not a lost lock.
 		b.locked = uniqKeys(b.locked)
 		keys := b.locked
-		if len(keys) > 0 && ctx.Err() == nil {
+		// With a live lock lease one write renews every lock the worker
+		// holds; otherwise each lock is renewed and checked.
+		if len(keys) > 0 && ctx.Err() == nil && !b.renewLease(ctx, ttl) {
 			got, err := b.s.cfg.Store.LockRecords(ctx, b.s.cfg.WorkerID, keys, ttl)
 			switch {
 			case err != nil && ctx.Err() == nil:
@@ -77,6 +79,26 @@ func (b *batch) renewRecordLocks(ctx context.Context) {
 		}
 		b.lockMu.Unlock()
 	}
+}
+
+// renewLease extends the worker's lock lease when the store has one
+// (store.LockLeaser) and reports whether it was still alive: then no lock of
+// the batch can have been taken since the last renewal. Otherwise (the first
+// renewal, a stall past the TTL, an error, no lease in the store) the caller
+// renews and checks the locks one by one.
+func (b *batch) renewLease(ctx context.Context, ttl time.Duration) bool {
+	ll, ok := b.s.cfg.Store.(store.LockLeaser)
+	if !ok {
+		return false
+	}
+	alive, err := ll.RenewLockLease(ctx, b.s.cfg.WorkerID, ttl)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.s.log.Warn("syncer: renew lock lease", "err", err)
+		}
+		return false
+	}
+	return alive
 }
 
 // uniqKeys drops repeated keys in place, keeping the first of each.

@@ -84,3 +84,84 @@ func TestRenewalReportsOnlyLocksAnotherWorkerTook(t *testing.T) {
 		t.Fatalf("want one lost lock reported, got:\n%s", out)
 	}
 }
+
+// countingStore counts LockRecords calls on a real store.
+type countingStore struct {
+	*sqlitestore.Store
+	mu    sync.Mutex
+	locks int
+}
+
+func (c *countingStore) LockRecords(ctx context.Context, owner string, keys []string, ttl time.Duration) ([]string, error) {
+	c.mu.Lock()
+	c.locks++
+	c.mu.Unlock()
+	return c.Store.LockRecords(ctx, owner, keys, ttl)
+}
+
+func (c *countingStore) lockCalls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.locks
+}
+
+// With a store that keeps a lock lease per worker, a batch waiting on
+// Marketo renews its locks with one write: the first renewal checks every
+// lock (LockRecords) and starts the lease, later ones only extend the lease,
+// and the lease keeps the records from another worker past their own expiry.
+func TestRenewalExtendsTheLockLeaseInOneWrite(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	sq, err := sqlitestore.Open(t.Context(), filepath.Join(t.TempDir(), "store.db"), sqlitestore.Options{Clock: clk, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Close() })
+	st := &countingStore{Store: sq}
+	ticks := make(chan chan time.Time, 4)
+	s, err := New(Config{Queue: newFakeQueue(clk), Store: st, Marketo: newFakeMarketo(), Clock: clk, WorkerID: "w1",
+		Logger: slog.New(slog.DiscardHandler),
+		After: func(d time.Duration) <-chan time.Time {
+			ch := make(chan time.Time, 1)
+			ticks <- ch
+			return ch
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl := s.cfg.RecordLockTTL
+	keys := []string{"contact/c1", "contact/c2", "account/a1"}
+	if got, err := sq.LockRecords(t.Context(), "w1", keys, ttl); err != nil || len(got) != 3 {
+		t.Fatalf("LockRecords = %v, %v", got, err)
+	}
+	b := newBatch(s, nil)
+	b.locked = append([]string(nil), keys...)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() { defer close(done); b.renewRecordLocks(ctx) }()
+
+	// The loop asks for a timer (ticks), renews when it fires, then asks
+	// again: taking the next request means the renewal is done.
+	ch := <-ticks
+	renew := func() {
+		t.Helper()
+		clk.Advance(ttl / 3)
+		ch <- clk.Now()
+		ch = <-ticks
+	}
+	renew()
+	if n := st.lockCalls(); n != 1 {
+		t.Fatalf("first renewal: %d LockRecords calls, want 1 (no lease yet: every lock is checked)", n)
+	}
+	for range 3 {
+		renew()
+	}
+	if n := st.lockCalls(); n != 1 {
+		t.Errorf("after three more renewals: %d LockRecords calls, want still 1 (the lease was extended)", n)
+	}
+	// 20 s after the locks were taken their own expiry (15 s) has passed;
+	// the lease keeps them.
+	if got, err := sq.LockRecords(t.Context(), "w2", keys, ttl); err != nil || len(got) != 0 {
+		t.Errorf("w2 took %v (err %v) while w1's lease was renewed", got, err)
+	}
+}
