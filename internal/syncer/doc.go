@@ -28,7 +28,8 @@
 //     and one PostgreSQL store safe: a record is written by one worker at a
 //     time, and the per-column versions make the order of writes irrelevant.
 //     Locks are short (RecordLockTTL, 15 s) and renewed while their batch
-//     runs. On shutdown Run lets the batch in flight finish (DrainTimeout),
+//     runs (with a store.LockLeaser, after the first renewal, by extending
+//     the worker's lock lease: one write for all of them). On shutdown Run lets the batch in flight finish (DrainTimeout),
 //     which releases its locks; a batch cut short (drain deadline, crash)
 //     keeps them until RecordLockTTL, since one of its Marketo writes may
 //     still land, and its messages are abandoned for a replacement.
