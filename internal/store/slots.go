@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -89,6 +90,21 @@ func (u CallUsage) Total() int {
 		n += v
 	}
 	return n
+}
+
+// Check says what is wrong with a request, for every adapter alike.
+func (req CallRequest) Check() error {
+	switch {
+	case req.Calls < 1 || req.Concurrent < 1:
+		return fmt.Errorf("Calls %d and Concurrent %d must be at least 1", req.Calls, req.Concurrent)
+	case req.TTL <= 0 || req.Hold < 0:
+		return fmt.Errorf("TTL %v must be positive and Hold %v not negative", req.TTL, req.Hold)
+	case req.WindowLimit < 1 || req.ConcurrentLimit < 1:
+		return fmt.Errorf("WindowLimit %d and ConcurrentLimit %d must be at least 1", req.WindowLimit, req.ConcurrentLimit)
+	case req.Day == "":
+		return fmt.Errorf("Day is required")
+	}
+	return nil
 }
 
 // FitCalls sizes a grant for adapters: given what counts now, the permits

@@ -66,7 +66,7 @@ func foldExpired(ctx context.Context, tx *sql.Tx, now int64) error {
 
 // GrantCalls grants call permits within the request's limits.
 func (s *Store) GrantCalls(ctx context.Context, req store.CallRequest) (store.CallGrant, error) {
-	if err := checkCallRequest(req); err != nil {
+	if err := req.Check(); err != nil {
 		return store.CallGrant{}, fmt.Errorf("sqlitestore: grant marketo calls: %w", err)
 	}
 	var g store.CallGrant
@@ -124,20 +124,6 @@ func (s *Store) GrantCalls(ctx context.Context, req store.CallRequest) (store.Ca
 		return store.CallGrant{}, fmt.Errorf("sqlitestore: grant %d marketo calls for %s (%s): %w", req.Calls, req.Holder, req.Purpose, err)
 	}
 	return g, nil
-}
-
-func checkCallRequest(req store.CallRequest) error {
-	switch {
-	case req.Calls < 1 || req.Concurrent < 1:
-		return fmt.Errorf("Calls %d and Concurrent %d must be at least 1", req.Calls, req.Concurrent)
-	case req.TTL <= 0 || req.Hold < 0:
-		return fmt.Errorf("TTL %v must be positive and Hold %v not negative", req.TTL, req.Hold)
-	case req.WindowLimit < 1 || req.ConcurrentLimit < 1:
-		return fmt.Errorf("WindowLimit %d and ConcurrentLimit %d must be at least 1", req.WindowLimit, req.ConcurrentLimit)
-	case req.Day == "":
-		return fmt.Errorf("Day is required")
-	}
-	return nil
 }
 
 // dayTotal is the calls charged to day by purposes (all when nil): folded
