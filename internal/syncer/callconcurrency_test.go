@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,8 +36,12 @@ func TestCallsOfOneKindGoTogetherAndResultsMapBack(t *testing.T) {
 		mu      sync.Mutex
 		arrived int
 		all     = make(chan struct{})
+		ended   [4]chan struct{} // ended[n] closes when company call n (1..3) returns
 		order   []int
 	)
+	for n := range ended {
+		ended[n] = make(chan struct{})
+	}
 	e.mk.onSync = func(obj marketotype.Object, in []marketotype.Record) {
 		if obj != marketotype.Companies {
 			return
@@ -53,24 +58,24 @@ func TestCallsOfOneKindGoTogetherAndResultsMapBack(t *testing.T) {
 		}
 		select {
 		case <-all:
-		case <-time.After(10 * time.Second):
+		case <-time.After(10 * time.Second): // a sequential writer never sends the second call
 			t.Errorf("company call %d: the other calls did not come while it was in flight", n)
+			close(ended[n])
 			return
 		}
 		// Reverse order: call 3 ends first, call 1 last.
-		for {
-			mu.Lock()
-			done := len(order)
-			if done == 3-n {
-				order = append(order, n)
-				mu.Unlock()
-				return
-			}
-			mu.Unlock()
-			time.Sleep(time.Millisecond)
+		if n < 3 {
+			<-ended[n+1]
 		}
+		mu.Lock()
+		order = append(order, n)
+		mu.Unlock()
+		close(ended[n])
 	}
 	st := e.drain()
+	if !slices.Equal(order, []int{3, 2, 1}) {
+		t.Errorf("the first three company calls ended in order %v, want [3 2 1]", order)
+	}
 	if got := e.mk.callCount("companies sync"); got != 5 {
 		t.Fatalf("%d company calls, want 5 (10 companies, 2 per call)", got)
 	}

@@ -141,6 +141,11 @@ func (c *marketoCalls) queries(ctx context.Context, obj marketotype.Object, filt
 		out[n].recs, out[n].err = c.s.cfg.Marketo.Query(ctx, obj, filterType, chunks[n], fields)
 		return out[n].err == nil // the caller stops at the first failed query
 	})
+	for _, q := range out {
+		if q.err != errNotSent {
+			c.stats.Calls[string(obj)+" query"]++
+		}
+	}
 	return out
 }
 

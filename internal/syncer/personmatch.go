@@ -338,7 +338,6 @@ func (w *personWriter) personsByEmail(ctx context.Context, recs []*rec) (map[str
 	chunks := slices.Collect(slices.Chunk(ask, 300))
 	found := b.mk.queries(ctx, marketotype.Leads, "email", chunks, []string{"id", "email", "externalPersonId"})
 	for n, chunk := range chunks {
-		b.stats.Calls[string(marketotype.Leads)+" query"]++
 		got, err := found[n].recs, found[n].err
 		if err != nil {
 			b.mk.noteCallError(err)

@@ -344,7 +344,6 @@ func (b *batch) lookup(ctx context.Context, kind string, ids map[string]string) 
 	chunks := slices.Collect(slices.Chunk(ask, 300))
 	got := b.mk.queries(ctx, obj, field, chunks, fields)
 	for n := range chunks {
-		b.stats.Calls[string(obj)+" query"]++
 		recs, err := got[n].recs, got[n].err
 		if err != nil {
 			b.mk.noteCallError(err)
