@@ -836,6 +836,14 @@ func (s *Store) RenewLockLease(ctx context.Context, owner string, ttl time.Durat
 			return err
 		}
 		alive = err == nil && cur > now.UnixMicro()
+		if !alive {
+			// Each worker process has an owner name of its own: forget the
+			// lock leases of processes gone for an hour (rare, not per renewal).
+			if _, err := tx.ExecContext(ctx, `DELETE FROM leases WHERE name LIKE 'record-locks/%' AND expires_at < ?`,
+				now.Add(-time.Hour).UnixMicro()); err != nil {
+				return err
+			}
+		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at`,
 			lockLease(owner), owner, now.Add(ttl).UnixMicro())

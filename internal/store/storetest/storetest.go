@@ -901,6 +901,11 @@ func testLockLease(t *testing.T, s store.Store, clk *clock.Fake) {
 	if got := lock(t, s, "A", ttl, "k1", "k2"); len(got) != 0 {
 		t.Errorf("A's renewed lease gave it back %v that B took", got)
 	}
+	// A lease renewed again and again stays alive; one left for good (its
+	// process gone) no longer protects anything once it lapses.
+	if !renew("A") {
+		t.Error("RenewLockLease right after a renewal reports a lapsed lease")
+	}
 }
 
 func testLockRecordsConcurrent(t *testing.T, s store.Store, _ *clock.Fake) {
